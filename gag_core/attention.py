@@ -1,0 +1,183 @@
+"""Scores → dense and sparse retrievals → GAG output, in bounded memory.
+
+This is the exact PyTorch path: the reference every faster backend is tested against, and the
+path used wherever no faster backend applies (CPU, MPS, unusual shapes).
+
+Layout everywhere: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), as torch's
+scaled_dot_product_attention takes them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .rule import check_alpha, check_guidance_params, gag_combine
+from .kernels import select_backend
+from .sparse import alpha_entmax, compute_dtype
+
+__all__ = ["gag_attention", "dense_sparse_attention", "attention_scores", "normalize_mask",
+           "DEFAULT_CHUNK_BYTES"]
+
+# Working memory for one query chunk of the PyTorch path. Each score element costs about
+# 8 compute-dtype values at peak (scores, the two maps, the sort buffers and their indices), so
+# 256 MiB holds ~8M scores: for FLUX's joint attention at 1024² (24 heads × 4608 keys) that is
+# 72 queries per chunk. Override per call with ``chunk_bytes``.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+_BYTES_PER_SCORE = 8 * 4
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, L, D); got rank {t.dim()} "
+                             f"shape {tuple(t.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head dim D; got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"k and v must agree on (B, H, Lk); got k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if q.shape[:2] != k.shape[:2]:
+        raise ValueError(f"q and k must agree on (B, H); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
+
+
+def normalize_mask(mask: Optional[torch.Tensor], batch: int, heads: int, lq: int,
+                   lk: int) -> Optional[torch.Tensor]:
+    """Bring a mask to rank 4, broadcastable to (B, H, Lq, Lk).
+
+    Accepts what ComfyUI passes to attention: an additive float mask or a boolean keep-mask
+    (True = attend), of rank 2 (Lq, Lk), rank 3 (B, Lq, Lk) — the head axis is inserted, as
+    ComfyUI does — or rank 4.
+    """
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        mask = mask[None, None]
+    elif mask.dim() == 3:
+        mask = mask[:, None]
+    elif mask.dim() != 4:
+        raise ValueError(f"mask must have rank 2, 3 or 4; got shape {tuple(mask.shape)}")
+    try:
+        torch.broadcast_shapes(mask.shape, (batch, heads, lq, lk))
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to "
+                         f"(B, H, Lq, Lk) = {(batch, heads, lq, lk)}") from None
+    return mask
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                     softmax_scale: Optional[float] = None) -> torch.Tensor:
+    """S = q kᵀ · scale (+ mask) in the compute dtype: (B, H, Lq, D), (B, H, Lk, D) → (B, H, Lq, Lk).
+
+    A boolean mask sets dropped entries to −inf; a float mask is added.
+    """
+    dtype = compute_dtype(q.dtype)
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q.to(dtype), k.to(dtype).transpose(-1, -2)) * softmax_scale
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.to(dtype)
+    return scores
+
+
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis; a fully masked (all −inf) row maps to zeros, not NaN."""
+    row_max = scores.amax(dim=-1, keepdim=True)
+    has_support = torch.isfinite(row_max)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.where(has_support, probs, torch.zeros_like(probs))
+
+
+def _query_chunk(batch: int, heads: int, lq: int, lk: int, chunk_bytes: int) -> int:
+    per_query = max(batch * heads * lk * _BYTES_PER_SCORE, 1)
+    return max(1, min(lq, chunk_bytes // per_query))
+
+
+def _chunked(q, k, v, mask, chunk_bytes, fn):
+    """Run fn(q_chunk, mask_chunk) over query chunks and concatenate along Lq."""
+    batch, heads, lq, _ = q.shape
+    step = _query_chunk(batch, heads, lq, k.shape[2], chunk_bytes)
+    outs = []
+    for start in range(0, lq, step):
+        stop = min(start + step, lq)
+        mask_chunk = None
+        if mask is not None:
+            mask_chunk = mask[:, :, start:stop] if mask.shape[2] != 1 else mask
+        outs.append(fn(q[:, :, start:stop], mask_chunk))
+    return outs
+
+
+def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                           alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
+                           chunk_bytes: int = DEFAULT_CHUNK_BYTES
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense (softmax) and sparse (α-entmax) retrievals from the same scores.
+
+    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → two tensors (B, H, Lq, Dv) in the
+    compute dtype (float32; float64 for float64 inputs). Queries are processed in chunks so the
+    working memory stays under ``chunk_bytes`` (at least one query row at a time).
+    """
+    alpha = check_alpha(alpha)
+    _check_qkv(q, k, v)
+    mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    v_c = v.to(compute_dtype(q.dtype))
+
+    def both(q_chunk, mask_chunk):
+        scores = attention_scores(q_chunk, k, mask_chunk)
+        dense = torch.matmul(_softmax_rows(scores), v_c)
+        sparse = torch.matmul(alpha_entmax(scores, alpha), v_c)
+        return dense, sparse
+
+    pairs = _chunked(q, k, v, mask, chunk_bytes, both)
+    return torch.cat([p[0] for p in pairs], dim=2), torch.cat([p[1] for p in pairs], dim=2)
+
+
+def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float = 10.0,
+                  eta: float = 15.0, zeta: float = 0.0, alpha: float = 1.5,
+                  mask: Optional[torch.Tensor] = None,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "auto") -> torch.Tensor:
+    """Geometry-Aware Attention Guidance for one attention call.
+
+    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → (B, H, Lq, Dv) in q's dtype and device.
+
+    scale is λ, eta is η, zeta is ζ (see ``gag_combine``), alpha is the entmax α of the sparse
+    branch. mask: additive float mask or boolean keep-mask, broadcastable to (B, H, Lq, Lk)
+    (rank 2 and 3 masks are read as ComfyUI reads them; see ``normalize_mask``).
+    The computation runs in float32 for half-precision inputs, in query chunks bounded by
+    ``chunk_bytes`` of working memory.
+
+    backend: "auto" uses a fused GPU kernel where one accepts the inputs (see
+    ``gag_core.kernels``) and this PyTorch path otherwise; "torch" forces this path; "fused"
+    requires the kernel and raises ValueError where none applies.
+    """
+    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
+    alpha = check_alpha(alpha)
+    _check_qkv(q, k, v)
+    mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
+    if backend != "torch":
+        fused = select_backend(q, k, v, mask, alpha)
+        if fused is not None:
+            return fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
+        if backend == "fused":
+            raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
+                             f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
+                             f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    v_c = v.to(compute_dtype(q.dtype))
+
+    def guided(q_chunk, mask_chunk):
+        scores = attention_scores(q_chunk, k, mask_chunk)
+        dense = torch.matmul(_softmax_rows(scores), v_c)
+        sparse = torch.matmul(alpha_entmax(scores, alpha), v_c)
+        del scores
+        return gag_combine(dense, sparse, scale=scale, eta=eta, zeta=zeta).to(q.dtype)
+
+    return torch.cat(_chunked(q, k, v, mask, chunk_bytes, guided), dim=2)

@@ -1,0 +1,90 @@
+"""The GAG combination rule and the checks on its parameters.
+
+Given the dense (softmax) and sparse (α-entmax) retrievals of one attention call, per head and
+per query token, with norms over the head dimension D:
+
+    Δ   = O_s − O_d                       sparse–dense discrepancy
+    Δ_∥ = ⟨Δ, O_s⟩ / ‖O_s‖² · O_s          the part along the retrieval direction
+    g   = Δ_∥ + ζ·(Δ − Δ_∥)                ζ keeps a damped share of the orthogonal part
+    O   = O_s + λ · min(1, η/‖g‖) · g      the correction's norm is capped at λ·η
+
+Where ‖O_s‖ = 0 the retrieval direction is undefined; Δ_∥ is taken as zero there (g = ζ·Δ),
+which is the limit of the rule as O_s shrinks along any direction and keeps the output finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .sparse import compute_dtype
+
+__all__ = ["gag_combine", "check_guidance_params", "check_alpha"]
+
+
+def _is_real_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_alpha(alpha) -> float:
+    """α must be a number in (1, 2]; returns it as float, else raises ValueError."""
+    if not _is_real_number(alpha) or not (1.0 < float(alpha) <= 2.0):
+        raise ValueError(
+            f"alpha (entmax sparsity α) must be a number in (1, 2]: 1.5 is the paper's choice, "
+            f"2 is sparsemax, values near 1 approach softmax; got {alpha!r}"
+        )
+    return float(alpha)
+
+
+def check_guidance_params(scale, eta, zeta) -> tuple[float, float, float]:
+    """Validate λ, η, ζ and return them as floats; raises ValueError naming the bad one."""
+    if not _is_real_number(scale) or not math.isfinite(scale):
+        raise ValueError(f"scale (λ) must be a finite number (paper default 10); got {scale!r}")
+    if not _is_real_number(eta) or not eta > 0 or math.isnan(eta):
+        raise ValueError(
+            f"eta (η, the cap on the correction's norm) must be > 0 (paper default 15; "
+            f"float('inf') disables the cap); got {eta!r}"
+        )
+    if not _is_real_number(zeta) or not (0.0 <= zeta <= 1.0):
+        raise ValueError(
+            f"zeta (ζ, share of the orthogonal part kept) must be in [0, 1] (paper default 0); "
+            f"got {zeta!r}"
+        )
+    return float(scale), float(eta), float(zeta)
+
+
+def gag_combine(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: float, eta: float,
+                zeta: float) -> torch.Tensor:
+    """Combine dense and sparse retrievals with the GAG rule.
+
+    dense_out, sparse_out: (..., D), same shape (typically (B, H, L, D)).
+    Returns (..., D) in the compute dtype (float32, or float64 for float64 inputs); the caller
+    casts back. Finite inputs give a finite output, including ‖O_s‖ = 0.
+    """
+    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
+    if dense_out.shape != sparse_out.shape:
+        raise ValueError(
+            f"dense_out and sparse_out must have the same shape; got {tuple(dense_out.shape)} "
+            f"and {tuple(sparse_out.shape)}"
+        )
+    dtype = compute_dtype(torch.promote_types(dense_out.dtype, sparse_out.dtype))
+    dense = dense_out.to(dtype)
+    sparse = sparse_out.to(dtype)
+    tiny = torch.finfo(dtype).tiny
+
+    delta = sparse - dense
+    sparse_norm = torch.linalg.vector_norm(sparse, dim=-1, keepdim=True)
+    # Project on the unit direction rather than dividing by ‖O_s‖²: the projection's size is then
+    # bounded by ‖Δ‖ even when ‖O_s‖² would underflow.
+    direction = sparse / sparse_norm.clamp(min=tiny)
+    direction = torch.where(sparse_norm > 0, direction, torch.zeros_like(direction))
+    parallel = (delta * direction).sum(-1, keepdim=True) * direction
+    guidance = parallel + zeta * (delta - parallel) if zeta else parallel
+
+    if math.isinf(eta):
+        return sparse + scale * guidance
+    guidance_norm = torch.linalg.vector_norm(guidance, dim=-1, keepdim=True)
+    cap = torch.where(guidance_norm > eta, eta / guidance_norm.clamp(min=tiny),
+                      torch.ones_like(guidance_norm))
+    return sparse + (scale * cap) * guidance

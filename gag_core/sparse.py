@@ -1,0 +1,127 @@
+"""α-entmax: sparse probability maps over the last axis.
+
+    entmax_α(z) = argmax_p  ⟨p, z⟩ + H_α(p)   over the simplex, with the Tsallis entropy H_α.
+
+Its solution is  p_i = [(α − 1)·z_i − τ]_+^{1/(α−1)}  with τ chosen so that Σ p_i = 1.
+α → 1 gives softmax, α = 2 gives sparsemax. α = 1.5 and α = 2 have exact sort-based forms;
+other α use bisection on τ.
+
+Every function here maps scores of shape (..., N) to probabilities of the same shape, computes
+in float32 (float64 stays float64) and returns that computation dtype; the caller casts.
+
+Two facts keep these maps cheap and numerically safe:
+
+* Only scores near the row maximum can be in the support. With z' = (α − 1)(z − max z), the
+  threshold τ' of z' lies in [−1, 0] (the maximum alone already carries mass (−τ')^{1/(α−1)} ≤ 1),
+  so any entry with z' ≤ −1 gets zero mass. Clamping z' at −1 therefore changes no output, and it
+  removes the overflow and cancellation that huge or −inf scores would cause in the cumulative sums.
+* For the sort-based forms only the candidates z' > −1 need sorting, so the sort runs over the
+  largest such count in the batch (``topk``) rather than the whole row.
+
+A row whose scores are all −inf (a fully masked query) has no distribution; it maps to all zeros,
+so the retrieval it feeds becomes a zero vector instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "compute_dtype"]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _shifted_scores(scores: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α−1)(z − max z) clamped to [−1, 0], in the compute dtype, and a (..., 1) mask of rows that
+    have at least one finite score."""
+    z = scores.to(compute_dtype(scores.dtype))
+    row_max = z.amax(dim=-1, keepdim=True)
+    has_support = torch.isfinite(row_max)
+    row_max = torch.where(has_support, row_max, torch.zeros_like(row_max))
+    shifted = ((alpha - 1.0) * (z - row_max)).clamp(min=-1.0, max=0.0)
+    # NaN scores stay NaN (garbage in is visible); −inf became −1 through the clamp.
+    return shifted, has_support
+
+
+def _candidate_count(shifted: torch.Tensor) -> int:
+    """How many entries per row can be in the support, maximised over rows (≥ 1)."""
+    return max(int((shifted > -1.0).sum(dim=-1).max().item()), 1) if shifted.numel() else 1
+
+
+def _sort_candidates(shifted: torch.Tensor) -> torch.Tensor:
+    """The largest candidates of each row in descending order, shape (..., K) with K ≤ N."""
+    k = _candidate_count(shifted)
+    if k >= shifted.shape[-1]:
+        return shifted.sort(dim=-1, descending=True).values
+    return shifted.topk(k, dim=-1, sorted=True).values
+
+
+def entmax15(scores: torch.Tensor) -> torch.Tensor:
+    """Exact 1.5-entmax over the last axis: p = [z/2 − τ]_+², (..., N) → (..., N).
+
+    Sort-based: for the k largest shifted scores s_(1) ≥ … ≥ s_(k), the threshold that makes the
+    top k sum to one is τ_k = mean_k − sqrt(max(0, (1 − k·var_k)/k)); the support size is the
+    largest k with τ_k ≤ s_(k) (Peters, Niculae & Martins, 2019).
+    """
+    shifted, has_support = _shifted_scores(scores, 1.5)
+    top = _sort_candidates(shifted)
+    ranks = torch.arange(1, top.shape[-1] + 1, device=top.device, dtype=top.dtype)
+    mean = top.cumsum(-1) / ranks
+    mean_sq = (top * top).cumsum(-1) / ranks
+    variance_term = ranks * (mean_sq - mean * mean)
+    tau = mean - torch.sqrt(((1.0 - variance_term) / ranks).clamp(min=0.0))
+    support_size = (tau <= top).sum(dim=-1, keepdim=True).clamp(min=1)
+    tau_star = tau.gather(-1, support_size - 1)
+    probs = (shifted - tau_star).clamp(min=0.0).square()
+    return torch.where(has_support, probs, torch.zeros_like(probs))
+
+
+def sparsemax(scores: torch.Tensor) -> torch.Tensor:
+    """Exact sparsemax (α = 2) over the last axis: p = [z − τ]_+, (..., N) → (..., N).
+
+    Sort-based: τ_k = (Σ_{i≤k} s_(i) − 1)/k; the support is the largest k with s_(k) > τ_k
+    (Martins & Astudillo, 2016).
+    """
+    shifted, has_support = _shifted_scores(scores, 2.0)
+    top = _sort_candidates(shifted)
+    ranks = torch.arange(1, top.shape[-1] + 1, device=top.device, dtype=top.dtype)
+    tau = (top.cumsum(-1) - 1.0) / ranks
+    support_size = (top > tau).sum(dim=-1, keepdim=True).clamp(min=1)
+    tau_star = tau.gather(-1, support_size - 1)
+    probs = (shifted - tau_star).clamp(min=0.0)
+    return torch.where(has_support, probs, torch.zeros_like(probs))
+
+
+def entmax_bisect(scores: torch.Tensor, alpha: float, n_iter: int = 50) -> torch.Tensor:
+    """α-entmax for any α in (1, 2] by bisection on τ, (..., N) → (..., N).
+
+    With shifted scores s ∈ [−1, 0] (max 0), τ lies in [−1, −N^{1−α}]: bisection halves that
+    interval n_iter times (50 halvings reach float64 resolution), then the result is renormalised
+    so that it sums to one exactly up to rounding.
+    """
+    shifted, has_support = _shifted_scores(scores, alpha)
+    exponent = 1.0 / (alpha - 1.0)
+    n = shifted.shape[-1]
+    lo = torch.full_like(shifted[..., :1], -1.0)
+    hi = torch.full_like(shifted[..., :1], -(n ** (1.0 - alpha)))
+    for _ in range(n_iter):
+        mid = 0.5 * (lo + hi)
+        mass = (shifted - mid).clamp(min=0.0).pow(exponent).sum(-1, keepdim=True)
+        too_much = mass >= 1.0
+        lo = torch.where(too_much, mid, lo)
+        hi = torch.where(too_much, hi, mid)
+    probs = (shifted - lo).clamp(min=0.0).pow(exponent)
+    probs = probs / probs.sum(-1, keepdim=True).clamp(min=torch.finfo(probs.dtype).tiny)
+    return torch.where(has_support, probs, torch.zeros_like(probs))
+
+
+def alpha_entmax(scores: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α-entmax over the last axis for α in (1, 2]: the exact form for 1.5 and 2, else bisection."""
+    if alpha == 1.5:
+        return entmax15(scores)
+    if alpha == 2.0:
+        return sparsemax(scores)
+    return entmax_bisect(scores, alpha)

@@ -1,0 +1,128 @@
+"""SD1.5 / SDXL-family UNets (SDXL, Hyper-SDXL, DMD2, SD1.5, SD2): cross-attention (attn2).
+
+Hook: ``ModelPatcher.set_model_attn2_replace`` keyed (block, number, transformer_index), one key
+per selected transformer, so only the chosen layers pay for GAG. The replace receives projected
+q, k, v of shape (B, L, heads·dim_head) and returns the attention output before ``to_out``.
+
+Composition with other patches on the same model:
+* attn2_patch / attn2_output_patch (IPAdapter style) run before/after the replace: unaffected.
+* An earlier attn2 replace on a selected layer (keyed per transformer or per block) is wrapped:
+  GAG calls it and adds its own correction (GAG output − softmax output) to what it returns, so
+  an additive patch such as IPAdapter keeps its contribution and gains GAG's.
+* An earlier GAG patch is removed first: applying GAG twice means the later node's settings win.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ...gag_core.layer_spec import LayerRef
+from .base import Adapter
+
+
+def _unet_class():
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    return UNetModel
+
+
+def _replace_dict(model_patcher) -> dict:
+    options = model_patcher.model_options.setdefault("transformer_options", {})
+    return options.setdefault("patches_replace", {}).setdefault("attn2", {})
+
+
+class UNetCrossAttentionPatch:
+    """An attn2 replace that runs GAG on one transformer block's cross-attention."""
+
+    def __init__(self, runtime, previous=None):
+        self.runtime = runtime
+        self.previous = previous  # the replace this one wraps, if any
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device):
+        return self
+
+    def _plain(self, q, k, v, extra_options):
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        from comfy.ldm.modules.attention import optimized_attention
+        return optimized_attention(q, k, v, extra_options["n_heads"],
+                                   attn_precision=extra_options.get("attn_precision"),
+                                   transformer_options=extra_options)
+
+    def __call__(self, q, k, v, extra_options):
+        scale = self.runtime.step_scale(extra_options)
+        if scale is None:
+            return self._plain(q, k, v, extra_options)
+        heads = extra_options["n_heads"]
+        batch, lq, inner = q.shape
+        to_heads = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+        qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
+        if self.previous is None:
+            out = self.runtime.attention(qh, kh, vh, scale)
+            return out.transpose(1, 2).reshape(batch, lq, -1)
+        correction = self.runtime.correction(qh, kh, vh, scale).transpose(1, 2).reshape(batch, lq, -1)
+        return self.previous(q, k, v, extra_options) + correction
+
+
+class UNetAdapter(Adapter):
+    family = "unet"
+    display_name = "SD1.5 / SDXL UNet"
+    presets = {
+        "paper": "input, output",  # PLADIS's and the GAG re-implementations' choice
+        "all": "all",
+        "input": "input",
+        "output": "output",
+        "middle": "middle",
+    }
+    modes = ("text",)
+
+    @classmethod
+    def detect(cls, model_patcher) -> bool:
+        diffusion = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+        return isinstance(diffusion, _unet_class())
+
+    @classmethod
+    def available_layers(cls, model_patcher) -> list[LayerRef]:
+        from comfy.ldm.modules.attention import SpatialTransformer
+        unet = model_patcher.model.diffusion_model
+        groups = [("input", list(unet.input_blocks)),
+                  ("middle", [unet.middle_block] if unet.middle_block is not None else []),
+                  ("output", list(unet.output_blocks))]
+        refs = []
+        for group, blocks in groups:
+            for number, block in enumerate(blocks):
+                for module in block.modules():
+                    # Only SpatialTransformer sets block_index per transformer (0, 1, …).
+                    if type(module) is not SpatialTransformer:
+                        continue
+                    for index, transformer in enumerate(module.transformer_blocks):
+                        if getattr(transformer, "attn2", None) is not None:
+                            refs.append(LayerRef(group, number, index))
+        return refs
+
+    @classmethod
+    def uninstall(cls, model_patcher) -> int:
+        replaces = _replace_dict(model_patcher)
+        removed = 0
+        for key in list(replaces):
+            patch = replaces[key]
+            if isinstance(patch, UNetCrossAttentionPatch):
+                removed += 1
+                if patch.previous is None:
+                    del replaces[key]
+                else:
+                    replaces[key] = patch.previous
+        return removed
+
+    @classmethod
+    def install(cls, model_patcher, layers: list[LayerRef], runtime, mode: str) -> None:
+        replaces = _replace_dict(model_patcher)
+        for ref in layers:
+            key = (ref.group, ref.block, ref.sub)
+            previous: Optional[object] = replaces.get(key, replaces.get((ref.group, ref.block)))
+            model_patcher.set_model_attn2_replace(UNetCrossAttentionPatch(runtime, previous),
+                                                  ref.group, ref.block, ref.sub)

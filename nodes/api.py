@@ -1,0 +1,53 @@
+"""Apply GAG to a ComfyUI model from Python: what the GAG Model Patch node calls, and what
+scripts, benchmarks and other packs can call directly."""
+
+from __future__ import annotations
+
+from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
+from .adapters import all_presets, find_adapter
+from .adapters.base import model_name
+from .guidance import GuidanceRuntime
+from .settings import GAGSettings, LayerChoice, Schedule
+
+__all__ = ["patch_model", "apply_gag", "layer_selection_text"]
+
+
+def layer_selection_text(adapter, choice: LayerChoice, model_patcher) -> str:
+    """The selection text a layer choice means for this adapter's family."""
+    if choice.preset == "custom":
+        return choice.custom
+    if choice.preset not in adapter.presets:
+        raise ValueError(f"layer preset {choice.preset!r} does not apply to "
+                         f"{adapter.display_name} models ({model_name(model_patcher)}); its "
+                         f"presets are {', '.join(adapter.presets)}, or 'custom'")
+    return adapter.presets[choice.preset]
+
+
+def patch_model(model_patcher, settings: GAGSettings):
+    """A clone of ``model_patcher`` with GAG installed as ``settings`` say; the input is untouched.
+
+    Raises ValueError for a model no adapter supports, a preset or mode that does not apply to
+    its family, or a selection that names layers the model does not have.
+    """
+    adapter = find_adapter(model_patcher)
+    mode = adapter.resolve_mode(settings.layers.mode)
+    text = layer_selection_text(adapter, settings.layers, model_patcher)
+    layers = resolve_layers(parse_layer_spec(text), adapter.available_layers(model_patcher),
+                            model_name(model_patcher))
+    patched = model_patcher.clone()
+    adapter.uninstall(patched)
+    runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"))
+    adapter.install(patched, layers, runtime, mode)
+    return patched
+
+
+def apply_gag(model_patcher, *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
+              alpha: float = 1.5, layers: str = "paper", mode: str = "auto",
+              start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant"):
+    """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text."""
+    is_preset = layers in all_presets() and layers != "custom"
+    choice = LayerChoice(preset=layers if is_preset else "custom",
+                         custom="" if is_preset else layers, mode=mode)
+    settings = GAGSettings(scale=scale, eta=eta, zeta=zeta, alpha=alpha, layers=choice,
+                           schedule=Schedule(start_percent, end_percent, ramp))
+    return patch_model(model_patcher, settings)

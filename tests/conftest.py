@@ -1,0 +1,102 @@
+"""Shared test set-up.
+
+tests/core/  need torch only.
+tests/comfy/ need a real ComfyUI checkout, found (in this order) at $COMFYUI_PATH, two folders
+             above this pack when it sits in ComfyUI/custom_nodes/<pack>, or ~/ComfyUI. Without
+             one they skip, saying where they looked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACK_MODULE = "comfyui_gag"  # the name tests import the pack under; ComfyUI uses the folder path
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # gag_core is importable on its own
+
+
+def _is_comfyui(path: Path) -> bool:
+    return (path / "comfy" / "model_patcher.py").is_file() and (path / "main.py").is_file()
+
+
+def comfyui_candidates() -> list[Path]:
+    candidates = []
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(Path(os.environ["COMFYUI_PATH"]).expanduser())
+    candidates.append(REPO_ROOT.parents[1])
+    candidates.append(Path.home() / "ComfyUI")
+    return candidates
+
+
+def find_comfyui() -> Path | None:
+    for path in comfyui_candidates():
+        if _is_comfyui(path):
+            return path.resolve()
+    return None
+
+
+COMFYUI_PATH = find_comfyui()
+SKIP_NO_COMFY = ("ComfyUI not found (looked at $COMFYUI_PATH, the folder two levels above the "
+                 "pack, ~/ComfyUI: " + ", ".join(str(p) for p in comfyui_candidates()) + ")")
+
+
+def import_comfy():
+    """Put ComfyUI on sys.path, force CPU, import it once; returns the ComfyUI path."""
+    if COMFYUI_PATH is None:
+        pytest.skip(SKIP_NO_COMFY)
+    if str(COMFYUI_PATH) not in sys.path:
+        sys.path.insert(0, str(COMFYUI_PATH))
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401  (after the CPU flag)
+    return COMFYUI_PATH
+
+
+def import_pack():
+    """Import this repository as a package (as ComfyUI's loader does) under PACK_MODULE."""
+    import_comfy()
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def comfy_path():
+    return import_comfy()
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return import_pack()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/comfy/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.comfy)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "comfy: needs a real ComfyUI checkout")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = terminalreporter.stats
+    def count(kind):
+        return sum(1 for r in stats.get(kind, []) if "tests/comfy/" in r.nodeid)
+    terminalreporter.write_line(
+        f"ComfyUI integration tests: {count('passed')} passed, {count('failed')} failed, "
+        f"{count('skipped')} skipped (ComfyUI at {COMFYUI_PATH or 'NOT FOUND'})")
