@@ -43,6 +43,10 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.shape[:2] != k.shape[:2]:
         raise ValueError(f"q and k must agree on (B, H); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}")
+    if k.shape[2] == 0:
+        # Attention over no keys has no distribution to normalise; say so instead of failing
+        # inside a reduction.
+        raise ValueError(f"k and v must hold at least one key (Lk ≥ 1); got k {tuple(k.shape)}")
 
 
 def normalize_mask(mask: Optional[torch.Tensor], batch: int, heads: int, lq: int,
@@ -55,6 +59,7 @@ def normalize_mask(mask: Optional[torch.Tensor], batch: int, heads: int, lq: int
     """
     if mask is None:
         return None
+    given_shape = tuple(mask.shape)
     if mask.dim() == 2:
         mask = mask[None, None]
     elif mask.dim() == 3:
@@ -64,7 +69,8 @@ def normalize_mask(mask: Optional[torch.Tensor], batch: int, heads: int, lq: int
     try:
         torch.broadcast_shapes(mask.shape, (batch, heads, lq, lk))
     except RuntimeError:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to "
+        read_as = "" if mask.dim() == len(given_shape) else f", read as {tuple(mask.shape)},"
+        raise ValueError(f"mask of shape {given_shape}{read_as} does not broadcast to "
                          f"(B, H, Lq, Lk) = {(batch, heads, lq, lk)}") from None
     return mask
 
@@ -105,7 +111,9 @@ def _chunked(q, k, v, mask, chunk_bytes, fn):
     batch, heads, lq, _ = q.shape
     step = _query_chunk(batch, heads, lq, k.shape[2], chunk_bytes)
     outs = []
-    for start in range(0, lq, step):
+    # max(lq, 1): an empty query axis still runs once, on an empty chunk, so the result keeps
+    # its (B, H, 0, Dv) shape instead of torch.cat failing on an empty list.
+    for start in range(0, max(lq, 1), step):
         stop = min(start + step, lq)
         mask_chunk = None
         if mask is not None:

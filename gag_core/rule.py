@@ -18,23 +18,10 @@ import math
 
 import torch
 
-from .sparse import compute_dtype
+# check_alpha lives with the entmax maps, which validate α themselves; it is re-exported here.
+from .sparse import _is_real_number, check_alpha, compute_dtype
 
 __all__ = ["gag_combine", "check_guidance_params", "check_alpha"]
-
-
-def _is_real_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_alpha(alpha) -> float:
-    """α must be a number in (1, 2]; returns it as float, else raises ValueError."""
-    if not _is_real_number(alpha) or not (1.0 < float(alpha) <= 2.0):
-        raise ValueError(
-            f"alpha (entmax sparsity α) must be a number in (1, 2]: 1.5 is the paper's choice, "
-            f"2 is sparsemax, values near 1 approach softmax; got {alpha!r}"
-        )
-    return float(alpha)
 
 
 def check_guidance_params(scale, eta, zeta) -> tuple[float, float, float]:
@@ -74,17 +61,22 @@ def gag_combine(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: flo
     tiny = torch.finfo(dtype).tiny
 
     delta = sparse - dense
-    sparse_norm = torch.linalg.vector_norm(sparse, dim=-1, keepdim=True)
     # Project on the unit direction rather than dividing by ‖O_s‖²: the projection's size is then
-    # bounded by ‖Δ‖ even when ‖O_s‖² would underflow.
-    direction = sparse / sparse_norm.clamp(min=tiny)
-    direction = torch.where(sparse_norm > 0, direction, torch.zeros_like(direction))
+    # bounded by ‖Δ‖ even when ‖O_s‖² would underflow. The norm itself is taken after dividing by
+    # the largest entry, since torch's vector_norm squares without rescaling (in float32 a vector
+    # of 1e-25 entries has norm 0 and one of 1e20 entries has norm inf).
+    sparse_max = sparse.abs().amax(dim=-1, keepdim=True)
+    sparse_unit = sparse / sparse_max.clamp(min=tiny)
+    direction = sparse_unit / torch.linalg.vector_norm(sparse_unit, dim=-1, keepdim=True).clamp(min=tiny)
+    direction = torch.where(sparse_max > 0, direction, torch.zeros_like(direction))
     parallel = (delta * direction).sum(-1, keepdim=True) * direction
     guidance = parallel + zeta * (delta - parallel) if zeta else parallel
 
     if math.isinf(eta):
         return sparse + scale * guidance
-    guidance_norm = torch.linalg.vector_norm(guidance, dim=-1, keepdim=True)
+    guidance_max = guidance.abs().amax(dim=-1, keepdim=True)
+    guidance_norm = guidance_max * torch.linalg.vector_norm(
+        guidance / guidance_max.clamp(min=tiny), dim=-1, keepdim=True)
     cap = torch.where(guidance_norm > eta, eta / guidance_norm.clamp(min=tiny),
                       torch.ones_like(guidance_norm))
     return sparse + (scale * cap) * guidance

@@ -15,6 +15,10 @@ Two facts keep these maps cheap and numerically safe:
   threshold τ' of z' lies in [−1, 0] (the maximum alone already carries mass (−τ')^{1/(α−1)} ≤ 1),
   so any entry with z' ≤ −1 gets zero mass. Clamping z' at −1 therefore changes no output, and it
   removes the overflow and cancellation that huge or −inf scores would cause in the cumulative sums.
+  The clamped entries sit exactly on that bound, so they are never in the support: the sort-based
+  forms leave them out of the support count and give them zero mass explicitly. Counted in, their
+  τ_k is −1 only up to rounding, and a τ a few ulp below −1 would hand masked keys a mass of ~1e-32
+  (float64) and push a lone surviving key's mass to 1 + 2e-6 (float32).
 * For the sort-based forms only the candidates z' > −1 need sorting, so the sort runs over the
   largest such count in the batch (``topk``) rather than the whole row.
 
@@ -26,7 +30,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "compute_dtype"]
+__all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "compute_dtype", "check_alpha"]
+
+
+def _is_real_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_alpha(alpha) -> float:
+    """α must be a number in (1, 2]; returns it as float, else raises ValueError."""
+    if not _is_real_number(alpha) or not (1.0 < float(alpha) <= 2.0):
+        raise ValueError(
+            f"alpha (entmax sparsity α) must be a number in (1, 2]: 1.5 is the paper's choice, "
+            f"2 is sparsemax, values near 1 approach softmax; got {alpha!r}"
+        )
+    return float(alpha)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -53,6 +71,11 @@ def _candidate_count(shifted: torch.Tensor) -> int:
 
 def _sort_candidates(shifted: torch.Tensor) -> torch.Tensor:
     """The largest candidates of each row in descending order, shape (..., K) with K ≤ N."""
+    if torch.compiler.is_compiling():
+        # The candidate count is data (a device-to-host read): under torch.compile it would
+        # break the graph at every entmax call. Sorting the whole row gives the same support and
+        # threshold — entries past the candidates sit at the clamp floor −1 and never enter it.
+        return shifted.sort(dim=-1, descending=True).values
     k = _candidate_count(shifted)
     if k >= shifted.shape[-1]:
         return shifted.sort(dim=-1, descending=True).values
@@ -73,10 +96,10 @@ def entmax15(scores: torch.Tensor) -> torch.Tensor:
     mean_sq = (top * top).cumsum(-1) / ranks
     variance_term = ranks * (mean_sq - mean * mean)
     tau = mean - torch.sqrt(((1.0 - variance_term) / ranks).clamp(min=0.0))
-    support_size = (tau <= top).sum(dim=-1, keepdim=True).clamp(min=1)
+    support_size = ((tau <= top) & (top > -1.0)).sum(dim=-1, keepdim=True).clamp(min=1)
     tau_star = tau.gather(-1, support_size - 1)
     probs = (shifted - tau_star).clamp(min=0.0).square()
-    return torch.where(has_support, probs, torch.zeros_like(probs))
+    return torch.where(has_support & (shifted > -1.0), probs, torch.zeros_like(probs))
 
 
 def sparsemax(scores: torch.Tensor) -> torch.Tensor:
@@ -89,10 +112,10 @@ def sparsemax(scores: torch.Tensor) -> torch.Tensor:
     top = _sort_candidates(shifted)
     ranks = torch.arange(1, top.shape[-1] + 1, device=top.device, dtype=top.dtype)
     tau = (top.cumsum(-1) - 1.0) / ranks
-    support_size = (top > tau).sum(dim=-1, keepdim=True).clamp(min=1)
+    support_size = ((top > tau) & (top > -1.0)).sum(dim=-1, keepdim=True).clamp(min=1)
     tau_star = tau.gather(-1, support_size - 1)
     probs = (shifted - tau_star).clamp(min=0.0)
-    return torch.where(has_support, probs, torch.zeros_like(probs))
+    return torch.where(has_support & (shifted > -1.0), probs, torch.zeros_like(probs))
 
 
 def entmax_bisect(scores: torch.Tensor, alpha: float, n_iter: int = 50) -> torch.Tensor:
@@ -102,6 +125,7 @@ def entmax_bisect(scores: torch.Tensor, alpha: float, n_iter: int = 50) -> torch
     interval n_iter times (50 halvings reach float64 resolution), then the result is renormalised
     so that it sums to one exactly up to rounding.
     """
+    alpha = check_alpha(alpha)
     shifted, has_support = _shifted_scores(scores, alpha)
     exponent = 1.0 / (alpha - 1.0)
     n = shifted.shape[-1]
@@ -120,6 +144,7 @@ def entmax_bisect(scores: torch.Tensor, alpha: float, n_iter: int = 50) -> torch
 
 def alpha_entmax(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     """α-entmax over the last axis for α in (1, 2]: the exact form for 1.5 and 2, else bisection."""
+    alpha = check_alpha(alpha)
     if alpha == 1.5:
         return entmax15(scores)
     if alpha == 2.0:

@@ -4,9 +4,17 @@ module and append it to ADAPTERS (order matters only if two could claim the same
 from __future__ import annotations
 
 from .base import Adapter, model_name
+from .chroma import ChromaAdapter
+from .flux import FluxAdapter
+from .flux2 import Flux2Adapter
+from .qwen_image import QwenImageAdapter
+from .sd3 import SD3Adapter
 from .unet import UNetAdapter
 
-ADAPTERS: list[type[Adapter]] = [UNetAdapter]
+# Most specific first: FLUX.2 runs on FLUX.1's model class (told apart by a flag), and Chroma
+# may subclass FLUX's in some ComfyUI versions.
+ADAPTERS: list[type[Adapter]] = [UNetAdapter, ChromaAdapter, Flux2Adapter, FluxAdapter,
+                                 SD3Adapter, QwenImageAdapter]
 
 
 def find_adapter(model_patcher) -> type[Adapter]:

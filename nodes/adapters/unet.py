@@ -43,6 +43,14 @@ class UNetCrossAttentionPatch:
         return self
 
     def to(self, device):
+        # ModelPatcher.model_patches_to moves every replace it finds; the one this patch wraps is
+        # no longer in the dict, so move it here or an IPAdapter-style replace holding tensors
+        # stays on the old device.
+        mover = getattr(self.previous, "to", None)
+        if mover is not None:
+            moved = mover(device)
+            if moved is not self.previous:
+                return UNetCrossAttentionPatch(self.runtime, moved)
         return self
 
     def _plain(self, q, k, v, extra_options):
@@ -59,7 +67,8 @@ class UNetCrossAttentionPatch:
             return self._plain(q, k, v, extra_options)
         heads = extra_options["n_heads"]
         batch, lq, inner = q.shape
-        to_heads = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+        # reshape, not view: a replace that wraps this one may pass non-contiguous slices
+        to_heads = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
         qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
         if self.previous is None:
             out = self.runtime.attention(qh, kh, vh, scale)

@@ -88,3 +88,132 @@ def sample(patcher, positive, negative, *, steps=4, cfg=5.0, seed=0, size=32, ba
     latent = torch.zeros_like(noise)
     return comfy.sample.sample(patcher, noise, steps, cfg, sampler, scheduler, positive, negative,
                                latent, seed=seed, disable_pbar=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny joint-attention DiTs (MMDiT family). Latents have 16 channels; Qwen-Image takes 5-D
+# latents (B, C, frames, H, W). Use ``sample_dit`` to sample them.
+# ---------------------------------------------------------------------------------------------
+
+def _unit_norms(patcher):
+    """Norm gains at 1, as trained models roughly have them. With the random 0.05 gains that
+    ``_finish`` leaves, the q/k RMS norms of these DiTs shrink q and k ~20× and every attention
+    map is almost uniform, a regime in which no attention patch has anything to act on."""
+    with torch.no_grad():
+        for module in patcher.model.diffusion_model.modules():
+            if "norm" not in type(module).__name__.lower():
+                continue
+            for name in ("weight", "scale"):
+                gain = getattr(module, name, None)
+                if isinstance(gain, torch.nn.Parameter):
+                    gain.fill_(1.0)
+    return patcher
+
+
+def tiny_flux(seed: int = 0, schnell: bool = False):
+    """FLUX.1-dev (guidance-distilled) or, with ``schnell``, FLUX.1-schnell: 2 double and
+    2 single blocks, hidden 64, 4 heads of 16, context dim 48, pooled dim 32."""
+    import comfy.supported_models as sm
+    cfg = dict(image_model="flux", guidance_embed=not schnell, in_channels=16, out_channels=16,
+               vec_in_dim=32, context_in_dim=48, hidden_size=64, mlp_ratio=2.0, num_heads=4,
+               depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
+               qkv_bias=True)
+    return _unit_norms(_finish((sm.FluxSchnell if schnell else sm.Flux)(cfg), seed))
+
+
+def flux_conditioning(batch: int = 1, seed: int = 1, tokens: int = 20, guidance: float = 3.5):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, 48, generator=g),
+             {"pooled_output": torch.randn(batch, 32, generator=g), "guidance": guidance}]]
+
+
+def tiny_chroma(seed: int = 0):
+    """Chroma: FLUX-style double/single blocks without pooled text, modulation from the
+    distilled-guidance approximator (in_dim 64 is fixed by the model's timestep encoding)."""
+    import comfy.supported_models as sm
+    cfg = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=48,
+               hidden_size=64, mlp_ratio=2.0, num_heads=4, depth=2, depth_single_blocks=2,
+               axes_dim=[4, 6, 6], theta=10000, patch_size=2, qkv_bias=True, in_dim=64,
+               out_dim=64, hidden_dim=64, n_layers=2)
+    return _unit_norms(_finish(sm.Chroma(cfg), seed))
+
+
+def chroma_conditioning(batch: int = 1, seed: int = 1, tokens: int = 20):
+    # Chroma ignores the pooled vector, but its model class (a Flux subclass) requires one.
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, 48, generator=g), {"pooled_output": torch.zeros(batch, 32)}]]
+
+
+def tiny_sd3(seed: int = 0):
+    """SD3.5-medium-like MMDiT: 2 joint blocks (hidden 128, 2 heads of 64 — MMDiT fixes the
+    head size at 64), RMS q/k norm, and an extra image-only self-attention (MMDiT-X) in
+    block 0; context dim 48, pooled dim 32."""
+    import comfy.supported_models as sm
+    cfg = dict(sm.SD3.unet_config)
+    cfg.update(in_channels=16, out_channels=16, patch_size=2, depth=2, input_size=None,
+               adm_in_channels=32, pos_embed_max_size=32, num_patches=32 * 32,
+               context_embedder_config={"target": "torch.nn.Linear",
+                                        "params": {"in_features": 48, "out_features": 128}},
+               qk_norm="rms", x_block_self_attn_layers=[0])
+    patcher = _finish(sm.SD3(cfg), seed)
+    # pos_embed is a buffer (torch.empty), not a parameter: give it values too.
+    pos_embed = patcher.model.diffusion_model.pos_embed
+    with torch.no_grad():
+        pos_embed.copy_(torch.randn(pos_embed.shape, generator=torch.Generator().manual_seed(seed)) * 0.05)
+    return _unit_norms(patcher)
+
+
+def sd3_conditioning(batch: int = 1, seed: int = 1, tokens: int = 20):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, 48, generator=g),
+             {"pooled_output": torch.randn(batch, 32, generator=g)}]]
+
+
+def tiny_qwen_image(seed: int = 0):
+    """Qwen-Image: 2 dual-stream blocks, 4 heads of 16, text dim 48."""
+    import comfy.supported_models as sm
+    cfg = dict(image_model="qwen_image", in_channels=64, out_channels=16, num_layers=2,
+               attention_head_dim=16, num_attention_heads=4, joint_attention_dim=48,
+               axes_dims_rope=(4, 6, 6))
+    return _unit_norms(_finish(sm.QwenImage(cfg), seed))
+
+
+def qwen_image_conditioning(batch: int = 1, seed: int = 1, tokens: int = 20):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, 48, generator=g), {}]]
+
+
+def sample_dit(patcher, positive, negative, *, steps=3, cfg=1.0, seed=0, size=16, batch=1,
+               channels=16, frames=None, sampler="euler", scheduler="simple", noise=None):
+    """Like ``sample`` for latents with ``channels`` channels; ``frames`` adds the time axis
+    that video-latent models (Qwen-Image) expect: (batch, channels, frames, size, size)."""
+    import comfy.sample
+    if noise is None:
+        g = torch.Generator().manual_seed(seed)
+        shape = (batch, channels) + ((frames,) if frames else ()) + (size, size)
+        noise = torch.randn(shape, generator=g)
+    latent = torch.zeros_like(noise)
+    return comfy.sample.sample(patcher, noise, steps, cfg, sampler, scheduler, positive, negative,
+                               latent, seed=seed, disable_pbar=True)
+
+
+def tiny_auraflow(seed: int = 0):
+    """AuraFlow: a joint-attention DiT that GAG does not support (for the error-path tests)."""
+    import comfy.supported_models as sm
+    cfg = dict(sm.AuraFlow.unet_config)
+    cfg.update(max_seq=64, n_layers=2, n_double_layers=1, dim=64, n_heads=2, patch_size=2,
+               in_channels=4, out_channels=4, cond_seq_dim=48, global_conddim=64)
+    return _finish(sm.AuraFlow(cfg), seed)
+
+
+# name → (builder, conditioning(batch=, seed=), sample_dit keyword arguments, layer selection
+# naming two blocks of different kinds where the family has them)
+DIT_FAMILIES = {
+    "flux": (tiny_flux, flux_conditioning, {}, "double 1, single 0"),
+    "flux_schnell": (lambda seed=0: tiny_flux(seed, schnell=True), flux_conditioning, {},
+                     "double 0, single 1"),
+    "chroma": (tiny_chroma, chroma_conditioning, {"cfg": 3.0}, "double 0, single 1"),
+    "sd3": (tiny_sd3, sd3_conditioning, {"cfg": 3.0}, "joint 0"),
+    "qwen_image": (tiny_qwen_image, qwen_image_conditioning, {"cfg": 2.5, "frames": 1},
+                   "joint 1"),
+}

@@ -1,0 +1,177 @@
+"""Train the digits study's two networks on CPU, seeded: the judge classifier, then the
+class-conditional diffusion UNet (ComfyUI's own UNetModel, SD1.5 layout, shrunk).
+
+    python bench/digits/train.py            # ~7 min on 2 CPU cores; writes the two .safetensors
+
+Writes bench/digits/digits_judge.safetensors, bench/digits/digits_unet.safetensors (UNet and class
+tokens, EMA weights) and bench/digits/train_log.json (losses, accuracies, timings, settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import model as digits  # noqa: E402
+
+
+def import_comfy_cpu():
+    sys.path.insert(0, str(digits.REPO_ROOT / "tests"))
+    import conftest  # the repo's ComfyUI finder
+    conftest.import_comfy()
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1):
+    """Shift each image by up to max_shift pixels in x and y (background fill), for the judge."""
+    padded = F.pad(images, [max_shift] * 4, value=-1.0)
+    size = images.shape[-1]
+    out = torch.empty_like(images)
+    offsets = torch.randint(0, 2 * max_shift + 1, (images.shape[0], 2), generator=generator)
+    for dy in range(2 * max_shift + 1):
+        for dx in range(2 * max_shift + 1):
+            chosen = (offsets[:, 0] == dy) & (offsets[:, 1] == dx)
+            out[chosen] = padded[chosen, :, dy:dy + size, dx:dx + size]
+    return out
+
+
+def train_judge(train_x, train_y, test_x, test_y, *, seed: int, epochs: int):
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    judge = digits.Judge()
+    optimizer = torch.optim.Adam(judge.parameters(), lr=2e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    for _ in range(epochs):
+        judge.train()
+        order = torch.randperm(len(train_y), generator=generator)
+        for batch in order.split(64):
+            logits = judge(random_shift(train_x[batch], generator))
+            loss = F.cross_entropy(logits, train_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    judge.eval()
+    with torch.no_grad():
+        test_acc = (judge(test_x).argmax(-1) == test_y).float().mean().item()
+        train_acc = (judge(train_x).argmax(-1) == train_y).float().mean().item()
+    return judge, train_acc, test_acc
+
+
+def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
+               ema_decay: float, drop_prob: float, log_every: int):
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    base = digits.build_base_model()
+    unet = base.diffusion_model
+    # ComfyUI's layers skip initialisation (weights normally come from a checkpoint), so run
+    # PyTorch's default initialisers explicitly, class by class.
+    for module in unet.modules():
+        for kind in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
+            if isinstance(module, kind):
+                kind.reset_parameters(module)
+                break
+    tokens = digits.ClassTokens()
+    with torch.no_grad():
+        tokens.start.normal_(generator=generator)
+        tokens.tokens.normal_(generator=generator)
+    params = list(unet.parameters()) + list(tokens.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warmup = min(200, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1))
+        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    ema = {k: v.detach().clone() for k, v in
+           list(("unet." + n, p) for n, p in unet.named_parameters())
+           + list(("tokens." + n, p) for n, p in tokens.named_parameters())}
+    named = dict(list(("unet." + n, p) for n, p in unet.named_parameters())
+                 + list(("tokens." + n, p) for n, p in tokens.named_parameters()))
+
+    sigmas = base.model_sampling.sigmas.float()  # SD1.5 discrete schedule, index = timestep
+    x0_all = digits.image_to_model_space(train_x)
+    log, running, started = [], 0.0, time.time()
+    unet.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(train_y), (batch,), generator=generator)
+        x0 = x0_all[idx]
+        labels = train_y[idx].clone()
+        labels[torch.rand(batch, generator=generator) < drop_prob] = digits.NULL_CLASS
+        t = torch.randint(0, len(sigmas), (batch,), generator=generator)
+        sigma = sigmas[t].view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        # ComfyUI's EPS parametrisation: x = x0 + σε, the UNet sees x/√(σ²+1) and predicts ε.
+        noisy_input = (x0 + sigma * noise) / torch.sqrt(sigma * sigma + 1.0)
+        prediction = unet(noisy_input, t.float(), context=tokens(labels))
+        loss = F.mse_loss(prediction, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            for k, p in named.items():
+                ema[k].mul_(decay).add_(p.detach(), alpha=1 - decay)
+        running += loss.item()
+        if (step + 1) % log_every == 0:
+            log.append({"step": step + 1, "loss": running / log_every,
+                        "seconds": round(time.time() - started, 1)})
+            print(f"step {step + 1}/{steps}  loss {running / log_every:.4f}  "
+                  f"{time.time() - started:.0f}s", flush=True)
+            running = 0.0
+    return ema, log, time.time() - started
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--ema", type=float, default=0.998)
+    parser.add_argument("--drop-prob", type=float, default=0.1, help="share of empty-prompt labels (for CFG)")
+    parser.add_argument("--judge-epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=digits.HERE)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    import_comfy_cpu()
+    from safetensors.torch import save_file
+
+    train_x, train_y, test_x, test_y = digits.load_split()
+    started = time.time()
+    judge, judge_train_acc, judge_test_acc = train_judge(train_x, train_y, test_x, test_y,
+                                                         seed=args.seed, epochs=args.judge_epochs)
+    judge_seconds = time.time() - started
+    print(f"judge: train accuracy {judge_train_acc:.4f}, held-out accuracy {judge_test_acc:.4f} "
+          f"({judge_seconds:.0f}s)", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in judge.state_dict().items()},
+              str(args.out / digits.JUDGE_WEIGHTS.name))
+
+    ema, log, unet_seconds = train_unet(train_x, train_y, seed=args.seed, steps=args.steps,
+                                        batch=args.batch, lr=args.lr, ema_decay=args.ema,
+                                        drop_prob=args.drop_prob, log_every=100)
+    save_file({k: v.contiguous() for k, v in ema.items()}, str(args.out / digits.UNET_WEIGHTS.name),
+              metadata={"format": "bench/digits/model.py UNET_CONFIG; unet.* = diffusion_model, "
+                                  "tokens.* = ClassTokens"})
+    info = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "train_size": len(train_y), "test_size": len(test_y),
+            "judge_train_accuracy": judge_train_acc, "judge_test_accuracy": judge_test_acc,
+            "judge_seconds": round(judge_seconds, 1), "unet_seconds": round(unet_seconds, 1),
+            "unet_parameters": sum(v.numel() for k, v in ema.items() if k.startswith("unet.")),
+            "loss_log": log, "torch": torch.__version__}
+    (args.out / "train_log.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"done: judge {judge_seconds:.0f}s, unet {unet_seconds:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""GAG inside a joint (MMDiT) attention, where text and image tokens share one sequence.
+
+A joint attention runs every query against the concatenation of text keys (first ``T``
+positions) and image keys. Two ways to apply GAG to it:
+
+* joint mode: GAG over the whole attention, every query and every key. That is plain
+  ``gag_attention`` on the joint q, k, v; nothing in this module is needed for it.
+* text mode: only the image-query → text-key retrieval is guided. For an image query the
+  softmax output splits exactly into its text and image parts,
+
+      O = w · O_d^txt + (1 − w) · O_d^img,    w = Σ_{j < T} softmax(S)_j   (mass on text keys)
+
+  where O_d^txt and O_d^img are softmax retrievals over the text keys alone and the image keys
+  alone. Text mode replaces the text component by its GAG version, computed on the text keys
+  alone (dense softmax and sparse α-entmax of the same text-key scores):
+
+      O' = O + w · (GAG(O_d^txt, O_s^txt) − O_d^txt)
+
+  Text-query outputs are left exactly as they were, and so is the image-key part of the image
+  queries' outputs. The text-key scores are a T-column slice of the full score matrix, so the
+  extra work is O(L_img · T) per head rather than O(L²).
+
+The mass w needs the normaliser over all keys. It comes from a scaled-dot-product-attention
+call whose values carry an indicator column (1 on text keys, 0 on image keys): the output in
+that column is exactly w. Appended to the real values, the same call yields the plain output
+and w together (``joint_attention_with_text_mass``); alone, padded to 8 columns, it costs one
+score pass without the value product (``text_key_mass``), for callers that already have the
+plain output from another attention backend.
+
+Layout: q (B, H, Lq, D), k (B, H, L, D), v (B, H, L, Dv), as torch's SDPA takes them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .attention import DEFAULT_CHUNK_BYTES, dense_sparse_attention, normalize_mask
+from .rule import check_alpha, check_guidance_params, gag_combine
+from .sparse import compute_dtype
+
+__all__ = ["check_text_tokens", "text_key_mass", "joint_attention_with_text_mass",
+           "text_retrieval_correction", "text_guided_attention", "INDICATOR_WIDTH"]
+
+# Head dims that are multiples of 8 keep SDPA on its fused kernels.
+INDICATOR_WIDTH = 8
+
+
+def check_text_tokens(text_tokens, length: int) -> int:
+    """T must be an integer in [0, L]; returns it, else raises ValueError."""
+    if isinstance(text_tokens, bool) or not isinstance(text_tokens, int):
+        raise ValueError(f"text_tokens (number of text tokens at the start of the joint "
+                         f"sequence) must be an integer; got {text_tokens!r}")
+    if not 0 <= text_tokens <= length:
+        raise ValueError(f"text_tokens must be in [0, {length}] (the joint sequence length); "
+                         f"got {text_tokens}")
+    return text_tokens
+
+
+def _check_joint(q, k, v):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, L, D); got shape {tuple(t.shape)}")
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q, k, v shapes do not form one attention: q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+
+
+def _indicator(k: torch.Tensor, text_tokens: int, width: int) -> torch.Tensor:
+    """(B, H, L, width) in k's dtype: column 0 is 1 on the first ``text_tokens`` keys."""
+    batch, heads, length, _ = k.shape
+    ind = torch.zeros(batch, heads, length, width, dtype=k.dtype, device=k.device)
+    ind[:, :, :text_tokens, 0] = 1
+    return ind
+
+
+def _slice_mask(mask, rows=slice(None), cols=slice(None)):
+    """Restrict a rank-4 mask to query rows / key columns, keeping broadcast axes as they are."""
+    if mask is None:
+        return None
+    if mask.shape[2] != 1:
+        mask = mask[:, :, rows]
+    if mask.shape[3] != 1:
+        mask = mask[..., cols]
+    return mask
+
+
+def _sdpa_mask(mask, q, k):
+    mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    return mask
+
+
+def text_key_mass(q: torch.Tensor, k: torch.Tensor, text_tokens: int,
+                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """w: the softmax mass each query puts on the first ``text_tokens`` keys.
+
+    q (B, H, Lq, D), k (B, H, L, D) → (B, H, Lq, 1) in the compute dtype (float32; float64
+    stays float64). ``mask`` as ComfyUI passes it to attention (additive float or boolean
+    keep-mask, rank 2–4). One SDPA call with an 8-column indicator as the values.
+    """
+    _check_joint(q, k, k)
+    text_tokens = check_text_tokens(text_tokens, k.shape[2])
+    out = F.scaled_dot_product_attention(q, k, _indicator(k, text_tokens, INDICATOR_WIDTH),
+                                         attn_mask=_sdpa_mask(mask, q, k))
+    return out[..., :1].to(compute_dtype(q.dtype))
+
+
+def joint_attention_with_text_mass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   text_tokens: int, mask: Optional[torch.Tensor] = None
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain softmax attention and w from one SDPA call.
+
+    Returns (out (B, H, Lq, Dv) in v's dtype, w (B, H, Lq, 1) in the compute dtype). The values
+    are padded with the indicator column and zeros up to a multiple of 8 columns.
+    """
+    _check_joint(q, k, v)
+    text_tokens = check_text_tokens(text_tokens, k.shape[2])
+    dv = v.shape[-1]
+    width = INDICATOR_WIDTH - dv % INDICATOR_WIDTH if dv % INDICATOR_WIDTH else INDICATOR_WIDTH
+    augmented = torch.cat([v, _indicator(k, text_tokens, width).to(v.dtype)], dim=-1)
+    out = F.scaled_dot_product_attention(q, k, augmented, attn_mask=_sdpa_mask(mask, q, k))
+    return out[..., :dv], out[..., dv:dv + 1].to(compute_dtype(q.dtype))
+
+
+def text_retrieval_correction(q_img: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,
+                              text_mass: torch.Tensor, *, scale: float, eta: float, zeta: float,
+                              alpha: float, mask: Optional[torch.Tensor] = None,
+                              chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """w · (GAG(O_d^txt, O_s^txt) − O_d^txt) for image queries against the text keys.
+
+    q_img (B, H, Li, D), k_txt (B, H, T, D), v_txt (B, H, T, Dv), text_mass (B, H, Li, 1),
+    mask already restricted to (image queries, text keys). Returns (B, H, Li, Dv) in the
+    compute dtype. Working memory is bounded by ``chunk_bytes`` (queries are chunked).
+    """
+    dense, sparse = dense_sparse_attention(q_img, k_txt, v_txt, alpha=alpha, mask=mask,
+                                           chunk_bytes=chunk_bytes)
+    guided = gag_combine(dense, sparse, scale=scale, eta=eta, zeta=zeta)
+    return text_mass.to(guided.dtype) * (guided - dense)
+
+
+def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_tokens: int,
+                          *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
+                          alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
+                          plain: Optional[torch.Tensor] = None,
+                          chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """Text-mode GAG on a joint attention whose first ``text_tokens`` positions are text.
+
+    q, k, v (B, H, L, ·) with queries and keys in the same joint order; returns (B, H, L, Dv)
+    in q's dtype. Rows [0, T) (text queries) equal the plain attention output; rows [T, L)
+    get the guided text retrieval (module docstring).
+
+    plain: the plain attention output (B, H, L, Dv) if the caller already has it (for example
+    from another attention backend); its text rows are returned unchanged, bit for bit, and w
+    costs one extra score pass over the image queries. Without it, the plain output and w come
+    from one SDPA call.
+    """
+    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
+    alpha = check_alpha(alpha)
+    _check_joint(q, k, v)
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"a joint attention has as many queries as keys; got q {tuple(q.shape)}"
+                         f", k {tuple(k.shape)}")
+    length = k.shape[2]
+    text_tokens = check_text_tokens(text_tokens, length)
+    expected = q.shape[:3] + v.shape[-1:]
+    if plain is not None and tuple(plain.shape) != tuple(expected):
+        raise ValueError(f"plain must have shape {tuple(expected)} (B, H, L, Dv); got "
+                         f"{tuple(plain.shape)}")
+    if text_tokens in (0, length):  # no text keys, or no image queries: nothing to guide
+        if plain is not None:
+            return plain.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_sdpa_mask(mask, q, k)).to(q.dtype)
+    full_mask = normalize_mask(mask, q.shape[0], q.shape[1], length, length)
+    img_mask = _slice_mask(full_mask, rows=slice(text_tokens, None))
+    q_img = q[:, :, text_tokens:]
+    if plain is None:
+        plain, mass = joint_attention_with_text_mass(q, k, v, text_tokens, full_mask)
+        mass = mass[:, :, text_tokens:]
+    else:
+        mass = text_key_mass(q_img, k, text_tokens, img_mask)
+    txt_mask = _slice_mask(img_mask, cols=slice(None, text_tokens))
+    correction = text_retrieval_correction(
+        q_img, k[:, :, :text_tokens], v[:, :, :text_tokens], mass, scale=scale, eta=eta,
+        zeta=zeta, alpha=alpha, mask=txt_mask, chunk_bytes=chunk_bytes)
+    guided_img = (plain[:, :, text_tokens:].to(correction.dtype) + correction).to(q.dtype)
+    return torch.cat([plain[:, :, :text_tokens].to(q.dtype), guided_img], dim=2)

@@ -1,0 +1,212 @@
+"""TEST-ONLY ComfyUI nodes: tiny random-weight stand-ins for model loaders and text encoders.
+
+Loaded only by the test server (tests/comfy/comfy_server.py links this folder into its temporary
+custom_nodes); never shipped, never loaded by a user's ComfyUI. The end-to-end tests take a
+bundled workflow, convert it to API format and swap these in for the nodes that would read
+multi-gigabyte files:
+
+    CheckpointLoaderSimple  -> GAGTestTinyCheckpoint     (tiny SDXL UNet, CLIP stand-in, tiny VAE)
+    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / Qwen-Image / … DiT)
+    DualCLIPLoader, CLIPLoader -> GAGTestTinyTextEncoderLoader (CLIP stand-in)
+    VAELoader               -> GAGTestTinyVAE             (real AutoencoderKL code, tiny widths)
+    LoraLoaderModelOnly     -> GAGTestTinyLora            (a random low-rank weight patch)
+    CLIPTextEncode          -> GAGTestTinyTextEncode      (conditioning seeded by the text)
+
+Each stand-in takes the same inputs as the node it replaces (plus a ``family`` where the real
+node infers it from the file), so the graph keeps its links and widget values. Everything else
+in the workflow (samplers, schedulers, FluxGuidance, ModelSampling*, latent nodes, VAEDecode,
+SaveImage and the GAG nodes) runs as shipped. Models are built with the builders in
+tests/comfy/tiny_models.py, so they are the same tiny models the in-process tests use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+_TESTS_COMFY = Path(__file__).resolve().parent.parent  # this folder is linked, not copied
+if str(_TESTS_COMFY) not in sys.path:
+    sys.path.insert(0, str(_TESTS_COMFY))
+
+import tiny_models  # noqa: E402
+
+CATEGORY = "_gag_test"
+
+
+class _Family:
+    def __init__(self, build, conditioning, latent_channels):
+        self.build = build                  # seed -> ModelPatcher
+        self.conditioning = conditioning    # seed -> [[cond, extras]]
+        self.latent_channels = latent_channels
+
+
+FAMILIES = {
+    "sdxl": _Family(tiny_models.tiny_sdxl, tiny_models.sdxl_conditioning, 4),
+    "flux": _Family(tiny_models.tiny_flux, tiny_models.flux_conditioning, 16),
+    "flux_schnell": _Family(lambda seed: tiny_models.tiny_flux(seed, schnell=True),
+                            tiny_models.flux_conditioning, 16),
+    "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16),
+}
+
+
+class TinyTextEncoder:
+    """What the CLIP socket carries in tests: which family's conditioning to make."""
+
+    def __init__(self, family: str):
+        self.family = family
+
+    def encode(self, text: str):
+        # Same text → same conditioning, different text → different conditioning, like a real
+        # encoder; the real encoders leave guidance to FluxGuidance, so drop the builder's.
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        cond, extras = FAMILIES[self.family].conditioning(seed=seed)[0]
+        extras = {k: v for k, v in extras.items() if k != "guidance"}
+        return [[cond, extras]]
+
+
+def tiny_vae(latent_channels: int, seed: int = 0):
+    """A real comfy.sd.VAE (AutoencoderKL, 8× down/up-scaling) with 32-wide layers and random
+    weights, so VAEDecode runs its normal code path in a fraction of a second."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    config = {"ddconfig": {"double_z": True, "z_channels": latent_channels, "resolution": 256,
+                           "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 1, 1],
+                           "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
+              "embed_dim": latent_channels}
+    # Variance-preserving weights (std 1/sqrt(fan_in)), unit norms and zero biases, so that
+    # differences between latents stay visible in the pixels; handing the VAE a complete state
+    # dict also keeps its loader from logging every key as missing.
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, p in AutoencoderKL(**config).state_dict().items():
+        if p.dim() > 1:
+            state[name] = torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5
+        elif ".norm" in name and name.endswith(".weight"):
+            state[name] = torch.ones(p.shape)
+        else:
+            state[name] = torch.zeros(p.shape)
+    return comfy.sd.VAE(sd=state, config={"params": config})
+
+
+def _family_input():
+    return (list(FAMILIES), {"default": "sdxl"})
+
+
+def _any_string():
+    return ("STRING", {"default": ""})
+
+
+class GAGTestTinyCheckpoint:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": _any_string()},
+                "optional": {"family": _family_input()}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, ckpt_name, family="sdxl"):
+        spec = FAMILIES[family]
+        return spec.build(0), TinyTextEncoder(family), tiny_vae(spec.latent_channels)
+
+
+class GAGTestTinyDiffusionModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"unet_name": _any_string(), "weight_dtype": _any_string()},
+                "optional": {"family": _family_input()}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, unet_name, weight_dtype, family="flux"):
+        return (FAMILIES[family].build(0),)
+
+
+class GAGTestTinyTextEncoderLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"type": _any_string()},
+                "optional": {"clip_name": _any_string(), "clip_name1": _any_string(),
+                             "clip_name2": _any_string(), "device": _any_string(),
+                             "family": _family_input()}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, type, family="flux", **file_names):
+        return (TinyTextEncoder(family),)
+
+
+class GAGTestTinyVAE:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": _any_string()},
+                "optional": {"family": _family_input()}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, vae_name, family="flux"):
+        return (tiny_vae(FAMILIES[family].latent_channels),)
+
+
+class GAGTestTinyLora:
+    """Stands in for LoraLoaderModelOnly: a rank-4 random update of every attention
+    projection, applied through ModelPatcher.add_patches like a real LoRA."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "lora_name": _any_string(),
+                             "strength_model": ("FLOAT", {"default": 1.0, "min": -100.0,
+                                                          "max": 100.0})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, model, lora_name, strength_model):
+        patched = model.clone()
+        generator = torch.Generator().manual_seed(
+            int.from_bytes(hashlib.sha256(lora_name.encode()).digest()[:4], "little"))
+        patches = {}
+        for key, weight in model.model.state_dict().items():
+            if "attn" in key and key.endswith(".weight") and weight.dim() == 2:
+                out_features, in_features = weight.shape
+                up = torch.randn(out_features, 4, generator=generator) * 0.05
+                down = torch.randn(4, in_features, generator=generator) * 0.05
+                patches[key] = (up @ down,)
+        if not patches:
+            raise RuntimeError("GAGTestTinyLora found no attention weights to patch")
+        patched.add_patches(patches, strength_model)
+        return (patched,)
+
+
+class GAGTestTinyTextEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, text, clip):
+        return (clip.encode(text),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "GAGTestTinyCheckpoint": GAGTestTinyCheckpoint,
+    "GAGTestTinyDiffusionModel": GAGTestTinyDiffusionModel,
+    "GAGTestTinyTextEncoderLoader": GAGTestTinyTextEncoderLoader,
+    "GAGTestTinyVAE": GAGTestTinyVAE,
+    "GAGTestTinyLora": GAGTestTinyLora,
+    "GAGTestTinyTextEncode": GAGTestTinyTextEncode,
+}

@@ -1,0 +1,337 @@
+"""The bundled workflows (workflows/*.json) against a real ComfyUI server.
+
+One server (tests/comfy/comfy_server.py) runs for the whole module: this pack plus the test-only
+node pack tests/comfy/test_node_pack, in a fresh base directory into which empty files with the
+names the workflows expect are placed under models/<folder>/, so that the loaders' file combos
+list them and every widget value can be checked strictly against the live /object_info.
+
+* format: UI-format JSON as ComfyUI's front end saves it (version 0.4), internally consistent;
+* fit: every node type exists on the server; widget values fit each input (count, type, range,
+  combo choice); links join matching socket types; required sockets are connected;
+* documentation: every model file a loader names is listed in the node's properties.models
+  (name, URL, folder) and in the Read-me note with its models/<folder>/ path;
+* A/B fairness: the two Save Image nodes compute the same graph except for GAG Model Patch,
+  with the pack's documented GAG settings;
+* serving: ComfyUI's template browser lists the workflows and serves them and their thumbnails;
+* end to end: converted to API format, with the model loaders and text encoders swapped for
+  tiny random-weight stand-ins, each workflow runs through POST /prompt and both images come out,
+  different from each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from comfy_server import REPO_ROOT, TEST_NODE_PACK, PACK_FOLDER_NAME, shared_server
+from ui_to_api import (VIRTUAL_NODE_TYPES, combo_choices, input_type, ordered_inputs,
+                       spec_options, ui_to_api, widget_slots, widget_values)
+
+WORKFLOW_DIR = REPO_ROOT / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
+NAMES = [p.stem for p in WORKFLOW_FILES]
+
+# One A/B workflow per family the pack documents. FLUX.2 is not bundled: its loaders, latent and
+# scheduler nodes do not exist in ComfyUI 0.3.64, so no FLUX.2 graph can be validated here.
+EXPECTED = {"gag_sdxl_base_cfg", "gag_hyper_sdxl_8step", "gag_dmd2_sdxl_4step", "gag_flux1_dev",
+            "gag_flux1_schnell", "gag_qwen_image"}
+# The GAG settings each workflow ships with: the paper's λ, η, ζ, its layer preset, the
+# family's default mode, α 1.5 and the whole sampling run.
+GAG_SETTINGS = {"GAGModelPatch": {"scale": 10.0, "eta": 15.0, "zeta": 0.0},
+                "GAGLayers": {"preset": "paper", "mode": "auto"},
+                "GAGSparsity": {"alpha": 1.5},
+                "GAGSchedule": {"start_percent": 0.0, "end_percent": 1.0, "ramp": "constant"}}
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
+# End to end: which stand-in replaces which loader/encoder (see test_node_pack/__init__.py), the
+# family of tiny model each workflow gets, and what is shrunk to keep a CPU run short.
+STAND_INS = {"CheckpointLoaderSimple": "GAGTestTinyCheckpoint",
+             "UNETLoader": "GAGTestTinyDiffusionModel",
+             "DualCLIPLoader": "GAGTestTinyTextEncoderLoader",
+             "CLIPLoader": "GAGTestTinyTextEncoderLoader",
+             "VAELoader": "GAGTestTinyVAE",
+             "LoraLoaderModelOnly": "GAGTestTinyLora",
+             "CLIPTextEncode": "GAGTestTinyTextEncode"}
+FAMILY = {"gag_sdxl_base_cfg": "sdxl", "gag_hyper_sdxl_8step": "sdxl",
+          "gag_dmd2_sdxl_4step": "sdxl", "gag_flux1_dev": "flux",
+          "gag_flux1_schnell": "flux_schnell", "gag_qwen_image": "qwen_image"}
+E2E_IMAGE_SIZE = 128   # pixels; 16×16 latents
+E2E_MAX_STEPS = 2      # sampler, scheduler, CFG/guidance and GAG settings stay as shipped
+
+
+def load(name: str) -> dict:
+    return json.loads((WORKFLOW_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def expected_model_files() -> set[tuple[str, str]]:
+    """(folder, file name) for every model file any bundled workflow declares."""
+    files = set()
+    for path in WORKFLOW_FILES:
+        for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
+            for entry in (node.get("properties") or {}).get("models", []):
+                files.add((entry["directory"], entry["name"]))
+    return files
+
+
+@pytest.fixture(scope="session")
+def workflow_server():
+    with shared_server([TEST_NODE_PACK], frontend=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def object_info(workflow_server):
+    # Empty stand-ins for the model files, placed where the workflows say they go: the loaders'
+    # combos list files found in their folders, so a wrong folder fails the combo check below.
+    for folder, file_name in expected_model_files():
+        target = workflow_server.models_dir / folder / file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    return workflow_server.get_json("/object_info")
+
+
+def test_every_family_has_a_workflow():
+    assert set(NAMES) == EXPECTED
+
+
+# --- format ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_format_is_consistent(name):
+    wf = load(name)
+    assert wf["version"] == 0.4
+    for key in ("id", "last_node_id", "last_link_id", "nodes", "links", "groups", "config",
+                "extra"):
+        assert key in wf, key
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]), "duplicate node ids"
+    assert wf["last_node_id"] >= max(nodes)
+    assert wf["last_link_id"] >= max(link[0] for link in wf["links"])
+    for node in wf["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs",
+                    "properties", "widgets_values"):
+            assert key in node, (node["id"], key)
+        assert node["mode"] == 0, f"node {node['id']} is muted or bypassed"
+    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes)))
+    link_ids = set()
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        assert link_id not in link_ids
+        link_ids.add(link_id)
+        output = nodes[src]["outputs"][src_slot]
+        target = nodes[dst]["inputs"][dst_slot]
+        assert link_id in (output["links"] or []), f"link {link_id} missing at its origin"
+        assert target["link"] == link_id, f"link {link_id} missing at its target"
+        assert output["type"] == kind == target["type"] or "*" in (output["type"], target["type"])
+        # execution order stored in the file must respect the link
+        assert nodes[src]["order"] < nodes[dst]["order"]
+    for node in wf["nodes"]:
+        for entry in node["inputs"]:
+            assert entry["link"] is None or entry["link"] in link_ids
+        for entry in node["outputs"]:
+            assert all(l in link_ids for l in entry["links"] or [])
+
+
+# --- fit with the live server ---------------------------------------------------------------
+
+def _value_problem(name: str, spec: list, value) -> str | None:
+    kind, options = input_type(spec), spec_options(spec)
+    if kind == "COMBO":
+        choices = combo_choices(spec)
+        return None if value in choices else f"{name}={value!r} not among {choices[:12]}"
+    if kind == "INT":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name}={value!r} is not an integer"
+    elif kind == "FLOAT":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return f"{name}={value!r} is not a finite number"
+    elif kind == "STRING":
+        return None if isinstance(value, str) else f"{name}={value!r} is not text"
+    elif kind == "BOOLEAN":
+        return None if isinstance(value, bool) else f"{name}={value!r} is not a boolean"
+    low, high = options.get("min", -math.inf), options.get("max", math.inf)
+    if not low <= value <= high:
+        return f"{name}={value!r} outside [{low}, {high}]"
+    return None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_widget_values_fit_the_servers_inputs(name, object_info):
+    problems = []
+    for node in load(name)["nodes"]:
+        if node["type"] in VIRTUAL_NODE_TYPES:
+            continue
+        assert node["type"] in object_info, f"node {node['id']}: unknown type {node['type']}"
+        definition = object_info[node["type"]]
+        values = widget_values(node, definition)  # raises when the count does not fit
+        specs = {n: s for n, s, _ in ordered_inputs(definition)}
+        for input_name, value in values.items():
+            problem = _value_problem(input_name, specs[input_name], value)
+            if problem:
+                problems.append(f"node {node['id']} ({node['type']}): {problem}")
+        for slot in widget_slots(definition):
+            if slot.count == 2 and input_type(slot.spec) == "INT":
+                control = node["widgets_values"][slot.first + 1]
+                if control not in CONTROL_VALUES:
+                    problems.append(f"node {node['id']}: control value {control!r}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_join_matching_types_and_required_inputs_are_connected(name, object_info):
+    wf = load(name)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        origin = object_info[nodes[src]["type"]]
+        produced = origin["output"][src_slot]
+        target_name = nodes[dst]["inputs"][dst_slot]["name"]
+        specs = {n: s for n, s, _ in ordered_inputs(object_info[nodes[dst]["type"]])}
+        assert target_name in specs, f"link {link_id}: {nodes[dst]['type']} has no input {target_name}"
+        wanted = input_type(specs[target_name])
+        assert produced == kind, f"link {link_id}: origin makes {produced}, link says {kind}"
+        assert wanted in (produced, "*"), (
+            f"link {link_id}: {nodes[src]['type']} output {produced} into "
+            f"{nodes[dst]['type']}.{target_name} ({wanted})")
+    ui_to_api(wf, object_info)  # raises for a required input without link or widget value
+
+
+# --- documentation --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_files_are_declared_and_explained(name, object_info):
+    wf = load(name)
+    notes = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+    assert len(notes) == 1, "one Read-me note per workflow"
+    note = notes[0]
+    for heading in ("MODEL FILES", "SETTINGS AND WHY", "WHAT TO CHANGE FIRST", "WHAT TO LOOK FOR"):
+        assert heading in note, heading
+    for node in wf["nodes"]:
+        if node["type"] in VIRTUAL_NODE_TYPES:
+            continue
+        declared = {m["name"]: m for m in node["properties"].get("models", [])}
+        for value in widget_values(node, object_info[node["type"]]).values():
+            if isinstance(value, str) and value.endswith(MODEL_SUFFIXES):
+                assert value in declared, f"{node['type']}: {value} not in properties.models"
+                entry = declared[value]
+                assert entry["url"].startswith("https://huggingface.co/")
+                assert entry["url"].endswith("/" + value)
+                assert value in note, f"the note does not name {value}"
+                assert f"models/{entry['directory']}/" in note, entry["directory"]
+
+
+# --- A/B fairness ---------------------------------------------------------------------------
+
+def _canonical(prompt: dict, node_id: str, skip: str, memo: dict) -> str:
+    """A hash of everything a node's output depends on, treating node ``skip`` as the input it
+    patches (its "model")."""
+    if node_id in memo:
+        return memo[node_id]
+    node = prompt[node_id]
+    if node_id == skip:
+        memo[node_id] = _canonical(prompt, node["inputs"]["model"][0], skip, memo)
+        return memo[node_id]
+    parts = [node["class_type"]]
+    for key, value in sorted(node["inputs"].items()):
+        if node["class_type"] == "SaveImage" and key == "filename_prefix":
+            continue
+        if isinstance(value, list):
+            parts.append(f"{key}<-{_canonical(prompt, value[0], skip, memo)}:{value[1]}")
+        else:
+            parts.append(f"{key}={value!r}")
+    memo[node_id] = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return memo[node_id]
+
+
+def _upstream(prompt: dict, node_id: str) -> set[str]:
+    seen, todo = set(), [node_id]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += [v[0] for v in prompt[current]["inputs"].values() if isinstance(v, list)]
+    return seen
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_and_b_differ_only_by_gag(name, object_info):
+    prompt = ui_to_api(load(name), object_info)
+    saves = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    assert len(saves) == 2
+    prefixes = {prompt[k]["inputs"]["filename_prefix"] for k in saves}
+    assert len(prefixes) == 2, "A and B must save under different names"
+    patches = [k for k, v in prompt.items() if v["class_type"] == "GAGModelPatch"]
+    assert len(patches) == 1
+    with_gag = [k for k in saves if patches[0] in _upstream(prompt, k)]
+    assert len(with_gag) == 1, "exactly one branch goes through GAG Model Patch"
+    memo: dict = {}
+    a, b = (_canonical(prompt, k, patches[0], memo) for k in saves)
+    assert a == b, "apart from GAG Model Patch the two branches compute different things"
+    for kind, expected in GAG_SETTINGS.items():
+        nodes = [v for v in prompt.values() if v["class_type"] == kind]
+        assert len(nodes) == 1, kind
+        got = {k: nodes[0]["inputs"][k] for k in expected}
+        assert got == expected, f"{kind}: {got} != {expected}"
+
+
+# --- template browser -----------------------------------------------------------------------
+
+def test_template_browser_lists_and_serves_the_workflows(workflow_server):
+    # ComfyUI 0.3.64 looks for example_workflows/, example/, examples/, workflow/ and workflows/
+    # in every loaded pack; the front end asks /workflow_templates and fetches
+    # /api/workflow_templates/<pack folder>/<name>.json and <name>.jpg.
+    listing = workflow_server.get_json("/workflow_templates")
+    assert sorted(listing.get(PACK_FOLDER_NAME, [])) == NAMES
+    for name in NAMES:
+        served = workflow_server.get_json(f"/api/workflow_templates/{PACK_FOLDER_NAME}/{name}.json")
+        assert served == load(name)
+        thumbnail = workflow_server.get_bytes(
+            f"/api/workflow_templates/{PACK_FOLDER_NAME}/{name}.jpg")
+        assert thumbnail[:3] == b"\xff\xd8\xff", f"{name}.jpg is not a JPEG"
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+def _with_stand_ins(prompt: dict, family: str) -> dict:
+    for node in prompt.values():
+        kind = node["class_type"]
+        if kind in STAND_INS:
+            node["class_type"] = STAND_INS[kind]
+            if kind not in ("LoraLoaderModelOnly", "CLIPTextEncode"):
+                node["inputs"]["family"] = family
+        elif kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
+            node["inputs"].update(width=E2E_IMAGE_SIZE, height=E2E_IMAGE_SIZE)
+        elif kind == "BasicScheduler":
+            node["inputs"]["steps"] = min(node["inputs"]["steps"], E2E_MAX_STEPS)
+    return prompt
+
+
+def _pixels(path: Path):
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_end_to_end_on_tiny_models(name, workflow_server, object_info):
+    prompt = _with_stand_ins(ui_to_api(load(name), object_info), FAMILY[name])
+    history = workflow_server.run_prompt(prompt, timeout=300)
+    saves = sorted((k for k, v in prompt.items() if v["class_type"] == "SaveImage"),
+                   key=lambda k: prompt[k]["inputs"]["filename_prefix"])
+    images = []
+    for node_id in saves:
+        files = workflow_server.output_files(history, node_id)
+        assert len(files) == 1 and files[0].is_file(), f"no image from node {node_id}"
+        prefix = prompt[node_id]["inputs"]["filename_prefix"]
+        assert files[0].name.startswith(prefix.rsplit("/", 1)[-1])
+        images.append(_pixels(files[0]))
+    plain, guided = images  # prefixes sort "…_A_without_GAG" before "…_B_with_GAG"
+    assert plain.shape == guided.shape == (E2E_IMAGE_SIZE, E2E_IMAGE_SIZE, 3)
+    for image in images:
+        assert image.std() > 0.02, "a flat image: the sampler or VAE produced nothing useful"
+    difference = abs(plain - guided).mean()
+    assert difference > 1e-3, f"GAG changed nothing (mean |A−B| = {difference:.2e})"

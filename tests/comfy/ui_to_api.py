@@ -1,0 +1,182 @@
+"""Convert a UI-format workflow (what ComfyUI's "Save" writes) to the API format /prompt takes.
+
+The mapping from a node's ``widgets_values`` list to named inputs is not stored in the file: the
+front end rebuilds it from the node definitions. This module does the same from a live server's
+/object_info, following what ComfyUI's front end (1.2x) does:
+
+* widgets are the inputs of type INT, FLOAT, STRING, BOOLEAN or COMBO (an option list or
+  ``"COMBO"``) that are not ``forceInput``, in ``input_order`` (required, then optional);
+* an input with ``control_after_generate`` or named ``seed`` / ``noise_seed`` owns two values,
+  the number and the control mode ("fixed", "randomize", …), which the API format drops;
+* an ``image_upload``-style combo owns an extra value for its upload button;
+* a widget input that was turned into a socket and linked takes its value from the link.
+
+Front-end-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are not sent: reroutes are
+followed, primitives' values are already in their targets' widgets_values. Muted nodes (mode 2)
+are dropped; bypassed nodes (mode 4) pass their first input of the same type through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+VIRTUAL_NODE_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+SEED_NAMES = {"seed", "noise_seed"}
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+MODE_MUTED, MODE_BYPASSED = 2, 4
+
+
+class WorkflowError(ValueError):
+    """The workflow does not fit the node definitions; the message names the node and input."""
+
+
+@dataclass(frozen=True)
+class WidgetSlot:
+    """One widget input of a node and the values it owns in widgets_values."""
+    name: str
+    spec: list            # the /object_info input spec: [type or options, {options}]
+    first: int            # index of its value in widgets_values
+    count: int            # 1, or 2 with a control/upload companion value
+
+
+def input_type(spec: list) -> str:
+    """The socket type of an /object_info input spec ("COMBO" for option lists)."""
+    kind = spec[0]
+    return "COMBO" if isinstance(kind, list) else str(kind)
+
+
+def spec_options(spec: list) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def combo_choices(spec: list) -> Optional[list]:
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO":
+        return spec_options(spec).get("options", [])
+    return None
+
+
+def is_widget(spec: list) -> bool:
+    return input_type(spec) in WIDGET_TYPES and not spec_options(spec).get("forceInput")
+
+
+def ordered_inputs(definition: dict) -> Iterator[tuple[str, list, bool]]:
+    """(name, spec, required) for every input of a node definition, in the front end's order."""
+    order = definition.get("input_order") or {k: list(v) for k, v in definition["input"].items()}
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = definition["input"].get(section, {}).get(name)
+            if spec is not None:
+                yield name, spec, section == "required"
+
+
+def widget_slots(definition: dict) -> list[WidgetSlot]:
+    slots, index = [], 0
+    for name, spec, _ in ordered_inputs(definition):
+        if not is_widget(spec):
+            continue
+        options = spec_options(spec)
+        extra = bool(options.get("control_after_generate")) or name in SEED_NAMES or any(
+            options.get(flag) for flag in UPLOAD_FLAGS)
+        slots.append(WidgetSlot(name, spec, index, 2 if extra else 1))
+        index += slots[-1].count
+    return slots
+
+
+def widget_values(node: dict, definition: dict) -> dict[str, Any]:
+    """The node's widget values by input name; WorkflowError when the count does not fit."""
+    values = node.get("widgets_values") or []
+    if isinstance(values, dict):
+        raise WorkflowError(f"node {node['id']} ({node['type']}): widgets_values is a mapping; "
+                            "only the list form is supported")
+    slots = widget_slots(definition)
+    expected = sum(s.count for s in slots)
+    if len(values) != expected:
+        names = ", ".join(f"{s.name}(+control)" if s.count == 2 else s.name for s in slots)
+        raise WorkflowError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values "
+                            f"{values!r}, but its inputs need {expected}: {names}")
+    return {s.name: values[s.first] for s in slots}
+
+
+class _Graph:
+    def __init__(self, workflow: dict):
+        if workflow.get("definitions", {}).get("subgraphs"):
+            raise WorkflowError("workflows with subgraphs are not supported by this converter")
+        self.nodes = {int(n["id"]): n for n in workflow["nodes"]}
+        # link id → (origin node, origin slot, target node, target slot, type)
+        self.links = {}
+        for link in workflow.get("links", []):
+            if isinstance(link, dict):
+                link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
+                        link["target_slot"], link["type"]]
+            self.links[int(link[0])] = (int(link[1]), int(link[2]), int(link[3]), int(link[4]),
+                                        link[5])
+
+    def source(self, link_id: int) -> Optional[tuple[int, int]]:
+        """The real (node, output slot) a link carries, through reroutes and bypassed nodes;
+        None when it ends at a muted node or an unconnected reroute."""
+        seen = set()
+        while True:
+            if link_id in seen:
+                raise WorkflowError(f"link {link_id} loops through reroutes/bypassed nodes")
+            seen.add(link_id)
+            origin, slot, _, _, kind = self.links[link_id]
+            node = self.nodes[origin]
+            if node["type"] == "Reroute" or node.get("mode") == MODE_BYPASSED:
+                upstream = self._pass_through_input(node, slot, kind)
+                if upstream is None:
+                    return None
+                link_id = upstream
+                continue
+            if node.get("mode") == MODE_MUTED:
+                return None
+            return origin, slot
+
+    def _pass_through_input(self, node: dict, slot: int, kind: str) -> Optional[int]:
+        inputs = node.get("inputs") or []
+        if node["type"] == "Reroute":
+            return inputs[0].get("link") if inputs else None
+        out_type = (node.get("outputs") or [{}])[slot].get("type", kind)
+        for entry in inputs:
+            if entry.get("link") is not None and entry.get("type") in (out_type, "*"):
+                return entry["link"]
+        return None
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict[str, dict]:
+    """API-format prompt {node_id: {"class_type", "inputs", "_meta"}} for a UI workflow.
+
+    Raises WorkflowError for node types the server does not know, widget values that do not fit
+    the node's inputs, or required inputs left unconnected.
+    """
+    graph = _Graph(workflow)
+    prompt: dict[str, dict] = {}
+    for node_id, node in sorted(graph.nodes.items()):
+        kind = node["type"]
+        if kind in VIRTUAL_NODE_TYPES or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
+            continue
+        definition = object_info.get(kind)
+        if definition is None:
+            raise WorkflowError(f"node {node_id}: type {kind!r} is not known to the server "
+                                "(missing custom node pack?)")
+        widgets = widget_values(node, definition)
+        linked = {entry["name"]: entry.get("link") for entry in node.get("inputs") or []
+                  if entry.get("link") is not None}
+        inputs: dict[str, Any] = {}
+        for name, spec, required in ordered_inputs(definition):
+            if name in linked:
+                source = graph.source(linked[name])
+                if source is not None:
+                    inputs[name] = [str(source[0]), source[1]]
+                    continue
+            if name in widgets:
+                inputs[name] = widgets[name]
+            elif required:
+                raise WorkflowError(f"node {node_id} ({kind}): required input {name!r} "
+                                    "is not connected")
+        prompt[str(node_id)] = {"class_type": kind, "inputs": inputs,
+                                "_meta": {"title": node.get("title") or kind}}
+    return prompt
