@@ -55,6 +55,7 @@ DIMS = (32, 64, 128)
 COUNTS = (8, 64, 256, 1000)
 NOISES = (1.0, 2.0)
 BETAS = (2.0, 4.0, 8.0, 16.0)
+SWEEP_BETAS = (2.0, 4.0)
 
 
 # ------------------------------------------------------------------------------ the networks
@@ -339,27 +340,32 @@ def study(*, seeds, queries: int, steps: int, log=print) -> tuple[list[str], dic
     log(f"section 2 done ({time.time() - started:.0f}s)")
 
     # 3. λ sweep: where does each rule stop settling?
-    sweep_beta = 4.0
     lambdas = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
     families = [("PLADIS", lambda l: pladis(l)),
                 ("GAG η=∞ ζ=0", lambda l: gag(l, math.inf, 0.0)),
                 ("GAG η=0.1·‖x‖ ζ=0", lambda l: gag(l, 0.1, 0.0, relative=True)),
                 ("GAG η=∞ ζ=0.5", lambda l: gag(l, math.inf, 0.5))]
-    lines += [f"## 3. λ sweep (β = {sweep_beta:g}, unit-norm patterns)", "",
+    lines += ["## 3. λ sweep (unit-norm patterns)", "",
               "Each cell: retrieved / settled / dir-settled / mean steps to ε. At unit norm the "
-              "paper's η = 15 never binds (‖g‖ ≤ ‖Δ‖ ≤ 2), so GAG η=15 equals the η=∞ column.", "",
-              "| λ | " + " | ".join(name for name, _ in families) + " |",
-              "|---|" + "---|" * len(families)]
-    for lam in lambdas:
-        row = []
-        for name, make in families:
-            s = run(make(lam), grids[sweep_beta], steps)
-            results[("lambda", name, lam)] = s
-            row.append(f"{_pct(s.success)} / {_pct(s.settled)} / {_pct(s.dir_settled)} / "
-                       f"{_num(s.mean_steps)}")
-        lines.append(f"| {lam:g} | " + " | ".join(row) + " |")
-    lines.append("")
+              "paper's η = 15 never binds (‖g‖ ≤ ‖Δ‖ ≤ 2), so GAG η=15 equals the η=∞ column. "
+              "No rule diverges: every output is a bounded combination of stored patterns "
+              "(‖O‖ ≤ (1+2λ)·max‖x‖, and ≤ ‖O_s‖ + λη with the cap); failure shows as a state "
+              "that keeps moving or ends at the wrong pattern.", ""]
+    for beta in SWEEP_BETAS:
+        lines += [f"### β = {beta:g}", "",
+                  "| λ | " + " | ".join(name for name, _ in families) + " |",
+                  "|---|" + "---|" * len(families)]
+        for lam in lambdas:
+            row = []
+            for name, make in families:
+                s = run(make(lam), grids[beta], steps)
+                results[("lambda", beta, name, lam)] = s
+                row.append(f"{_pct(s.success)} / {_pct(s.settled)} / {_pct(s.dir_settled)} / "
+                           f"{_num(s.mean_steps)}")
+            lines.append(f"| {lam:g} | " + " | ".join(row) + " |")
+        lines.append("")
     log(f"section 3 done ({time.time() - started:.0f}s)")
+    sweep_beta = 4.0
 
     # 4. ζ sweep at the paper's λ.
     lines += [f"## 4. ζ sweep (λ = 10, η = ∞, β = {sweep_beta:g}; ζ = 1 is PLADIS λ = 10)", ""]
@@ -391,6 +397,49 @@ def study(*, seeds, queries: int, steps: int, log=print) -> tuple[list[str], dic
     return lines, results
 
 
+def findings(results: dict) -> list[str]:
+    """The headline comparisons, with the numbers this run measured."""
+    main2, main4 = results[("main", 2.0)], results[("main", 4.0)]
+    paper = "GAG λ=10 η=15 ζ=0 (paper)"
+    eta = {label: s for (kind, label), s in
+           ((k, v) for k, v in results.items() if k[0] == "eta")}
+    align = results[("align", 4.0)]
+    return [
+        "## Findings (numbers from this run)", "",
+        f"- **The discrepancy points at the stored pattern.** At β = 4, cos(O_s − O_d, x − O_d) "
+        f"averages {align[0]:.2f} (positive for {_pct(align[1])} of queries).",
+        f"- **Extrapolating along it rescues retrieval at low β** (β = 2, where the dense update "
+        f"collapses to a mixture): retrieved dense {_pct(main2[DENSE.name].success)}, sparse "
+        f"{_pct(main2[SPARSE.name].success)}, PLADIS λ=1 {_pct(main2['PLADIS λ=1'].success)}, "
+        f"PLADIS λ=10 {_pct(main2['PLADIS λ=10'].success)}, GAG paper "
+        f"{_pct(main2[paper].success)}. GAG and PLADIS at the same λ do about equally well here: "
+        f"the gain comes from the extrapolation (the state's norm grows, which raises the next "
+        f"step's effective β), not from the projection.",
+        f"- **It reaches the pattern in fewer updates.** β = 4: mean steps to ε sparse "
+        f"{_num(main4[SPARSE.name].mean_steps)}, GAG paper {_num(main4[paper].mean_steps)}, "
+        f"PLADIS λ=10 {_num(main4['PLADIS λ=10'].mean_steps)} (at equal retrieval rates).",
+        f"- **The projection keeps the direction; PLADIS does not.** With ζ = 0 the output lies on "
+        f"O_s's line, so GAG's one-step direction error equals the sparse update's "
+        f"({_num(main4[paper].one_step, '.3f')}); PLADIS λ=10 pushes it to "
+        f"{_num(main4['PLADIS λ=10'].one_step, '.3f')}, and its direction never settles "
+        f"(dir-settled {_pct(main4['PLADIS λ=10'].dir_settled)} vs GAG "
+        f"{_pct(main4[paper].dir_settled)}).",
+        f"- **At the paper's λ = 10 and η = 15 the iteration does not converge: the state's norm "
+        f"oscillates** (settled {_pct(main4[paper].settled)} at β = 4), because η = 15 never "
+        f"binds unless the retrieved vectors are much longer than 15 (cap active "
+        f"{_pct(eta['η = 15, ‖x‖ = √d'].cap_active)} even at ‖x‖ = √d ≤ 11.3). A cap that binds "
+        f"does stabilise it, as the paper's weak-contraction argument says: η = 0.01·‖x‖ settles "
+        f"{_pct(eta['η = 0.01·‖x‖'].settled)}, η = 0.03·‖x‖ {_pct(eta['η = 0.03·‖x‖'].settled)}, "
+        f"with the same retrieval rate and still fewer steps than sparse "
+        f"({_num(eta['η = 0.01·‖x‖'].mean_steps)}). η is a length in the units of the value "
+        f"vectors: whether 15 binds depends on the model's value norms per head.",
+        "- The norm oscillation of ζ = 0 has a simple cause: ‖ξ_{t+1}‖ = ‖O_s‖(1 + λ·c(‖ξ_t‖)) "
+        "with c = 1 − ⟨O_d, O_s⟩/‖O_s‖², and c falls as ‖ξ‖ (hence the effective β) grows; "
+        "the fixed point of that map is unstable once λ·|dc/d‖ξ‖| > 1.",
+        "",
+    ]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -402,7 +451,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    lines, _ = study(seeds=range(args.seeds), queries=args.queries, steps=args.steps)
+    lines, results = study(seeds=range(args.seeds), queries=args.queries, steps=args.steps)
+    lines = findings(results) + lines
     header = ["# Hopfield retrieval study", "",
               f"Command: `python bench/hopfield.py --seeds {args.seeds} --queries {args.queries} "
               f"--steps {args.steps}` (float64, 1.5-entmax, ε = {EPSILON}, settle tolerance "

@@ -67,7 +67,8 @@ def gag_combine(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: flo
     # of 1e-25 entries has norm 0 and one of 1e20 entries has norm inf).
     sparse_max = sparse.abs().amax(dim=-1, keepdim=True)
     sparse_unit = sparse / sparse_max.clamp(min=tiny)
-    direction = sparse_unit / torch.linalg.vector_norm(sparse_unit, dim=-1, keepdim=True).clamp(min=tiny)
+    unit_norm = torch.linalg.vector_norm(sparse_unit, dim=-1, keepdim=True)
+    direction = sparse_unit / unit_norm.clamp(min=tiny)
     direction = torch.where(sparse_max > 0, direction, torch.zeros_like(direction))
     parallel = (delta * direction).sum(-1, keepdim=True) * direction
     guidance = parallel + zeta * (delta - parallel) if zeta else parallel

@@ -25,8 +25,10 @@ class GAGLayers(io.ComfyNode):
                 io.Combo.Input("preset", options=all_presets(), default="paper",
                                tooltip="paper: the layers the paper's method uses for the "
                                "model's family (UNet: cross-attention of input and output "
-                               "blocks). all/input/output/middle: UNet groups. "
-                               "custom: use the text below."),
+                               "blocks; FLUX, Chroma, SD3, Qwen-Image: every joint-attention "
+                               "block). all: every layer. input/output/middle: UNet groups. "
+                               "double/single: FLUX and Chroma block kinds. joint: SD3 and "
+                               "Qwen-Image blocks. custom: use the text below."),
                 io.String.Input("custom", default="", multiline=True,
                                 placeholder="input 4-8, output 0-5   |   double 0-18, single 0-37",
                                 tooltip="Used when preset is 'custom'. Items separated by "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import model as digits  # noqa: E402
+import digits_model as digits  # noqa: E402
 
 
 def import_comfy_cpu():
@@ -132,12 +132,12 @@ def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=2400)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="share of empty-prompt labels (for CFG)")
-    parser.add_argument("--judge-epochs", type=int, default=20)
+    parser.add_argument("--judge-epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=digits.HERE)
     args = parser.parse_args(argv)
@@ -161,7 +161,7 @@ def main(argv=None):
                                         batch=args.batch, lr=args.lr, ema_decay=args.ema,
                                         drop_prob=args.drop_prob, log_every=100)
     save_file({k: v.contiguous() for k, v in ema.items()}, str(args.out / digits.UNET_WEIGHTS.name),
-              metadata={"format": "bench/digits/model.py UNET_CONFIG; unet.* = diffusion_model, "
+              metadata={"format": "bench/digits/digits_model.py UNET_CONFIG; unet.* = diffusion_model, "
                                   "tokens.* = ClassTokens"})
     info = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "train_size": len(train_y), "test_size": len(test_y),

@@ -5,7 +5,8 @@ directory (its own models/, custom_nodes/, user/, input/, output/, temp/), with 
 into ``<base>/custom_nodes/comfyui-gag`` the way a user's ``git clone`` would place it, plus any
 extra test-only custom-node folders. Nothing outside the temporary directory is written, and the
 server process (with anything it spawned) is killed when the context ends, the test fails, or the
-Python process exits.
+Python process exits or dies (Linux parent-death signal). The server runs one torch thread by
+default: the tests' tiny models are 10-100x slower with OpenMP threads on a busy shared CPU.
 
 Use it as a context manager::
 
@@ -175,9 +176,10 @@ class ServerInfo:
         """Queue ``prompt`` and wait for it; returns its /history entry."""
         return self.wait_for_history(self.queue_prompt(prompt), timeout)
 
-    def output_files(self, history_entry: dict, node_id: str) -> list[Path]:
-        """Paths of the images a node (e.g. a SaveImage) wrote, from a /history entry."""
-        images = history_entry.get("outputs", {}).get(str(node_id), {}).get("images", [])
+    def output_files(self, history_entry: dict, node_id: str, kind: str = "images") -> list[Path]:
+        """Paths of the files a node wrote, from a /history entry: ``kind`` "images" for
+        SaveImage/PreviewImage, "latents" for SaveLatent."""
+        images = history_entry.get("outputs", {}).get(str(node_id), {}).get(kind, [])
         root = {"output": self.output_dir, "temp": self.base_dir / "temp",
                 "input": self.base_dir / "input"}
         return [root[img["type"]] / img.get("subfolder", "") / img["filename"] for img in images]
@@ -200,12 +202,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _git_visible_files(source: Path) -> Optional[list[str]]:
+    """Files a clone of ``source`` would hold (tracked, plus new files git does not ignore),
+    or None when ``source`` is not a git work tree."""
+    if not (source / ".git").exists() or shutil.which("git") is None:
+        return None
+    listed = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, check=False)
+    if listed.returncode != 0:
+        return None
+    return [f for f in listed.stdout.decode().split("\0") if f and (source / f).is_file()]
+
+
 def install_pack_copy(custom_nodes_dir: Path, source: Path = REPO_ROOT,
                       name: str = PACK_FOLDER_NAME) -> Path:
-    """Copy the pack into custom_nodes the way a clone would have it (no .git, no caches)."""
+    """Copy the pack into custom_nodes the way a clone would have it: the files git tracks or
+    would track (nothing .gitignore excludes, no .git); without git, everything but caches."""
     target = custom_nodes_dir / name
-    shutil.copytree(source, target, ignore=_COPY_IGNORE, symlinks=False)
+    files = _git_visible_files(source)
+    if files is None:
+        shutil.copytree(source, target, ignore=_COPY_IGNORE, symlinks=False)
+        return target
+    for relative in files:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, destination)
     return target
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM the server when the test process dies
+    without cleaning up (killed, crashed), so no server outlives a test run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 _LIVE_PROCESSES: set[subprocess.Popen] = set()
@@ -257,7 +288,7 @@ def running_server(extra_custom_nodes: Sequence[os.PathLike | str] = (), *,
                    install_pack: bool = True, frontend: bool = True,
                    extra_args: Sequence[str] = (), startup_timeout: float = 120.0,
                    keep_base_dir: bool = False, comfyui_path: Optional[Path] = None,
-                   ) -> Iterator[ServerInfo]:
+                   threads: Optional[int] = 1) -> Iterator[ServerInfo]:
     """Run a ComfyUI server for the duration of the ``with`` block.
 
     extra_custom_nodes: folders (custom node packs) linked into custom_nodes beside this pack,
@@ -269,6 +300,8 @@ def running_server(extra_custom_nodes: Sequence[os.PathLike | str] = (), *,
     extra_args: more main.py arguments.
     keep_base_dir: leave the temporary base directory (log, outputs) behind for debugging;
         also on when the environment variable GAG_KEEP_SERVER_DIR is set.
+    threads: torch/OpenMP threads of the server (OMP_NUM_THREADS); None keeps the default.
+        1 suits the tiny models of the tests.
 
     Yields a ServerInfo. The server is stopped, and the base directory removed, on exit from
     the block however it is left.
@@ -296,11 +329,16 @@ def running_server(extra_custom_nodes: Sequence[os.PathLike | str] = (), *,
         args += list(extra_args)
         log_path = base_dir / "server.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
-        env.pop("COMFYUI_PATH", None)
+        if threads:
+            # Tiny test models gain nothing from intra-op threads, and on a shared CPU
+            # OpenMP's waiting threads make each op 10-100x slower (measured: 4 tiny-SDXL steps
+            # 23 s with 2 threads under load vs 0.26 s with 1).
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(args, cwd=comfyui, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, start_new_session=True)
+                                       env=env, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
         with _LIVE_LOCK:
             _LIVE_PROCESSES.add(process)
         info = ServerInfo(url=f"http://127.0.0.1:{port}", base_dir=base_dir, log_path=log_path,

@@ -125,6 +125,8 @@ class _Graph:
             seen.add(link_id)
             origin, slot, _, _, kind = self.links[link_id]
             node = self.nodes[origin]
+            if node["type"] == "PrimitiveNode":
+                return None  # its value is already in the target's widgets_values
             if node["type"] == "Reroute" or node.get("mode") == MODE_BYPASSED:
                 upstream = self._pass_through_input(node, slot, kind)
                 if upstream is None:

@@ -83,7 +83,8 @@ def ref_normalize_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return mask
 
 
-def ref_scores(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def ref_scores(q: torch.Tensor, k: torch.Tensor,
+               mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """S = q kᵀ/√d (+ mask) in float64; a boolean mask keeps True entries and drops the rest."""
     q64, k64 = q.to(F64), k.to(F64)
     s = torch.einsum("bhqd,bhkd->bhqk", q64, k64) / math.sqrt(q.shape[-1])
@@ -109,14 +110,16 @@ def ref_combine(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: fl
     o_d, o_s = dense.to(F64), sparse.to(F64)
     delta = o_s - o_d
     os_sq = (o_s * o_s).sum(-1, keepdim=True)
-    coeff = torch.where(os_sq > 0, (delta * o_s).sum(-1, keepdim=True) / torch.where(os_sq > 0, os_sq, 1.0), 0.0)
+    safe_sq = torch.where(os_sq > 0, os_sq, 1.0)
+    coeff = torch.where(os_sq > 0, (delta * o_s).sum(-1, keepdim=True) / safe_sq, 0.0)
     parallel = coeff * o_s
     g = parallel + zeta * (delta - parallel)
     g_norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
     if math.isinf(eta):
         cap = torch.ones_like(g_norm)
     else:
-        cap = torch.where(g_norm > 0, torch.clamp(eta / torch.where(g_norm > 0, g_norm, 1.0), max=1.0), 1.0)
+        safe_norm = torch.where(g_norm > 0, g_norm, 1.0)
+        cap = torch.where(g_norm > 0, torch.clamp(eta / safe_norm, max=1.0), 1.0)
     return o_s + scale * cap * g
 
 

@@ -82,10 +82,11 @@ def cases():
     for shape in SHAPES:
         for dtype in DTYPES:
             for logit_std in (1.0, 10.0):
-                yield pytest.param(shape, dtype, logit_std, MASK_KINDS[index % len(MASK_KINDS)],
-                                   PARAMS[index % len(PARAMS)], index,
-                                   id=f"{'x'.join(map(str, shape))}-{str(dtype)[6:]}-std{logit_std:g}"
-                                      f"-{MASK_KINDS[index % len(MASK_KINDS)]}-p{index % len(PARAMS)}")
+                mask_kind = MASK_KINDS[index % len(MASK_KINDS)]
+                case_id = (f"{'x'.join(map(str, shape))}-{str(dtype)[6:]}-std{logit_std:g}"
+                           f"-{mask_kind}-p{index % len(PARAMS)}")
+                yield pytest.param(shape, dtype, logit_std, mask_kind, PARAMS[index % len(PARAMS)],
+                                   index, id=case_id)
                 index += 1
 
 
@@ -335,25 +336,27 @@ def test_fused_backend_refused_on_cpu():
     assert out.shape == (2, 3, 4, 8)
 
 
-@pytest.mark.parametrize("tensors,pattern", [
-    ((torch.zeros(3, 4, 8), torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 5, 8)), r"q must have shape"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(1, 2, 3, 5, 8), torch.zeros(2, 3, 5, 8)), r"k must have shape"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 5, 8), torch.zeros(5, 8)), r"v must have shape"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 5, 16), torch.zeros(2, 3, 5, 8)), r"head dim"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(1, 3, 5, 8), torch.zeros(1, 3, 5, 8)), r"\(B, H\)"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 2, 5, 8), torch.zeros(2, 2, 5, 8)), r"\(B, H\)"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 6, 8)), r"Lk"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 5, 8), torch.zeros(2, 1, 5, 8)), r"Lk"),
-    ((torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 0, 8), torch.zeros(2, 3, 0, 8)), r"Lk"),
+@pytest.mark.parametrize("shapes,pattern", [
+    (((3, 4, 8), (2, 3, 5, 8), (2, 3, 5, 8)), r"q must have shape"),
+    (((2, 3, 4, 8), (1, 2, 3, 5, 8), (2, 3, 5, 8)), r"k must have shape"),
+    (((2, 3, 4, 8), (2, 3, 5, 8), (5, 8)), r"v must have shape"),
+    (((2, 3, 4, 8), (2, 3, 5, 16), (2, 3, 5, 8)), r"head dim"),
+    (((2, 3, 4, 8), (1, 3, 5, 8), (1, 3, 5, 8)), r"\(B, H\)"),
+    (((2, 3, 4, 8), (2, 2, 5, 8), (2, 2, 5, 8)), r"\(B, H\)"),
+    (((2, 3, 4, 8), (2, 3, 5, 8), (2, 3, 6, 8)), r"Lk"),
+    (((2, 3, 4, 8), (2, 3, 5, 8), (2, 1, 5, 8)), r"Lk"),
+    (((2, 3, 4, 8), (2, 3, 0, 8), (2, 3, 0, 8)), r"Lk"),
 ])
-def test_bad_shapes(tensors, pattern):
+def test_bad_shapes(shapes, pattern):
+    tensors = [torch.zeros(shape) for shape in shapes]
     with pytest.raises(ValueError, match=pattern):
         gag_attention(*tensors)
     with pytest.raises(ValueError, match=pattern):
         dense_sparse_attention(*tensors)
 
 
-@pytest.mark.parametrize("mask_shape", [(4, 6), (3, 4, 5), (2, 2, 4, 5), (5,), (1, 1, 1, 4, 5), (2, 3, 4, 5, 1)])
+@pytest.mark.parametrize("mask_shape", [(4, 6), (3, 4, 5), (2, 2, 4, 5), (5,), (1, 1, 1, 4, 5),
+                                        (2, 3, 4, 5, 1)])
 def test_masks_that_do_not_fit(mask_shape):
     with pytest.raises(ValueError, match="mask") as info:
         gag_attention(*qkv(), mask=torch.zeros(mask_shape))

@@ -59,7 +59,8 @@ def test_parse_all():
     for text in ("all", "ALL", "  All  ", "all;", "all,\n"):
         (pattern,) = parse_layer_spec(text)
         assert (pattern.group, pattern.blocks, pattern.subs) == (None, None, None)
-        assert pattern.matches(LayerRef("anything", 3, 1)) and pattern.matches(LayerRef("double", 0))
+        assert pattern.matches(LayerRef("anything", 3, 1))
+        assert pattern.matches(LayerRef("double", 0))
 
 
 @pytest.mark.parametrize("text", ["", "   ", ",;\n", " ; , "])

@@ -37,8 +37,9 @@ def test_ramp_shapes_between_the_fixed_points():
     assert ramp_multiplier(0.25, "cosine up") == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
     for p in np.linspace(0, 1, 11):
         # Up and down ramps mirror each other, and every ramp stays in [0, 1].
-        assert ramp_multiplier(p, "linear up") + ramp_multiplier(p, "linear down") == pytest.approx(1.0)
-        assert ramp_multiplier(p, "cosine up") + ramp_multiplier(p, "cosine down") == pytest.approx(1.0)
+        for kind in ("linear", "cosine"):
+            total = ramp_multiplier(p, f"{kind} up") + ramp_multiplier(p, f"{kind} down")
+            assert total == pytest.approx(1.0)
         for ramp in RAMPS:
             assert 0.0 <= ramp_multiplier(p, ramp) <= 1.0
     ups = [ramp_multiplier(p, "cosine up") for p in np.linspace(0, 1, 21)]

@@ -227,9 +227,10 @@ function drawSchedule(ctx, node, width, y, height, lowQuality) {
   if (!lowQuality) {
     ctx.fillStyle = COLORS.text;
     ctx.textAlign = "left";
-    const title = state.scale === null ? "λ multiplier over sampling" :
-      `λ over sampling (λ = ${state.scale} × ramp)`;
+    // λ comes from the GAG Model Patch this schedule feeds, when there is one.
+    const title = state.scale === null ? "λ × ramp" : `λ = ${state.scale} × ramp`;
     ctx.fillText(title, x0 + 6, y0 + 9);
+    state.titleWidth = ctx.measureText(title).width;
   }
 
   if (state.error) {
@@ -287,8 +288,10 @@ function drawSchedule(ctx, node, width, y, height, lowQuality) {
     if (end < 0.94) ctx.fillText("off", (px(end) + px(1)) / 2, top + 8);
     ctx.textAlign = "right";
     ctx.fillStyle = COLORS.dim;
-    const on = `on ${Math.round(start * 1000) / 10}–${Math.round(end * 1000) / 10}%, ${ramp}`;
-    ctx.fillText(on, x0 + w0 - 6, y0 + 9);
+    const range = `${Math.round(start * 1000) / 10}–${Math.round(end * 1000) / 10}%`;
+    const room = w0 - 18 - (state.titleWidth ?? 0);
+    const long = `on ${range}, ${ramp}`;
+    ctx.fillText(ctx.measureText(long).width <= room ? long : `on ${range}`, x0 + w0 - 6, y0 + 9);
   }
   ctx.restore();
 }
@@ -299,7 +302,8 @@ function addSchedulePreview(node) {
     type: "gag_preview",
     value: "",
     serialize: false,
-    options: { serialize: false },
+    // Not sent to the server; canvasOnly: a Vue-rendered node skips it instead of guessing.
+    options: { serialize: false, canvasOnly: true },
     computeSize(width) {
       return [width ?? node.size?.[0] ?? 240, SCHEDULE_HEIGHT];
     },
@@ -442,7 +446,10 @@ function drawLayerMap(ctx, node, width, y, lowQuality, widget) {
     ctx.fillStyle = COLORS.text;
     ctx.textAlign = "left";
     let title = `Layer map: ${state.familyLabel} (full-size layout)`;
-    if (state.familySource === "auto-file") title = `Layer map: ${state.familyLabel}, guessed from the loader's file`;
+    if (state.familySource === "auto-file") {
+      const file = String(state.familyHint).split(/[\\/]/).pop();
+      title = `Layer map: ${state.familyLabel}, guessed from ${file.length > 34 ? file.slice(0, 33) + "…" : file}`;
+    }
     if (state.familySource === "auto-default") title = `Layer map: ${state.familyLabel} (default; pick a family)`;
     ctx.fillText(title, layout.x0 + PAD, PAD + 4);
   }
@@ -508,14 +515,23 @@ function drawLayerMap(ctx, node, width, y, lowQuality, widget) {
   }
   ctx.restore();
 
-  // The text box itself shows a syntax error too, where the user is typing.
+  styleTextBox(node, state);
+}
+
+// The text box shows a syntax error where the user is typing, and reads as unused while a
+// preset is chosen. Only what this file set is ever reset.
+function styleTextBox(node, state) {
   const text = widgetByName(node, "custom");
   const el = text?.inputEl ?? text?.element;
-  if (el && el.style) {
-    const bad = state.errorKind === "syntax";
-    el.style.outline = bad ? `2px solid ${COLORS.error}` : "";
-    el.title = bad ? state.error : "";
-  }
+  if (!el || !el.style) return;
+  const bad = state.errorKind === "syntax";
+  const unused = state.preset !== "custom";
+  const wanted = `${bad}|${unused}|${bad ? state.error : ""}`;
+  if (el.dataset?.gagStyle === wanted) return;
+  el.style.outline = bad ? `2px solid ${COLORS.error}` : "";
+  el.style.opacity = unused ? "0.45" : "";
+  el.title = bad ? state.error : unused ? "Used only when preset is 'custom'" : "";
+  if (el.dataset) el.dataset.gagStyle = wanted;
 }
 
 function addLayerMap(node) {
@@ -524,10 +540,12 @@ function addLayerMap(node) {
     type: "gag_preview",
     value: "",
     serialize: false,
-    options: { serialize: false },
+    // Not sent to the server; canvasOnly: a Vue-rendered node skips it instead of guessing.
+    options: { serialize: false, canvasOnly: true },
     lastLayout: null,
     computeSize(width) {
-      const w = width ?? node.size?.[0] ?? 300;
+      // LiteGraph asks with its minimum width; the map is drawn at the node's real width.
+      const w = Math.max(width ?? 0, node.size?.[0] ?? 0) || 300;
       try {
         return [w, layerLayout(layerState(node), w).height];
       } catch (e) {

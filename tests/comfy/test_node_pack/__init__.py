@@ -37,10 +37,11 @@ CATEGORY = "_gag_test"
 
 
 class _Family:
-    def __init__(self, build, conditioning, latent_channels):
+    def __init__(self, build, conditioning, latent_channels, video_latents=False):
         self.build = build                  # seed -> ModelPatcher
         self.conditioning = conditioning    # seed -> [[cond, extras]]
         self.latent_channels = latent_channels
+        self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
 
 
 FAMILIES = {
@@ -48,7 +49,8 @@ FAMILIES = {
     "flux": _Family(tiny_models.tiny_flux, tiny_models.flux_conditioning, 16),
     "flux_schnell": _Family(lambda seed: tiny_models.tiny_flux(seed, schnell=True),
                             tiny_models.flux_conditioning, 16),
-    "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16),
+    "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16,
+                          video_latents=True),
 }
 
 
@@ -67,7 +69,7 @@ class TinyTextEncoder:
         return [[cond, extras]]
 
 
-def tiny_vae(latent_channels: int, seed: int = 0):
+def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0):
     """A real comfy.sd.VAE (AutoencoderKL, 8× down/up-scaling) with 32-wide layers and random
     weights, so VAEDecode runs its normal code path in a fraction of a second."""
     import comfy.sd
@@ -88,7 +90,23 @@ def tiny_vae(latent_channels: int, seed: int = 0):
             state[name] = torch.ones(p.shape)
         else:
             state[name] = torch.zeros(p.shape)
-    return comfy.sd.VAE(sd=state, config={"params": config})
+    vae_class = _single_frame_vae_class() if video_latents else comfy.sd.VAE
+    return vae_class(sd=state, config={"params": config})
+
+
+def _single_frame_vae_class():
+    import comfy.sd
+
+    class SingleFrameVAE(comfy.sd.VAE):
+        """Qwen-Image samples 5-D latents (batch, channels, frames, h, w) that its real video
+        VAE decodes; this image VAE decodes the single frame of such a latent."""
+
+        def decode(self, samples_in, *args, **kwargs):
+            if samples_in.dim() == 5:
+                samples_in = samples_in[:, :, 0]
+            return super().decode(samples_in, *args, **kwargs)
+
+    return SingleFrameVAE
 
 
 def _family_input():
@@ -111,7 +129,8 @@ class GAGTestTinyCheckpoint:
 
     def load(self, ckpt_name, family="sdxl"):
         spec = FAMILIES[family]
-        return spec.build(0), TinyTextEncoder(family), tiny_vae(spec.latent_channels)
+        return (spec.build(0), TinyTextEncoder(family),
+                tiny_vae(spec.latent_channels, spec.video_latents))
 
 
 class GAGTestTinyDiffusionModel:
@@ -155,7 +174,8 @@ class GAGTestTinyVAE:
     CATEGORY = CATEGORY
 
     def load(self, vae_name, family="flux"):
-        return (tiny_vae(FAMILIES[family].latent_channels),)
+        spec = FAMILIES[family]
+        return (tiny_vae(spec.latent_channels, spec.video_latents),)
 
 
 class GAGTestTinyLora:

@@ -1,0 +1,575 @@
+"""Fused GAG attention in Triton: dense softmax output, sparse α-entmax output and the GAG
+combination in one kernel, without writing the (B, H, Lq, Lk) score matrix to memory.
+
+This module imports triton at import time; gag_core.kernels imports it only when a fused call is
+possible, so gag_core itself never needs triton.
+
+Two kernels share the same helpers:
+
+* ``_gag_short_kernel`` (Lk ≤ SHORT_MAX_KEYS, e.g. SDXL cross-attention with 77–231 text keys):
+  one program holds a tile of queries and the whole key row in registers, computes the scores
+  once, and finds τ by iterating on those registers.
+* ``_gag_stream_kernel`` (longer rows, e.g. FLUX joint attention with 4608 keys): a persistent
+  program loops over query tiles; per tile
+    pass 1  streams K/V once: online softmax and the dense P·V (as a flash kernel does), and
+            appends every score that can still be in the entmax support — within 1/(α−1) of the
+            running row maximum — to a small per-row list in a scratch buffer;
+    τ       is solved on those lists (a few hundred values per row instead of Lk), or, for a
+            tile where some row's list overflowed, by passes that recompute the scores;
+    pass 2  streams K/V again for the sparse P·V, then combines and stores.
+
+The τ solver (``_tau_stats`` + ``_tau_step``) runs Newton's method from the left on the convex,
+decreasing f(τ) = Σ [z − τ]_+^{1/(α−1)} − 1, starting at τ = −1 (a lower bound for the shifted,
+clamped scores z ∈ [−1, 0] that gag_core.sparse defines). From the left, Newton never passes the
+root. For α = 1.5 and α = 2, f is a quadratic (linear) polynomial between consecutive scores,
+so each step also tries the exact root of the current piece: it is the answer when it lies before
+the smallest score still above τ, and otherwise the step jumps at least to that score. This ends
+in the same τ as the sort-based formulas in gag_core.sparse, in a handful of steps.
+
+Both kernels compute in float32 whatever the input dtype; P is rounded to V's dtype for the
+tensor-core P·V products, as flash attention does. The sparse output is divided by Σp, which is 1
+up to rounding for α = 1.5 and 2 and absorbs the residual of the Newton stop for other α
+(gag_core.sparse.entmax_bisect renormalises the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["fused_gag_attention", "kernel_config", "compile_for_target", "SHORT_MAX_KEYS",
+           "SUPPORTED_DTYPES", "MAX_HEAD_DIM"]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Rows up to this many keys live in registers whole (SDXL text: 77, 154, 231 tokens).
+SHORT_MAX_KEYS = 256
+# The output tile (BLOCK_M × Dv) and the combination need the whole head dim in one program.
+MAX_HEAD_DIM = 256
+# A Newton stop: steps below this change τ by less than float32 resolution near |τ| ~ 1.
+_TAU_STEP_TOL = 1e-7
+# Iteration caps; α = 1.5 and 2 stop exactly after a few steps, other α near 1 need more.
+_MAX_TAU_ITERS = 64
+
+_LOG2E = 1.4426950408889634
+_ALPHA_GENERAL, _ALPHA_15, _ALPHA_2 = 0, 1, 2
+_MASK_NONE, _MASK_KEEP, _MASK_ADD = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared device helpers
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _mma(a, b, DOT_PREC: tl.constexpr, DOT_UPCAST: tl.constexpr):
+    """a @ b accumulated in float32. DOT_UPCAST widens the operands first: only for Triton's CPU
+    interpreter, whose dot multiplies bfloat16 bit patterns as integers. bf16 products are exact
+    in float32, so the result matches a bf16 tensor-core product up to summation order."""
+    if DOT_UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
+
+
+@triton.jit
+def _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
+                offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale,
+                MASK_KIND: tl.constexpr, DOT_PREC: tl.constexpr, DOT_UPCAST: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) float32 scores q·kᵀ·scale (+ mask); dropped and padded keys are −inf."""
+    key_ok = offs_n[None, :] < Lk
+    k = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                mask=key_ok & (offs_d[:, None] < D), other=0.0)
+    s = _mma(q, k, DOT_PREC, DOT_UPCAST) * sm_scale
+    keep = key_ok & (offs_m[:, None] >= 0)
+    if MASK_KIND != 0:
+        in_range = (offs_m[:, None] < Lq) & key_ok
+        # mask_rows holds one 64-bit pointer per query row (a full-size mask can pass 2³¹
+        # elements); the per-key offsets stay 32-bit, which keeps register use down.
+        m_ptrs = mask_rows[:, None] + offs_n[None, :] * stride_mn
+        if MASK_KIND == 1:
+            keep = keep & (tl.load(m_ptrs, mask=in_range, other=0) != 0)
+        else:
+            s = s + tl.load(m_ptrs, mask=in_range, other=0.0).to(tl.float32)
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def _shift_scores(s, row_max_safe, alpha_m1):
+    """z = (α−1)(s − max) clamped to [−1, 0], as gag_core.sparse._shifted_scores; −inf → −1."""
+    z = alpha_m1 * (s - row_max_safe[:, None])
+    return tl.minimum(tl.maximum(z, -1.0), 0.0)
+
+
+@triton.jit
+def _tau_stats(z, tau, p_exp, ALPHA_KIND: tl.constexpr):
+    """Per-row sums over x = z − τ > 0 that one τ step needs.
+
+    α = 1.5: (count, Σx, Σx², min x); α = 2: (count, Σx, 0, min x);
+    other α: (Σx^p, Σx^(p−1), 0, 0) with p = 1/(α−1).
+    """
+    x = z - tau[:, None]
+    above = x > 0.0
+    if ALPHA_KIND == 0:
+        xp = tl.where(above, tl.exp2(p_exp * tl.log2(tl.maximum(x, 1e-30))), 0.0)
+        s0 = tl.sum(xp, axis=1)
+        s1 = tl.sum(tl.where(above, xp / tl.maximum(x, 1e-30), 0.0), axis=1)
+        s2 = tl.zeros_like(s0)
+        s3 = tl.zeros_like(s0)
+    else:
+        xa = tl.where(above, x, 0.0)
+        s0 = tl.sum(above.to(tl.float32), axis=1)
+        s1 = tl.sum(xa, axis=1)
+        if ALPHA_KIND == 1:
+            s2 = tl.sum(xa * xa, axis=1)
+        else:
+            s2 = tl.zeros_like(s0)
+        s3 = tl.min(tl.where(above, x, float("inf")), axis=1)
+    return s0, s1, s2, s3
+
+
+@triton.jit
+def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
+    """One safeguarded step from a lower bound τ of the root of f; returns (τ', done').
+
+    Every step size below is ≤ τ* − τ, so τ stays a lower bound and rows never overshoot.
+    """
+    if ALPHA_KIND == 1:
+        count, sum_x, sum_x2, smallest = s0, s1, s2, s3
+        f = sum_x2 - 1.0
+        # On [τ, τ + smallest] f is the quadratic count·δ² − 2·sum_x·δ + f(τ); its smaller root,
+        # in the rationalised form that avoids cancellation.
+        disc = sum_x * sum_x - count * f
+        piece_root = f / (sum_x + tl.sqrt(tl.maximum(disc, 0.0)))
+        exact = (disc >= 0.0) & (piece_root <= smallest)
+        # Otherwise τ* lies beyond τ + smallest: one Newton step from there, where f and its
+        # right derivative follow from the same sums (the dropped score contributes 0).
+        f_at = f - 2.0 * sum_x * smallest + count * smallest * smallest
+        slope_at = 2.0 * (sum_x - count * smallest)
+        jump = tl.where(slope_at > 0.0, smallest + f_at / tl.maximum(slope_at, 1e-30), smallest)
+        newton = f / tl.maximum(2.0 * sum_x, 1e-30)
+        step = tl.where(exact, piece_root, tl.maximum(jump, newton))
+    elif ALPHA_KIND == 2:
+        count, sum_x, smallest = s0, s1, s3
+        f = sum_x - 1.0
+        piece_root = f / tl.maximum(count, 1.0)
+        exact = piece_root <= smallest
+        jump = smallest + (sum_x - count * smallest - 1.0) / tl.maximum(count - 1.0, 1.0)
+        step = tl.where(exact, piece_root, tl.maximum(smallest, jump))
+    else:
+        f = s0 - 1.0
+        step = f / tl.maximum(p_exp * s1, 1e-30)
+        exact = f <= 0.0
+    settled = exact | (f <= 0.0) | (step < 1e-7)
+    tau = tl.where(done | (f <= 0.0), tau, tau + step)
+    return tau, done | settled
+
+
+@triton.jit
+def _sparse_probs(z, tau, p_exp, ALPHA_KIND: tl.constexpr):
+    """[z − τ]_+^{1/(α−1)}."""
+    x = tl.maximum(z - tau[:, None], 0.0)
+    if ALPHA_KIND == 1:
+        return x * x
+    elif ALPHA_KIND == 2:
+        return x
+    else:
+        return tl.where(x > 0.0, tl.exp2(p_exp * tl.log2(tl.maximum(x, 1e-30))), 0.0)
+
+
+@triton.jit
+def _gag_combine(o_d, o_s, lam, eta, zeta):
+    """gag_core.rule.gag_combine on (BLOCK_M, Dv) float32 tiles (padded columns are zero)."""
+    tiny = 1.1754943508222875e-38
+    delta = o_s - o_d
+    sparse_norm = tl.sqrt(tl.sum(o_s * o_s, axis=1))
+    direction = o_s / tl.maximum(sparse_norm, tiny)[:, None]
+    direction = tl.where(sparse_norm[:, None] > 0.0, direction, 0.0)
+    parallel = tl.sum(delta * direction, axis=1)[:, None] * direction
+    guidance = parallel + zeta * (delta - parallel)
+    g_norm = tl.sqrt(tl.sum(guidance * guidance, axis=1))
+    # η = inf passes as an IEEE infinity: the comparison is then never true.
+    cap = tl.where(g_norm > eta, eta / tl.maximum(g_norm, tiny), 1.0)
+    return o_s + (lam * cap)[:, None] * guidance
+
+
+# ----------------------------------------------------------------------------------------------
+# Short rows: everything in registers
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gag_short_kernel(
+        Q, K, V, Out, Mask,
+        stride_qb, stride_qh, stride_qm, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd,
+        stride_ob, stride_oh, stride_om, stride_od,
+        stride_mb, stride_mh, stride_mm, stride_mn,
+        H, Lq, Lk, D, Dv,
+        sm_scale, alpha_m1, p_exp, lam, eta, zeta,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCK_DV: tl.constexpr, MASK_KIND: tl.constexpr, ALPHA_KIND: tl.constexpr,
+        DOT_PREC: tl.constexpr, DOT_UPCAST: tl.constexpr, MAX_ITERS: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < Lq
+
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm
+                + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    s = _score_tile(q, K + b * stride_kb + h * stride_kh, stride_kn, stride_kd,
+                    Mask + b * stride_mb + h * stride_mh + offs_m.to(tl.int64) * stride_mm, stride_mn,
+                    offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+    v_ptrs = (V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn
+              + offs_dv[None, :] * stride_vd)
+    v_ok = (offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv)
+
+    row_max = tl.max(s, axis=1)
+    # A fully masked row has max −inf; shifting by 0 instead keeps it all −inf (→ zero output).
+    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+
+    p_dense = tl.exp2((s - row_max[:, None]) * 1.4426950408889634)
+    l_dense = tl.sum(p_dense, axis=1)
+    v = tl.load(v_ptrs, mask=v_ok, other=0.0)
+    o_dense = _mma(p_dense.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
+    o_dense = o_dense / tl.where(l_dense > 0.0, l_dense, 1.0)[:, None]
+
+    z = _shift_scores(s, row_max, alpha_m1)
+    tau = tl.full((BLOCK_M,), -1.0, tl.float32)
+    done = offs_m >= Lq
+    pending = tl.sum((done == 0).to(tl.int32), axis=0)
+    it = 0
+    while (pending > 0) & (it < MAX_ITERS):
+        s0, s1, s2, s3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
+        tau, done = _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND)
+        pending = tl.sum((done == 0).to(tl.int32), axis=0)
+        it += 1
+
+    p_sparse = _sparse_probs(z, tau, p_exp, ALPHA_KIND)
+    l_sparse = tl.sum(p_sparse, axis=1)
+    # Loading V again (an L1/L2 hit) instead of keeping it live through the τ loop frees the
+    # registers that loop needs.
+    v = tl.load(v_ptrs, mask=v_ok, other=0.0)
+    o_sparse = _mma(p_sparse.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
+    o_sparse = o_sparse / tl.where(l_sparse > 0.0, l_sparse, 1.0)[:, None]
+
+    out = _gag_combine(o_dense, o_sparse, lam, eta, zeta)
+    tl.store(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
+             + offs_dv[None, :] * stride_od, out.to(Out.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_dv[None, :] < Dv))
+
+
+# ----------------------------------------------------------------------------------------------
+# Long rows: streaming over key blocks, persistent programs
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gag_stream_kernel(
+        Q, K, V, Out, Mask, Scratch,
+        stride_qb, stride_qh, stride_qm, stride_qd,
+        stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd,
+        stride_ob, stride_oh, stride_om, stride_od,
+        stride_mb, stride_mh, stride_mm, stride_mn,
+        H, Lq, Lk, D, Dv, n_tiles,
+        sm_scale, alpha_m1, p_exp, lam, eta, zeta,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCK_DV: tl.constexpr, LIST_CAP: tl.constexpr, LIST_BLOCK: tl.constexpr,
+        MASK_KIND: tl.constexpr, ALPHA_KIND: tl.constexpr, DOT_PREC: tl.constexpr,
+        DOT_UPCAST: tl.constexpr, MAX_ITERS: tl.constexpr):
+    pid = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    m_tiles = tl.cdiv(Lq, BLOCK_M)
+    offs_r = tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    offs_l = tl.arange(0, LIST_BLOCK)
+    # This program's candidate lists: BLOCK_M rows × LIST_CAP float32, reused tile after tile.
+    list_rows = Scratch + pid.to(tl.int64) * (BLOCK_M * LIST_CAP) + offs_r * LIST_CAP
+
+    for tile in range(pid, n_tiles, n_programs):
+        # Consecutive tiles share a head, so K and V stay in L2 across the programs on it.
+        pid_bh = tile // m_tiles
+        b = (pid_bh // H).to(tl.int64)
+        h = (pid_bh % H).to(tl.int64)
+        offs_m = (tile % m_tiles) * BLOCK_M + offs_r
+        row_ok = offs_m < Lq
+        k_base = K + b * stride_kb + h * stride_kh
+        v_base = V + b * stride_vb + h * stride_vh
+        mask_rows = Mask + b * stride_mb + h * stride_mh + offs_m.to(tl.int64) * stride_mm
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm
+                    + offs_d[None, :] * stride_qd,
+                    mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+
+        # Pass 1: online softmax + dense P·V; collect the scores that may be in the support.
+        row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l_dense = tl.zeros((BLOCK_M,), tl.float32)
+        acc_dense = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
+        list_len = tl.zeros((BLOCK_M,), tl.int32)
+        for start_n in range(0, Lk, BLOCK_N):
+            offs_n = start_n + offs_n0
+            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
+                            offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+            new_max = tl.maximum(row_max, tl.max(s, axis=1))
+            safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+            rescale = tl.exp2((row_max - safe_max) * 1.4426950408889634)
+            p = tl.exp2((s - safe_max[:, None]) * 1.4426950408889634)
+            l_dense = l_dense * rescale + tl.sum(p, axis=1)
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+                        mask=(offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv), other=0.0)
+            acc_dense = acc_dense * rescale[:, None] + _mma(p.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
+            row_max = new_max
+            # The running max only grows, so "within 1/(α−1) of the running max" keeps a
+            # superset of the final candidates (z > −1 for the final max); the test uses the
+            # same float32 operations as _shift_scores, so rounding cannot drop a candidate.
+            cand = (alpha_m1 * (s - safe_max[:, None])) > -1.0
+            slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1) - 1
+            tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < LIST_CAP))
+            list_len += tl.sum(cand.to(tl.int32), axis=1)
+        safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+        o_dense = acc_dense / tl.where(l_dense > 0.0, l_dense, 1.0)[:, None]
+        # The list loads below may read what other threads of this program stored.
+        tl.debug_barrier()
+
+        # τ: on the lists when every row's list fits, else by recomputing the scores.
+        fits = tl.max(list_len, axis=0) <= LIST_CAP
+        n_list = tl.minimum(list_len, LIST_CAP)
+        longest = tl.max(n_list, axis=0)
+        tau = tl.full((BLOCK_M,), -1.0, tl.float32)
+        done = offs_m >= Lq
+        pending = tl.sum((done == 0).to(tl.int32), axis=0)
+        it = 0
+        while (pending > 0) & (it < MAX_ITERS):
+            s0 = tl.zeros((BLOCK_M,), tl.float32)
+            s1 = tl.zeros((BLOCK_M,), tl.float32)
+            s2 = tl.zeros((BLOCK_M,), tl.float32)
+            s3 = tl.full((BLOCK_M,), float("inf"), tl.float32)
+            if fits:
+                for start_l in range(0, longest, LIST_BLOCK):
+                    cols = start_l + offs_l
+                    sl = tl.load(list_rows[:, None] + cols[None, :],
+                                 mask=cols[None, :] < n_list[:, None], other=float("-inf"))
+                    z = _shift_scores(sl, safe_max, alpha_m1)
+                    t0, t1, t2, t3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
+                    s0 += t0
+                    s1 += t1
+                    s2 += t2
+                    s3 = tl.minimum(s3, t3)
+            else:
+                for start_n in range(0, Lk, BLOCK_N):
+                    s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn, offs_m, start_n + offs_n0, offs_d, Lq, Lk, D,
+                                    sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+                    z = _shift_scores(s, safe_max, alpha_m1)
+                    t0, t1, t2, t3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
+                    s0 += t0
+                    s1 += t1
+                    s2 += t2
+                    s3 = tl.minimum(s3, t3)
+            tau, done = _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND)
+            pending = tl.sum((done == 0).to(tl.int32), axis=0)
+            it += 1
+
+        # Pass 2: sparse P·V with the final τ.
+        l_sparse = tl.zeros((BLOCK_M,), tl.float32)
+        acc_sparse = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
+        for start_n in range(0, Lk, BLOCK_N):
+            offs_n = start_n + offs_n0
+            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
+                            offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+            p = _sparse_probs(_shift_scores(s, safe_max, alpha_m1), tau, p_exp, ALPHA_KIND)
+            l_sparse += tl.sum(p, axis=1)
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+                        mask=(offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv), other=0.0)
+            acc_sparse += _mma(p.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
+        o_sparse = acc_sparse / tl.where(l_sparse > 0.0, l_sparse, 1.0)[:, None]
+
+        out = _gag_combine(o_dense, o_sparse, lam, eta, zeta)
+        tl.store(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
+                 + offs_dv[None, :] * stride_od, out.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_dv[None, :] < Dv))
+        # The next tile overwrites this program's lists.
+        tl.debug_barrier()
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Launch choices for one call; ``kernel_config`` picks them, tests may override fields."""
+    path: str             # "short" or "stream"
+    block_m: int
+    block_n: int
+    block_d: int
+    block_dv: int
+    num_warps: int
+    num_stages: int
+    list_cap: int = 0     # stream path: candidate slots per query row
+    list_block: int = 64  # stream path: list columns read per step of the τ loop
+    num_programs: int = 0  # stream path: persistent programs (0 = from the device)
+
+
+def _pow2_at_least(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(max(int(n), 1)))
+
+
+def kernel_config(lq: int, lk: int, d: int, dv: int, dtype: torch.dtype, *,
+                  path: str = "auto") -> KernelConfig:
+    """Block sizes for a call; untuned defaults sized for H100 register files (see
+    bench/KERNEL_NOTES.md)."""
+    if path not in ("auto", "short", "stream"):
+        raise ValueError(f"path must be 'auto', 'short' or 'stream'; got {path!r}")
+    block_d, block_dv = _pow2_at_least(d), _pow2_at_least(dv)
+    if path == "auto":
+        path = "short" if lk <= SHORT_MAX_KEYS else "stream"
+    if path == "short":
+        block_n = _pow2_at_least(lk)
+        if block_n > SHORT_MAX_KEYS:
+            raise ValueError(f"path='short' holds whole key rows in registers and needs "
+                             f"Lk <= {SHORT_MAX_KEYS}; got Lk={lk}")
+        # Sized so that ptxas reports no spills for sm_90 at D = 64 and 128 (the score, shifted
+        # score and probability tiles are BLOCK_M × BLOCK_N float32 each).
+        block_m = 32 if block_n <= 128 else 16
+        return KernelConfig("short", block_m, block_n, block_d, block_dv, 4, 1)
+    # About an eighth of a random-score row lies within 2 of its maximum at α = 1.5; real
+    # attention is peakier. Rows with more candidates fall back to score-recomputing τ passes.
+    list_cap = min(max(256, triton.next_power_of_2(max(lk // 8, 1))), 2048)
+    block_n = 32 if dtype == torch.float32 else 64
+    return KernelConfig("stream", 64, block_n, block_d, block_dv, 8, 2, list_cap=list_cap)
+
+
+def _alpha_kind(alpha: float) -> int:
+    if alpha == 1.5:
+        return _ALPHA_15
+    if alpha == 2.0:
+        return _ALPHA_2
+    return _ALPHA_GENERAL
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs: three TF32 products per dot (split hi/lo operands) give about fp32
+    # accuracy on tensor cores; plain "ieee" lowers to FMA loops that spill heavily.
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _mask_args(mask: Optional[torch.Tensor], shape, fallback: torch.Tensor):
+    """(tensor, (stride_b, stride_h, stride_m, stride_n), kind) with broadcast axes at stride 0."""
+    if mask is None:
+        return fallback, (0, 0, 0, 0), _MASK_NONE
+    expanded = mask.expand(shape)
+    strides = tuple(st if size != 1 else 0 for st, size in zip(expanded.stride(), expanded.shape))
+    if mask.dtype == torch.bool:
+        return expanded.view(torch.uint8), strides, _MASK_KEEP
+    return expanded, strides, _MASK_ADD
+
+
+def _default_programs(device: torch.device, n_tiles: int) -> int:
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(n_tiles, 2 * sms))
+    return max(1, min(n_tiles, 4))  # the interpreter runs programs one after another
+
+
+def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                        eta: float, zeta: float, alpha: float,
+                        mask: Optional[torch.Tensor] = None,
+                        config: Optional[KernelConfig] = None) -> torch.Tensor:
+    """GAG attention in one fused kernel: (B,H,Lq,D), (B,H,Lk,D), (B,H,Lk,Dv) → (B,H,Lq,Dv).
+
+    Same contract as gag_core.attention.gag_attention (scale = λ, eta = η, zeta = ζ), with the
+    parameters already validated and ``mask`` already normalised to rank 4 (see
+    gag_core.attention.normalize_mask). Softmax scale is 1/√D. q, k, v share one dtype among
+    float16, bfloat16, float32; the result has that dtype. Runs on CUDA tensors, or on CPU
+    tensors when TRITON_INTERPRET=1 was set before triton was imported.
+    """
+    batch, heads, lq, d = q.shape
+    lk, dv = k.shape[2], v.shape[3]
+    if config is None:
+        config = kernel_config(lq, lk, d, dv, q.dtype)
+    out = torch.empty((batch, heads, lq, dv), device=q.device, dtype=q.dtype)
+    if lq == 0 or batch * heads == 0:
+        return out
+    mask_t, mask_strides, mask_kind = _mask_args(mask, (batch, heads, lq, lk), q)
+    dot_prec = _dot_precision(q.dtype)
+    upcast = q.device.type != "cuda" and q.dtype == torch.bfloat16
+    common = dict(alpha_m1=float(alpha) - 1.0, p_exp=1.0 / (float(alpha) - 1.0), lam=float(scale),
+                  eta=float(eta), zeta=float(zeta))
+    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides)
+    sm_scale = 1.0 / math.sqrt(d)
+    if config.path == "short":
+        grid = (triton.cdiv(lq, config.block_m), batch * heads)
+        _gag_short_kernel[grid](
+            q, k, v, out, mask_t, *strides, heads, lq, lk, d, dv, sm_scale, *common.values(),
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+            BLOCK_DV=config.block_dv, MASK_KIND=mask_kind, ALPHA_KIND=_alpha_kind(alpha),
+            DOT_PREC=dot_prec, DOT_UPCAST=upcast, MAX_ITERS=_MAX_TAU_ITERS,
+            num_warps=config.num_warps, num_stages=config.num_stages)
+        return out
+    n_tiles = batch * heads * triton.cdiv(lq, config.block_m)
+    programs = config.num_programs or _default_programs(q.device, n_tiles)
+    programs = max(1, min(programs, n_tiles))
+    scratch = torch.empty((programs, config.block_m, config.list_cap), device=q.device,
+                          dtype=torch.float32)
+    _gag_stream_kernel[(programs,)](
+        q, k, v, out, mask_t, scratch, *strides, heads, lq, lk, d, dv, n_tiles, sm_scale,
+        *common.values(),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+        BLOCK_DV=config.block_dv, LIST_CAP=config.list_cap, LIST_BLOCK=config.list_block,
+        MASK_KIND=mask_kind, ALPHA_KIND=_alpha_kind(alpha), DOT_PREC=dot_prec,
+        DOT_UPCAST=upcast, MAX_ITERS=_MAX_TAU_ITERS, num_warps=config.num_warps, num_stages=config.num_stages)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Ahead-of-time compilation (no GPU needed): lets CI check that the kernels lower to PTX/cubin
+# ----------------------------------------------------------------------------------------------
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def compile_for_target(path: str, dtype: torch.dtype, d: int, dv: int, lk: int, *,
+                       mask: Optional[torch.dtype] = None, alpha: float = 1.5,
+                       arch: int = 90, config: Optional[KernelConfig] = None):
+    """Compile one kernel variant for an NVIDIA target without a GPU; returns the compiled
+    kernel (its ``asm`` dict holds ttir/ttgir/llir/ptx/cubin)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if config is None:
+        config = kernel_config(128, lk, d, dv, dtype, path=path)
+    elt = _TRITON_DTYPE[dtype]
+    mask_kind = _MASK_NONE if mask is None else (_MASK_KEEP if mask == torch.bool else _MASK_ADD)
+    mask_elt = {None: elt, torch.bool: "u8"}.get(mask, _TRITON_DTYPE.get(mask, "fp32"))
+    pointers = {"Q": elt, "K": elt, "V": elt, "Out": elt, "Mask": mask_elt, "Scratch": "fp32"}
+    kernel = _gag_short_kernel if config.path == "short" else _gag_stream_kernel
+    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+                      BLOCK_DV=config.block_dv, MASK_KIND=mask_kind,
+                      ALPHA_KIND=_alpha_kind(alpha),
+                      DOT_PREC=_dot_precision(dtype), DOT_UPCAST=False,
+                      MAX_ITERS=_MAX_TAU_ITERS)
+    if config.path == "stream":
+        constexprs.update(LIST_CAP=config.list_cap, LIST_BLOCK=config.list_block)
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in pointers:
+            signature[name] = "*" + pointers[name]
+        elif name in ("sm_scale", "alpha_m1", "p_exp", "lam", "eta", "zeta"):
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
