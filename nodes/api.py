@@ -45,7 +45,10 @@ def apply_gag(model_patcher, *, scale: float = 10.0, eta: float = 15.0, zeta: fl
               alpha: float = 1.5, layers: str = "paper", mode: str = "auto",
               start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant"):
     """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text."""
-    is_preset = layers in all_presets() and layers != "custom"
+    if layers == "custom":
+        raise ValueError("layers='custom' is the node's switch to its text box; pass the "
+                         "selection text itself, e.g. layers='input 4-8, output 0-5'")
+    is_preset = layers in all_presets()
     choice = LayerChoice(preset=layers if is_preset else "custom",
                          custom="" if is_preset else layers, mode=mode)
     settings = GAGSettings(scale=scale, eta=eta, zeta=zeta, alpha=alpha, layers=choice,

@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=digits.REPO_ROOT / "bench" / "results_digits.md")
     parser.add_argument("--grids", type=Path, default=digits.HERE / "samples")
     parser.add_argument("--regression", type=Path, default=digits.HERE / "regression.json")

@@ -138,7 +138,7 @@ def main(argv=None):
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="share of empty-prompt labels (for CFG)")
     parser.add_argument("--judge-epochs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=digits.HERE)
     args = parser.parse_args(argv)
 

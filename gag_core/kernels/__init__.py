@@ -2,15 +2,92 @@
 
 ``select_backend`` is how gag_core.attention asks whether a fused kernel can take a call; the
 PyTorch path in attention.py stays the reference every kernel is tested against.
+
+The fused kernel (``triton_gag.fused_gag_attention``) needs Triton and a CUDA device. Triton is
+imported only when a call could use it, so gag_core imports and runs where Triton is absent
+(macOS, CPU-only PyTorch builds) and never pays Triton's import time on CPU.
+
+The environment variable ``GAG_BACKEND`` overrides the automatic choice for every call that
+reaches ``select_backend`` (gag_attention with backend="auto" or "fused"):
+
+* ``auto`` (or unset, or empty): the fused kernel where it applies, the PyTorch path elsewhere;
+* ``torch``: always the PyTorch path;
+* ``fused``: the fused kernel, and a ValueError saying why where it cannot take the call.
+
+For tests without a GPU, ``gag_core.kernels.interpret`` runs the same Triton kernel on CPU
+tensors through Triton's interpreter, in a subprocess (the interpreter must be switched on
+before Triton is imported).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import torch
 
-__all__ = ["select_backend"]
+__all__ = ["select_backend", "fused_unavailable_reason", "backend_override", "triton_available",
+           "ENV_VAR"]
+
+ENV_VAR = "GAG_BACKEND"
+_OVERRIDES = ("auto", "torch", "fused")
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_MAX_HEAD_DIM = 256  # kept equal to triton_gag.MAX_HEAD_DIM without importing triton
+
+_triton_import_error: Optional[str] = None
+_triton_checked = False
+
+
+def backend_override() -> str:
+    """The GAG_BACKEND setting: 'auto', 'torch' or 'fused'; raises ValueError for other values."""
+    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if value not in _OVERRIDES:
+        raise ValueError(f"environment variable {ENV_VAR} must be one of {', '.join(_OVERRIDES)} "
+                         f"(or unset); got {os.environ.get(ENV_VAR)!r}")
+    return value
+
+
+def triton_available() -> bool:
+    """Whether ``import triton`` works here (checked once, then remembered)."""
+    global _triton_checked, _triton_import_error
+    if not _triton_checked:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+        except Exception as exc:  # ImportError, or a broken install raising anything else
+            _triton_import_error = f"{type(exc).__name__}: {exc}"
+        _triton_checked = True
+    return _triton_import_error is None
+
+
+def fused_unavailable_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             mask: Optional[torch.Tensor], alpha: float) -> Optional[str]:
+    """None when the fused kernel can take this call, else a sentence saying why not.
+
+    Expects q, k, v already checked by gag_core.attention (rank 4, matching B, H, Lk, D) and a
+    mask already normalised to rank 4.
+    """
+    if not (q.dtype == k.dtype == v.dtype):
+        return f"q, k, v have different dtypes ({q.dtype}, {k.dtype}, {v.dtype})"
+    if q.dtype not in _SUPPORTED_DTYPES:
+        return f"dtype {q.dtype} is not one of float16, bfloat16, float32"
+    if q.shape[-1] > _MAX_HEAD_DIM or v.shape[-1] > _MAX_HEAD_DIM:
+        return (f"head dims D={q.shape[-1]}, Dv={v.shape[-1]} exceed the kernel's "
+                f"{_MAX_HEAD_DIM}")
+    if k.shape[2] == 0:
+        return "there are no keys (Lk = 0)"
+    if mask is not None and not (mask.dtype == torch.bool or mask.dtype.is_floating_point):
+        return f"mask dtype {mask.dtype} is neither bool nor floating point"
+    if not q.is_cuda:
+        return f"the fused kernel runs on CUDA devices; q is on {q.device}"
+    devices = {k.device, v.device} | ({mask.device} if mask is not None else set())
+    if devices != {q.device}:
+        return f"q, k, v (and mask) are not all on {q.device}"
+    if not 1.0 < float(alpha) <= 2.0:
+        return f"alpha={alpha} is outside (1, 2]"
+    if not triton_available():
+        return f"triton cannot be imported ({_triton_import_error})"
+    return None
 
 
 def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
@@ -18,6 +95,18 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
     """A fused implementation that accepts these inputs, or None for the PyTorch path.
 
     The returned callable has gag_attention's signature (q, k, v, *, scale, eta, zeta, alpha,
-    mask) and returns (B, H, Lq, Dv) in q's dtype.
+    mask) and returns (B, H, Lq, Dv) in q's dtype. GAG_BACKEND=torch makes this return None;
+    GAG_BACKEND=fused makes it raise ValueError (with the reason) where the kernel cannot run.
     """
-    return None
+    override = backend_override()
+    if override == "torch":
+        return None
+    reason = fused_unavailable_reason(q, k, v, mask, alpha)
+    if reason is not None:
+        if override == "fused":
+            raise ValueError(f"{ENV_VAR}=fused, but the fused GAG kernel cannot take this call: "
+                             f"{reason}. Unset {ENV_VAR} (or set it to auto) to fall back to "
+                             f"the PyTorch path.")
+        return None
+    from .triton_gag import fused_gag_attention
+    return fused_gag_attention

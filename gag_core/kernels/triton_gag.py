@@ -34,6 +34,7 @@ up to rounding for α = 1.5 and 2 and absorbs the residual of the Newton stop fo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -50,12 +51,14 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 SHORT_MAX_KEYS = 256
 # The output tile (BLOCK_M × Dv) and the combination need the whole head dim in one program.
 MAX_HEAD_DIM = 256
-# A Newton stop: steps below this change τ by less than float32 resolution near |τ| ~ 1.
-_TAU_STEP_TOL = 1e-7
-# Iteration caps; α = 1.5 and 2 stop exactly after a few steps, other α near 1 need more.
+# Iteration cap for τ; α = 1.5 and 2 stop exactly after a few steps, other α near 1 need more.
 _MAX_TAU_ITERS = 64
 
-_LOG2E = 1.4426950408889634
+# Module-level constants used inside kernels must be tl.constexpr.
+# A Newton stop: steps below this change τ by less than float32 resolution near |τ| ~ 1.
+_TAU_STEP_TOL = tl.constexpr(1e-7)
+_LOG2E = tl.constexpr(1.4426950408889634)
+_F32_TINY = tl.constexpr(1.1754943508222875e-38)  # torch.finfo(torch.float32).tiny
 _ALPHA_GENERAL, _ALPHA_15, _ALPHA_2 = 0, 1, 2
 _MASK_NONE, _MASK_KEEP, _MASK_ADD = 0, 1, 2
 
@@ -149,7 +152,8 @@ def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
         # right derivative follow from the same sums (the dropped score contributes 0).
         f_at = f - 2.0 * sum_x * smallest + count * smallest * smallest
         slope_at = 2.0 * (sum_x - count * smallest)
-        jump = tl.where(slope_at > 0.0, smallest + f_at / tl.maximum(slope_at, 1e-30), smallest)
+        jump = tl.where(slope_at > 0.0, smallest + f_at / tl.maximum(slope_at, 1e-30),
+                        smallest)
         newton = f / tl.maximum(2.0 * sum_x, 1e-30)
         step = tl.where(exact, piece_root, tl.maximum(jump, newton))
     elif ALPHA_KIND == 2:
@@ -163,7 +167,7 @@ def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
         f = s0 - 1.0
         step = f / tl.maximum(p_exp * s1, 1e-30)
         exact = f <= 0.0
-    settled = exact | (f <= 0.0) | (step < 1e-7)
+    settled = exact | (f <= 0.0) | (step < _TAU_STEP_TOL)
     tau = tl.where(done | (f <= 0.0), tau, tau + step)
     return tau, done | settled
 
@@ -183,7 +187,7 @@ def _sparse_probs(z, tau, p_exp, ALPHA_KIND: tl.constexpr):
 @triton.jit
 def _gag_combine(o_d, o_s, lam, eta, zeta):
     """gag_core.rule.gag_combine on (BLOCK_M, Dv) float32 tiles (padded columns are zero)."""
-    tiny = 1.1754943508222875e-38
+    tiny = _F32_TINY
     delta = o_s - o_d
     sparse_norm = tl.sqrt(tl.sum(o_s * o_s, axis=1))
     direction = o_s / tl.maximum(sparse_norm, tiny)[:, None]
@@ -226,9 +230,10 @@ def _gag_short_kernel(
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm
                 + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-    s = _score_tile(q, K + b * stride_kb + h * stride_kh, stride_kn, stride_kd,
-                    Mask + b * stride_mb + h * stride_mh + offs_m.to(tl.int64) * stride_mm, stride_mn,
-                    offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+    mask_rows = Mask + b * stride_mb + h * stride_mh + offs_m.to(tl.int64) * stride_mm
+    s = _score_tile(q, K + b * stride_kb + h * stride_kh, stride_kn, stride_kd, mask_rows,
+                    stride_mn, offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC,
+                    DOT_UPCAST)
     v_ptrs = (V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn
               + offs_dv[None, :] * stride_vd)
     v_ok = (offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv)
@@ -237,7 +242,7 @@ def _gag_short_kernel(
     # A fully masked row has max −inf; shifting by 0 instead keeps it all −inf (→ zero output).
     row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
 
-    p_dense = tl.exp2((s - row_max[:, None]) * 1.4426950408889634)
+    p_dense = tl.exp2((s - row_max[:, None]) * _LOG2E)
     l_dense = tl.sum(p_dense, axis=1)
     v = tl.load(v_ptrs, mask=v_ok, other=0.0)
     o_dense = _mma(p_dense.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
@@ -280,10 +285,10 @@ def _gag_stream_kernel(
         stride_vb, stride_vh, stride_vn, stride_vd,
         stride_ob, stride_oh, stride_om, stride_od,
         stride_mb, stride_mh, stride_mm, stride_mn,
-        H, Lq, Lk, D, Dv, n_tiles,
+        H, Lq, Lk, D, Dv, n_tiles, list_cap,
         sm_scale, alpha_m1, p_exp, lam, eta, zeta,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        BLOCK_DV: tl.constexpr, LIST_CAP: tl.constexpr, LIST_BLOCK: tl.constexpr,
+        BLOCK_DV: tl.constexpr, LIST_BLOCK: tl.constexpr,
         MASK_KIND: tl.constexpr, ALPHA_KIND: tl.constexpr, DOT_PREC: tl.constexpr,
         DOT_UPCAST: tl.constexpr, MAX_ITERS: tl.constexpr):
     pid = tl.program_id(0)
@@ -294,8 +299,8 @@ def _gag_stream_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     offs_l = tl.arange(0, LIST_BLOCK)
-    # This program's candidate lists: BLOCK_M rows × LIST_CAP float32, reused tile after tile.
-    list_rows = Scratch + pid.to(tl.int64) * (BLOCK_M * LIST_CAP) + offs_r * LIST_CAP
+    # This program's candidate lists: BLOCK_M rows × list_cap float32, reused tile after tile.
+    list_rows = Scratch + pid.to(tl.int64) * (BLOCK_M * list_cap) + offs_r * list_cap
 
     for tile in range(pid, n_tiles, n_programs):
         # Consecutive tiles share a head, so K and V stay in L2 across the programs on it.
@@ -318,23 +323,24 @@ def _gag_stream_kernel(
         list_len = tl.zeros((BLOCK_M,), tl.int32)
         for start_n in range(0, Lk, BLOCK_N):
             offs_n = start_n + offs_n0
-            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
-                            offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn, offs_m,
+                            offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
             new_max = tl.maximum(row_max, tl.max(s, axis=1))
             safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-            rescale = tl.exp2((row_max - safe_max) * 1.4426950408889634)
-            p = tl.exp2((s - safe_max[:, None]) * 1.4426950408889634)
+            rescale = tl.exp2((row_max - safe_max) * _LOG2E)
+            p = tl.exp2((s - safe_max[:, None]) * _LOG2E)
             l_dense = l_dense * rescale + tl.sum(p, axis=1)
             v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
                         mask=(offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv), other=0.0)
-            acc_dense = acc_dense * rescale[:, None] + _mma(p.to(v.dtype), v, DOT_PREC, DOT_UPCAST)
+            acc_dense = (acc_dense * rescale[:, None]
+                         + _mma(p.to(v.dtype), v, DOT_PREC, DOT_UPCAST))
             row_max = new_max
             # The running max only grows, so "within 1/(α−1) of the running max" keeps a
             # superset of the final candidates (z > −1 for the final max); the test uses the
             # same float32 operations as _shift_scores, so rounding cannot drop a candidate.
             cand = (alpha_m1 * (s - safe_max[:, None])) > -1.0
             slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1) - 1
-            tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < LIST_CAP))
+            tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < list_cap))
             list_len += tl.sum(cand.to(tl.int32), axis=1)
         safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
         o_dense = acc_dense / tl.where(l_dense > 0.0, l_dense, 1.0)[:, None]
@@ -342,8 +348,8 @@ def _gag_stream_kernel(
         tl.debug_barrier()
 
         # τ: on the lists when every row's list fits, else by recomputing the scores.
-        fits = tl.max(list_len, axis=0) <= LIST_CAP
-        n_list = tl.minimum(list_len, LIST_CAP)
+        fits = tl.max(list_len, axis=0) <= list_cap
+        n_list = tl.minimum(list_len, list_cap)
         longest = tl.max(n_list, axis=0)
         tau = tl.full((BLOCK_M,), -1.0, tl.float32)
         done = offs_m >= Lq
@@ -367,8 +373,9 @@ def _gag_stream_kernel(
                     s3 = tl.minimum(s3, t3)
             else:
                 for start_n in range(0, Lk, BLOCK_N):
-                    s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn, offs_m, start_n + offs_n0, offs_d, Lq, Lk, D,
-                                    sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+                    s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
+                                    offs_m, start_n + offs_n0, offs_d, Lq, Lk, D, sm_scale,
+                                    MASK_KIND, DOT_PREC, DOT_UPCAST)
                     z = _shift_scores(s, safe_max, alpha_m1)
                     t0, t1, t2, t3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
                     s0 += t0
@@ -384,8 +391,8 @@ def _gag_stream_kernel(
         acc_sparse = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
         for start_n in range(0, Lk, BLOCK_N):
             offs_n = start_n + offs_n0
-            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
-                            offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
+            s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn, offs_m,
+                            offs_n, offs_d, Lq, Lk, D, sm_scale, MASK_KIND, DOT_PREC, DOT_UPCAST)
             p = _sparse_probs(_shift_scores(s, safe_max, alpha_m1), tau, p_exp, ALPHA_KIND)
             l_sparse += tl.sum(p, axis=1)
             v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
@@ -442,11 +449,18 @@ def kernel_config(lq: int, lk: int, d: int, dv: int, dtype: torch.dtype, *,
         # score and probability tiles are BLOCK_M × BLOCK_N float32 each).
         block_m = 32 if block_n <= 128 else 16
         return KernelConfig("short", block_m, block_n, block_d, block_dv, 4, 1)
-    # About an eighth of a random-score row lies within 2 of its maximum at α = 1.5; real
-    # attention is peakier. Rows with more candidates fall back to score-recomputing τ passes.
-    list_cap = min(max(256, triton.next_power_of_2(max(lk // 8, 1))), 2048)
-    block_n = 32 if dtype == torch.float32 else 64
-    return KernelConfig("stream", 64, block_n, block_d, block_dv, 8, 2, list_cap=list_cap)
+    # Candidate-list slots per query row. With random N(0, 1) q and k at α = 1.5 the longest
+    # list in 256 rows is ~0.5·Lk at Lk = 512, 0.33·Lk at 1536, 0.26·Lk at 4608 and 0.14·Lk at
+    # 16896 (the band 1/(α−1) is fixed while the row maximum grows with Lk); trained attention
+    # is usually peakier. A tile with a longer list still gets the exact τ, from passes that
+    # recompute the scores, only slower.
+    list_cap = min(lk, 256 + lk // 4, 4096)
+    list_cap = (list_cap + 15) // 16 * 16
+    # 64 × 32 tiles at 8 warps: of the variants tried, the one with the fewest spill bytes in
+    # ptxas's sm_90 report (8–400 bytes over D = 64/128, with and without masks); the kernel
+    # keeps three loops' state in one program. Untimed: bench/bench_attention_op.py --tune.
+    block_m, block_n = 64, 32
+    return KernelConfig("stream", block_m, block_n, block_d, block_dv, 8, 2, list_cap=list_cap)
 
 
 def _alpha_kind(alpha: float) -> int:
@@ -476,9 +490,11 @@ def _mask_args(mask: Optional[torch.Tensor], shape, fallback: torch.Tensor):
 
 def _default_programs(device: torch.device, n_tiles: int) -> int:
     if device.type == "cuda":
+        # One resident program per SM: at 8 warps and ~255 registers a thread, a program fills
+        # an SM's register file, so more programs would only queue (and need more scratch).
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(n_tiles, 2 * sms))
-    return max(1, min(n_tiles, 4))  # the interpreter runs programs one after another
+        return max(1, min(n_tiles, sms))
+    return max(1, min(n_tiles, 2))  # the interpreter runs programs one after another
 
 
 def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
@@ -501,33 +517,31 @@ def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
     if lq == 0 or batch * heads == 0:
         return out
     mask_t, mask_strides, mask_kind = _mask_args(mask, (batch, heads, lq, lk), q)
-    dot_prec = _dot_precision(q.dtype)
-    upcast = q.device.type != "cuda" and q.dtype == torch.bfloat16
-    common = dict(alpha_m1=float(alpha) - 1.0, p_exp=1.0 / (float(alpha) - 1.0), lam=float(scale),
-                  eta=float(eta), zeta=float(zeta))
-    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides)
-    sm_scale = 1.0 / math.sqrt(d)
-    if config.path == "short":
-        grid = (triton.cdiv(lq, config.block_m), batch * heads)
-        _gag_short_kernel[grid](
-            q, k, v, out, mask_t, *strides, heads, lq, lk, d, dv, sm_scale, *common.values(),
-            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-            BLOCK_DV=config.block_dv, MASK_KIND=mask_kind, ALPHA_KIND=_alpha_kind(alpha),
-            DOT_PREC=dot_prec, DOT_UPCAST=upcast, MAX_ITERS=_MAX_TAU_ITERS,
-            num_warps=config.num_warps, num_stages=config.num_stages)
-        return out
-    n_tiles = batch * heads * triton.cdiv(lq, config.block_m)
-    programs = config.num_programs or _default_programs(q.device, n_tiles)
-    programs = max(1, min(programs, n_tiles))
-    scratch = torch.empty((programs, config.block_m, config.list_cap), device=q.device,
-                          dtype=torch.float32)
-    _gag_stream_kernel[(programs,)](
-        q, k, v, out, mask_t, scratch, *strides, heads, lq, lk, d, dv, n_tiles, sm_scale,
-        *common.values(),
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-        BLOCK_DV=config.block_dv, LIST_CAP=config.list_cap, LIST_BLOCK=config.list_block,
-        MASK_KIND=mask_kind, ALPHA_KIND=_alpha_kind(alpha), DOT_PREC=dot_prec,
-        DOT_UPCAST=upcast, MAX_ITERS=_MAX_TAU_ITERS, num_warps=config.num_warps, num_stages=config.num_stages)
+    args = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides,
+            heads, lq, lk, d, dv)
+    floats = (1.0 / math.sqrt(d), float(alpha) - 1.0, 1.0 / (float(alpha) - 1.0), float(scale),
+              float(eta), float(zeta))
+    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+                      BLOCK_DV=config.block_dv, MASK_KIND=mask_kind,
+                      ALPHA_KIND=_alpha_kind(alpha), DOT_PREC=_dot_precision(q.dtype),
+                      DOT_UPCAST=q.device.type != "cuda" and q.dtype == torch.bfloat16,
+                      MAX_ITERS=_MAX_TAU_ITERS, num_warps=config.num_warps,
+                      num_stages=config.num_stages)
+    # Triton launches on the current CUDA device; make that q's device.
+    device_guard = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
+    with device_guard:
+        if config.path == "short":
+            grid = (triton.cdiv(lq, config.block_m), batch * heads)
+            _gag_short_kernel[grid](q, k, v, out, mask_t, *args, *floats, **constexprs)
+            return out
+        n_tiles = batch * heads * triton.cdiv(lq, config.block_m)
+        programs = config.num_programs or _default_programs(q.device, n_tiles)
+        programs = max(1, min(programs, n_tiles))
+        scratch = torch.empty((programs, config.block_m, config.list_cap), device=q.device,
+                              dtype=torch.float32)
+        _gag_stream_kernel[(programs,)](
+            q, k, v, out, mask_t, scratch, *args, n_tiles, config.list_cap, *floats,
+            LIST_BLOCK=config.list_block, **constexprs)
     return out
 
 
@@ -559,7 +573,7 @@ def compile_for_target(path: str, dtype: torch.dtype, d: int, dv: int, lk: int, 
                       DOT_PREC=_dot_precision(dtype), DOT_UPCAST=False,
                       MAX_ITERS=_MAX_TAU_ITERS)
     if config.path == "stream":
-        constexprs.update(LIST_CAP=config.list_cap, LIST_BLOCK=config.list_block)
+        constexprs.update(LIST_BLOCK=config.list_block)
     signature = {}
     for name in kernel.arg_names:
         if name in constexprs:

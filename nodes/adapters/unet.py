@@ -9,7 +9,10 @@ Composition with other patches on the same model:
 * An earlier attn2 replace on a selected layer (keyed per transformer or per block) is wrapped:
   GAG calls it and adds its own correction (GAG output − softmax output) to what it returns, so
   an additive patch such as IPAdapter keeps its contribution and gains GAG's.
-* An earlier GAG patch is removed first: applying GAG twice means the later node's settings win.
+* An earlier GAG patch is removed first: applying GAG twice means the later node's settings win,
+  and the replace dict is put back exactly as it was before the first GAG (a replace GAG found
+  under the block key is not copied to the transformer key), so replaces added later still apply.
+* Replaces moved with ``.to(device)`` by ComfyUI: GAG forwards the move to the one it wraps.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ def _replace_dict(model_patcher) -> dict:
 class UNetCrossAttentionPatch:
     """An attn2 replace that runs GAG on one transformer block's cross-attention."""
 
-    def __init__(self, runtime, previous=None):
+    def __init__(self, runtime, previous=None, previous_is_per_block=False):
         self.runtime = runtime
         self.previous = previous  # the replace this one wraps, if any
+        # True when `previous` was found under the block's (name, number) key rather than this
+        # transformer's own key: undoing GAG must then drop the per-transformer key, or the old
+        # replace would keep shadowing any block-level replace a later node installs.
+        self.previous_is_per_block = previous_is_per_block
 
     def __deepcopy__(self, memo):
         return self
@@ -50,7 +57,7 @@ class UNetCrossAttentionPatch:
         if mover is not None:
             moved = mover(device)
             if moved is not self.previous:
-                return UNetCrossAttentionPatch(self.runtime, moved)
+                return UNetCrossAttentionPatch(self.runtime, moved, self.previous_is_per_block)
         return self
 
     def _plain(self, q, k, v, extra_options):
@@ -121,7 +128,7 @@ class UNetAdapter(Adapter):
             patch = replaces[key]
             if isinstance(patch, UNetCrossAttentionPatch):
                 removed += 1
-                if patch.previous is None:
+                if patch.previous is None or patch.previous_is_per_block:
                     del replaces[key]
                 else:
                     replaces[key] = patch.previous
@@ -132,6 +139,8 @@ class UNetAdapter(Adapter):
         replaces = _replace_dict(model_patcher)
         for ref in layers:
             key = (ref.group, ref.block, ref.sub)
-            previous: Optional[object] = replaces.get(key, replaces.get((ref.group, ref.block)))
-            model_patcher.set_model_attn2_replace(UNetCrossAttentionPatch(runtime, previous),
-                                                  ref.group, ref.block, ref.sub)
+            per_block = key not in replaces
+            previous: Optional[object] = (replaces.get((ref.group, ref.block)) if per_block
+                                          else replaces[key])
+            patch = UNetCrossAttentionPatch(runtime, previous, per_block and previous is not None)
+            model_patcher.set_model_attn2_replace(patch, ref.group, ref.block, ref.sub)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 import sys
@@ -273,6 +272,7 @@ def test_bundled_workflows_load(browser_page):
                     "graph through the app's API")
     families = {"flux": "flux", "qwen": "qwen_image", "sdxl": "sdxl", "sd15": "sd15",
                 "chroma": "chroma", "sd3": "sd3"}
+    crowded = []
     for path, data in workflows:
         gag_types = sorted({n["type"] for n in data["nodes"] if n.get("type") in NODE_IDS})
         page.evaluate("(data) => window.app.loadGraphData(data)", data)
@@ -311,7 +311,7 @@ def test_bundled_workflows_load(browser_page):
           }
           return out;
         }""", gag_types)
-        assert not overlaps, f"{path.name}: {overlaps}"
+        crowded += [f"{path.name}: {o}" for o in overlaps]
         # Show the GAG nodes at full size (below ~60 % zoom the canvas drops text and detail).
         page.evaluate("""(id) => { const n = window.gagTest.node(id), ds = window.app.canvas.ds;
             ds.scale = 1; ds.offset = [700 - n.pos[0] - n.size[0] / 2, 330 - n.pos[1] - n.size[1] / 2];
@@ -319,6 +319,9 @@ def test_bundled_workflows_load(browser_page):
         _frames(page, 3)
         _shot(page, f"02_workflow_{path.stem}")
     assert not _pack_problems(page), _pack_problems(page)
+    assert not crowded, ("bundled workflows leave no room for the previews (GAG Layers needs "
+                         "~330 px height at 300 px width, GAG Schedule 242 px):\n"
+                         + "\n".join(crowded))
 
 
 def test_previews_do_not_change_what_is_saved_or_queued(browser_page, graph):
@@ -593,14 +596,14 @@ def test_help_pages_are_served_and_open_in_the_help_panel(browser_page, graph):
         # The selection toolbox fades in after a selection; a click in that moment can miss,
         # so a failed attempt is retried (the same real clicks) before it counts.
         for attempt in range(3):
+            # Every node is panned to the same spot, and two clicks there within the
+            # double-click interval open the title's rename box instead of selecting.
             if attempt:
-                # Two quick clicks on a title open its rename box: close it, then wait out the
-                # double-click interval.
                 page.keyboard.press("Escape")
-                page.wait_for_timeout(800)
+            page.wait_for_timeout(800)
             page.mouse.click(x, y)  # select the node by its title
             try:
-                button = page.locator('[data-testid="info-button"]').first
+                button = page.locator('[data-testid="info-button"]:visible').first
                 button.wait_for(state="visible", timeout=5_000)
                 button.click()  # the toolbox's "i": opens the node's help in the side panel
                 page.wait_for_function(

@@ -184,7 +184,7 @@ def test_every_widget_bound_and_default_is_accepted(node_classes, infos, tiny_mo
         if kind == "COMBO":
             for option in options["options"]:
                 kwargs = {name: option}
-                if node_id == "GAGLayers" and name == "preset" and option == "custom":
-                    kwargs["custom"] = "all"
+                if node_id == "GAGLayers":
+                    kwargs = {"preset": "paper", "custom": "all", **kwargs}
                 result = _call(node_classes, node_id, tiny_model, **kwargs).result[0]
                 assert result is not None

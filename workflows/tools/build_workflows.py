@@ -166,10 +166,10 @@ def build(name, *, loaders, text, sampling, gag, note, latent, prefix):
                     title="Steps and schedule (shared)")
     wf.link(*src["model"], sched, "model")
 
-    layers = wf.node("GAGLayers", (880, 560), (300, 170), ["paper", "", gag.get("mode", "auto")],
+    layers = wf.node("GAGLayers", (880, 560), (300, 340), ["paper", "", gag.get("mode", "auto")],
                      color=GAG)
-    sparsity = wf.node("GAGSparsity", (880, 770), (300, 58), [gag.get("alpha", 1.5)], color=GAG)
-    schedule = wf.node("GAGSchedule", (880, 870), (300, 106), [0.0, 1.0, "constant"], color=GAG)
+    sparsity = wf.node("GAGSparsity", (880, 950), (300, 58), [gag.get("alpha", 1.5)], color=GAG)
+    schedule = wf.node("GAGSchedule", (880, 1058), (300, 250), [0.0, 1.0, "constant"], color=GAG)
     patch = wf.node("GAGModelPatch", (1220, 560), (300, 150),
                     [gag["scale"], gag["eta"], gag["zeta"]], color=GAG)
     wf.link(*src["model"], patch, "model")
@@ -209,7 +209,7 @@ def build(name, *, loaders, text, sampling, gag, note, latent, prefix):
         wf.link(decode, 0, save, "images")
         branches.append(save)
     wf.group("A: without GAG", [1200, -120, 1140, 640], "#3f789e")
-    wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, 1480, 620], "#8A8")
+    wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, 1480, 878], "#8A8")
     return wf.finish()
 
 

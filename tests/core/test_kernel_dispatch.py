@@ -1,0 +1,161 @@
+"""Backend selection for gag_attention: which path runs where, the GAG_BACKEND override, and
+that gag_core works without Triton. No GPU needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import gag_core.kernels as kernels
+from gag_core import gag_attention, normalize_mask
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _inputs(dtype=torch.float32, lq=8, lk=12, d=16, dv=16):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, lq, d, generator=gen).to(dtype)
+    k = torch.randn(1, 2, lk, d, generator=gen).to(dtype)
+    v = torch.randn(1, 2, lk, dv, generator=gen).to(dtype)
+    return q, k, v
+
+
+@pytest.fixture
+def backend_env(monkeypatch):
+    def set_env(value):
+        if value is None:
+            monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+        else:
+            monkeypatch.setenv(kernels.ENV_VAR, value)
+    set_env(None)
+    return set_env
+
+
+def test_cpu_calls_take_the_pytorch_path(backend_env):
+    q, k, v = _inputs()
+    assert kernels.select_backend(q, k, v, None, 1.5) is None
+    auto = gag_attention(q, k, v, backend="auto")
+    torch.testing.assert_close(auto, gag_attention(q, k, v, backend="torch"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value", ["", "auto", "AUTO", " torch "])
+def test_override_values_that_keep_cpu_on_torch(backend_env, value):
+    backend_env(value)
+    q, k, v = _inputs()
+    assert kernels.select_backend(q, k, v, None, 1.5) is None
+
+
+def test_override_fused_raises_with_the_reason(backend_env):
+    backend_env("fused")
+    q, k, v = _inputs()
+    with pytest.raises(ValueError, match=r"GAG_BACKEND=fused.*CUDA.*cpu"):
+        kernels.select_backend(q, k, v, None, 1.5)
+    with pytest.raises(ValueError, match="GAG_BACKEND"):
+        gag_attention(q, k, v)
+    # backend="torch" never consults the selection, so the override cannot break it.
+    assert torch.isfinite(gag_attention(q, k, v, backend="torch")).all()
+
+
+def test_override_rejects_unknown_values(backend_env):
+    backend_env("cuda")
+    q, k, v = _inputs()
+    with pytest.raises(ValueError, match=r"GAG_BACKEND must be one of auto, torch, fused.*'cuda'"):
+        kernels.select_backend(q, k, v, None, 1.5)
+
+
+def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(backend_env,
+                                                                             monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed")
+    from gag_core.kernels.triton_gag import fused_gag_attention
+    # Pretend the inputs qualify (no CUDA device here) to check the override logic alone.
+    monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: None)
+    q, k, v = _inputs()
+    assert kernels.select_backend(q, k, v, None, 1.5) is fused_gag_attention
+    backend_env("fused")
+    assert kernels.select_backend(q, k, v, None, 1.5) is fused_gag_attention
+    backend_env("torch")
+    assert kernels.select_backend(q, k, v, None, 1.5) is None
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("float64", "dtype torch.float64"),
+    ("mixed", "different dtypes"),
+    ("head_dim", "exceed"),
+    ("no_keys", "no keys"),
+    ("int_mask", "neither bool nor floating"),
+    ("cpu", "CUDA"),
+])
+def test_reasons_the_kernel_declines(case, expected):
+    q, k, v = _inputs()
+    mask = None
+    if case == "float64":
+        q, k, v = q.double(), k.double(), v.double()
+    elif case == "mixed":
+        v = v.half()
+    elif case == "head_dim":
+        q, k, v = _inputs(d=320, dv=16)
+    elif case == "no_keys":
+        k, v = k[:, :, :0], v[:, :, :0]
+    elif case == "int_mask":
+        mask = normalize_mask(torch.ones(8, 12, dtype=torch.int32), 1, 2, 8, 12)
+    reason = kernels.fused_unavailable_reason(q, k, v, mask, 1.5)
+    assert reason is not None and expected in reason
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_gag_core_does_not_import_triton():
+    # Importing (and running on CPU) must not pay for, or depend on, triton.
+    proc = _run_python("""
+        import sys, torch
+        import gag_core
+        gag_core.gag_attention(torch.randn(1, 1, 4, 8), torch.randn(1, 1, 5, 8),
+                               torch.randn(1, 1, 5, 8))
+        assert "triton" not in sys.modules, "gag_core imported triton"
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gag_core_works_where_triton_is_absent():
+    proc = _run_python("""
+        import sys, torch
+
+        class NoTriton:
+            def find_spec(self, name, path=None, target=None):
+                if name == "triton" or name.startswith("triton."):
+                    raise ImportError("triton blocked for this test")
+                return None
+
+        sys.meta_path.insert(0, NoTriton())
+        import gag_core
+        from gag_core import kernels
+        q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+        out = gag_core.gag_attention(q, k, v)
+        assert out.shape == (1, 2, 4, 8) and torch.isfinite(out).all()
+        assert kernels.triton_available() is False
+        assert kernels.select_backend(q, k, v, None, 1.5) is None
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_kernel_config_picks_the_path_by_key_count():
+    pytest.importorskip("triton", reason="triton is not installed")
+    from gag_core.kernels.triton_gag import SHORT_MAX_KEYS, kernel_config
+    assert kernel_config(1024, 77, 64, 64, torch.float16).path == "short"
+    assert kernel_config(1024, SHORT_MAX_KEYS, 64, 64, torch.float16).path == "short"
+    assert kernel_config(4608, SHORT_MAX_KEYS + 1, 128, 128, torch.bfloat16).path == "stream"
+    # Random-score rows at Lk = 4608 list up to ~1200 candidates at α = 1.5.
+    assert kernel_config(4608, 4608, 128, 128, torch.bfloat16).list_cap >= 1200
+    with pytest.raises(ValueError, match="Lk <= 256"):
+        kernel_config(16, 300, 64, 64, torch.float16, path="short")
+    with pytest.raises(ValueError, match="path must be"):
+        kernel_config(16, 30, 64, 64, torch.float16, path="fast")
