@@ -445,10 +445,11 @@ def kernel_config(lq: int, lk: int, d: int, dv: int, dtype: torch.dtype, *,
         if block_n > SHORT_MAX_KEYS:
             raise ValueError(f"path='short' holds whole key rows in registers and needs "
                              f"Lk <= {SHORT_MAX_KEYS}; got Lk={lk}")
-        # Sized so that ptxas reports no spills for sm_90 at D = 64 and 128 (the score, shifted
-        # score and probability tiles are BLOCK_M × BLOCK_N float32 each).
+        # Sized so that ptxas reports no spills for sm_90 at D = 64 and 128, with and without
+        # masks (the score, shifted-score and probability tiles are BLOCK_M × BLOCK_N float32).
         block_m = 32 if block_n <= 128 else 16
-        return KernelConfig("short", block_m, block_n, block_d, block_dv, 4, 1)
+        num_warps = 8 if block_n * max(block_d, block_dv) > 256 * 64 else 4
+        return KernelConfig("short", block_m, block_n, block_d, block_dv, num_warps, 1)
     # Candidate-list slots per query row. With random N(0, 1) q and k at α = 1.5 the longest
     # list in 256 rows is ~0.5·Lk at Lk = 512, 0.33·Lk at 1536, 0.26·Lk at 4608 and 0.14·Lk at
     # 16896 (the band 1/(α−1) is fixed while the row maximum grows with Lk); trained attention

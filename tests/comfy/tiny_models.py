@@ -22,8 +22,8 @@ def _finish(model_config, seed: int):
 
 
 def tiny_sdxl(seed: int = 0):
-    """SDXL-family UNet (SDXL, Hyper-SDXL, DMD2 share it): input 4,5 / middle / output 0-5 have
-    one transformer each in this tiny config; context dim 64."""
+    """SDXL-family UNet (SDXL, Hyper-SDXL, DMD2 share it): cross-attention in input 5, the middle
+    block and output 0-5, one transformer each in this tiny config; context dim 64."""
     import comfy.supported_models as sm
     cfg = dict(sm.SDXL.unet_config)
     cfg.update(model_channels=32, transformer_depth=[0, 0, 1, 1, 1, 1],
@@ -53,7 +53,8 @@ def tiny_sdxl_deep(seed: int = 0):
 
 
 def tiny_sd15(seed: int = 0):
-    """SD1.5 UNet: cross-attention in input 1,2,4,5,7,8, middle, output 3-11; context dim 64."""
+    """SD1.5 UNet: cross-attention in input 1, 3, 5, 7, the middle block and output 0-7 in this tiny
+    config; context dim 64."""
     import comfy.supported_models as sm
     cfg = dict(sm.SD15.unet_config)
     cfg.update(model_channels=32, context_dim=64, num_res_blocks=[1, 1, 1, 1],
