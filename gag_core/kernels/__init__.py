@@ -78,6 +78,8 @@ def fused_unavailable_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return "there are no keys (Lk = 0)"
     if mask is not None and not (mask.dtype == torch.bool or mask.dtype.is_floating_point):
         return f"mask dtype {mask.dtype} is neither bool nor floating point"
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return "the inputs require grad and the fused kernel has no backward pass"
     if not q.is_cuda:
         return f"the fused kernel runs on CUDA devices; q is on {q.device}"
     devices = {k.device, v.device} | ({mask.device} if mask is not None else set())

@@ -244,6 +244,29 @@ class DiTBlockPatch:
         return out
 
 
+TEXT_LENGTH_WRAPPER_KEY = "gag_text_tokens"
+
+
+def _diffusion_model_wrapper_type() -> Optional[str]:
+    try:
+        from comfy.patcher_extension import WrappersMP
+    except ImportError:
+        return None
+    return getattr(WrappersMP, "DIFFUSION_MODEL", None)
+
+
+def record_text_tokens(executor, x, timestep, context, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: note the text length (context tokens) in this call's
+    transformer_options, which the model hands to every block. FLUX and Chroma take
+    transformer_options as their last positional argument or as a keyword."""
+    options = kwargs.get("transformer_options")
+    if options is None and args and isinstance(args[-1], dict):
+        options = args[-1]
+    if isinstance(options, dict) and torch.is_tensor(context) and context.dim() == 3:
+        options[TEXT_TOKENS_KEY] = int(context.shape[1])
+    return executor(x, timestep, context, *args, **kwargs)
+
+
 def _copy_transformer_options(model_patcher) -> dict:
     """Copy-on-write of the nested dicts GAG edits, so a dict shared with another clone is
     never modified in place."""
@@ -256,7 +279,11 @@ def _copy_transformer_options(model_patcher) -> dict:
 
 
 def uninstall_dit(model_patcher) -> int:
-    """Remove GAG's dit block replaces and attention override; restore what they wrapped."""
+    """Remove GAG's dit block replaces, attention override and text-length wrapper; restore
+    what they wrapped."""
+    wrapper_type = _diffusion_model_wrapper_type()
+    if wrapper_type is not None and hasattr(model_patcher, "remove_wrappers_with_key"):
+        model_patcher.remove_wrappers_with_key(wrapper_type, TEXT_LENGTH_WRAPPER_KEY)
     current = model_patcher.model_options.get("transformer_options", {})
     dit = current.get("patches_replace", {}).get("dit", {})
     ours = [key for key, patch in dit.items() if isinstance(patch, DiTBlockPatch)]
@@ -354,6 +381,14 @@ class DiTAdapter(Adapter):
         needs_text_length = mode == "text" and any(
             cls.groups[ref.group][1] == "single" for ref in layers)
         if needs_text_length:
+            # Record the text length once per model call, before any block runs: a patch that
+            # replaces every double block outright (SkipLayerGuidanceDiT's extra pass) would
+            # otherwise leave the single blocks without it. The unguided double-block
+            # recorders below cover ComfyUI versions without model wrappers.
+            add_wrapper = getattr(model_patcher, "add_wrapper_with_key", None)
+            wrapper_type = _diffusion_model_wrapper_type()
+            if add_wrapper is not None and wrapper_type is not None:
+                add_wrapper(wrapper_type, TEXT_LENGTH_WRAPPER_KEY, record_text_tokens)
             for ref in cls.available_layers(model_patcher):
                 block_name, stream = cls.groups[ref.group]
                 if stream == "double" and ref not in chosen:

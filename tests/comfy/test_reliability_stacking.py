@@ -122,10 +122,6 @@ def test_skip_layer_guidance_dit_stacks_with_gag_in_either_order(gag, flux, mode
     check_stack(alone_other, alone_gag, gag_then_other, other_then_gag, f"SLG ({mode})")
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="known bug in nodes/adapters/dit_common.py: text mode learns the text "
-                          "length of single-stream blocks from the double-block patches, which "
-                          "SLG's skip replaces in its extra pass")
 def test_skip_layer_guidance_skipping_every_double_block_with_gag_text_mode(gag, flux):
     """SLG's extra pass replaces the skipped blocks outright. When it skips every double block,
     nothing in that pass records where the text tokens end for the single blocks; GAG must then

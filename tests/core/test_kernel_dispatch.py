@@ -88,6 +88,7 @@ def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(back
     ("head_dim", "exceed"),
     ("no_keys", "no keys"),
     ("int_mask", "neither bool nor floating"),
+    ("grad", "no backward"),
     ("cpu", "CUDA"),
 ])
 def test_reasons_the_kernel_declines(case, expected):
@@ -101,6 +102,8 @@ def test_reasons_the_kernel_declines(case, expected):
         q, k, v = _inputs(d=320, dv=16)
     elif case == "no_keys":
         k, v = k[:, :, :0], v[:, :, :0]
+    elif case == "grad":
+        q.requires_grad_(True)
     elif case == "int_mask":
         mask = normalize_mask(torch.ones(8, 12, dtype=torch.int32), 1, 2, 8, 12)
     reason = kernels.fused_unavailable_reason(q, k, v, mask, 1.5)
