@@ -196,7 +196,7 @@ def _gag_combine(o_d, o_s, lam, eta, zeta):
     guidance = parallel + zeta * (delta - parallel)
     g_norm = tl.sqrt(tl.sum(guidance * guidance, axis=1))
     # η = inf passes as an IEEE infinity: the comparison is then never true.
-    cap = 1.0 + 0.0 * g_norm
+    cap = tl.where(g_norm > eta, eta / tl.maximum(g_norm, tiny), 1.0)
     return o_s + (lam * cap)[:, None] * guidance
 
 
@@ -339,7 +339,7 @@ def _gag_stream_kernel(
             # superset of the final candidates (z > −1 for the final max); the test uses the
             # same float32 operations as _shift_scores, so rounding cannot drop a candidate.
             cand = (alpha_m1 * (s - safe_max[:, None])) > -1.0
-            slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1) - 1
+            slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1)
             tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < list_cap))
             list_len += tl.sum(cand.to(tl.int32), axis=1)
         safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
@@ -540,6 +540,11 @@ def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
         programs = max(1, min(programs, n_tiles))
         scratch = torch.empty((programs, config.block_m, config.list_cap), device=q.device,
                               dtype=torch.float32)
+        if not q.is_cuda:
+            # Interpreter runs are tests: poison the lists so that reading a slot the kernel
+            # never wrote adds a phantom score at the row maximum (+inf shifts to z = 0) and
+            # changes the result, instead of passing on benign leftover memory.
+            scratch.fill_(math.inf)
         _gag_stream_kernel[(programs,)](
             q, k, v, out, mask_t, scratch, *args, n_tiles, config.list_cap, *floats,
             LIST_BLOCK=config.list_block, **constexprs)
