@@ -184,6 +184,8 @@ def measure_smoke(alpha: float, reps: int) -> list[dict]:
         except InterpreterUnavailable as exc:
             print(f"  fused kernel skipped: {exc}", file=sys.stderr)
         else:
+            if "error" in result:
+                raise RuntimeError(f"fused kernel failed on {shape.name}:\n{result['error']}")
             row["fused_ms"] = result["seconds"] * 1e3
             row["err"] = relative_error(result["out"], torch_fn())
         rows.append(row)
@@ -326,14 +328,14 @@ def _tau_steps(z: torch.Tensor, alpha: float, max_steps: int = 64) -> int:
 
 
 def roofline(shape: Shape, alpha: float) -> dict:
-    from_short = shape.lk <= 256
+    short_path = shape.lk <= 256  # triton_gag.SHORT_MAX_KEYS, without importing triton
     elt = shape.dtype.itemsize
     d = shape.head_dim
     scores = shape.batch * shape.heads * shape.lq * shape.lk
     rows = shape.batch * shape.heads * shape.lq
     io_bytes = elt * shape.batch * shape.heads * (2 * shape.lq * d + 2 * shape.lk * d)
     sdpa = dict(bytes=io_bytes, tensor=4 * scores * d, ops=OPS["sdpa"] * scores, mufu=scores)
-    if from_short:
+    if short_path:
         padded = rows * max(16, 1 << (shape.lk - 1).bit_length())
         work = simulate_tau_work(shape.lk, d, alpha, block_n=padded // rows)
         ops = padded * (OPS["short_dense"] + OPS["short_shift"]
@@ -372,8 +374,9 @@ def roofline_table(shapes, alpha: float) -> list[str]:
             extra = (f"{m['listed']:.0f} / {m['final']:.0f} / {m['steps']}"
                      if "listed" in m and shape.lk > 256 else
                      (f"— / {m['final']:.0f} / {m['steps']}" if "steps" in m else ""))
+            op = "SDPA" if name == "sdpa" else "fused GAG"
             lines.append(
-                f"| {shape.name} | {r['scores'] / 1e6:.1f} M | {'SDPA' if name == 'sdpa' else 'fused GAG'} "
+                f"| {shape.name} | {r['scores'] / 1e6:.1f} M | {op} "
                 f"| {m['bytes'] / 1e6:.1f} | {m['tensor'] / 1e9:.1f} | {m['ops'] / 1e9:.2f} "
                 f"| {m['mufu'] / 1e9:.2f} | {m['t_hbm']:.4f} | {m['t_tensor']:.4f} "
                 f"| {m['t_alu']:.4f} | {m['t_mufu']:.4f} | {m['bound']:.4f} | {m['serial']:.4f} "

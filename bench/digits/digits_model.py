@@ -39,13 +39,15 @@ LATENT_SHAPE = (4, 8, 8)
 SPLIT_SEED = 0
 TEST_FRACTION = 0.25
 
-# The UNet: SD1.5's layout shrunk. Three levels (8×8, 4×4, 2×2 latent) with one ResBlock and one
-# transformer each, a middle transformer, six output transformers: ten cross-attentions, named
-# input 1/3/5, middle 0, output 0–5 by ComfyUI. GroupNorm(32) needs channel counts that are
-# multiples of 32, hence 32 channels throughout; head size 16 (2 heads per layer).
-UNET_CONFIG = dict(model_channels=32, context_dim=CONTEXT_DIM, num_res_blocks=[1, 1, 1],
-                   channel_mult=[1, 1, 1], transformer_depth=[1, 1, 1],
-                   transformer_depth_output=[1, 1, 1, 1, 1, 1], transformer_depth_middle=1,
+# The UNet: SD1.5's layout shrunk. Two levels (8×8 and 4×4 latent) with one ResBlock and one
+# transformer each, a middle transformer, four output transformers: seven cross-attentions, named
+# input 1/3, middle 0, output 0–3 by ComfyUI. GroupNorm(32) needs channel counts that are multiples
+# of 32, hence 32 channels throughout (head size 16, 2 heads per layer). There is no 2×2 level:
+# with 32 channels GroupNorm(32) normalises each channel on its own, which at 2×2 would leave four
+# values per channel; self-attention already gives every level a global view.
+UNET_CONFIG = dict(model_channels=32, context_dim=CONTEXT_DIM, num_res_blocks=[1, 1],
+                   channel_mult=[1, 1], transformer_depth=[1, 1],
+                   transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1,
                    in_channels=4, out_channels=4, image_size=8, use_linear_in_transformer=False,
                    adm_in_channels=None, use_spatial_transformer=True, legacy=False)
 HEAD_CHANNELS = 16

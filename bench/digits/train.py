@@ -66,7 +66,7 @@ def train_judge(train_x, train_y, test_x, test_y, *, seed: int, epochs: int):
 
 
 def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
-               ema_decay: float, drop_prob: float, log_every: int):
+               ema_decay: float, drop_prob: float, log_every: int, min_snr_gamma: float = 5.0):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     base = digits.build_base_model()
@@ -109,7 +109,11 @@ def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float
         # ComfyUI's EPS parametrisation: x = x0 + σε, the UNet sees x/√(σ²+1) and predicts ε.
         noisy_input = (x0 + sigma * noise) / torch.sqrt(sigma * sigma + 1.0)
         prediction = unet(noisy_input, t.float(), context=tokens(labels))
-        loss = F.mse_loss(prediction, noise)
+        # Min-SNR-γ weighting (Hang et al. 2023) for ε-prediction: weight min(SNR, γ)/SNR with
+        # SNR = 1/σ². Without it the large ε-errors of the nearly clean steps dominate the
+        # gradient and the high-noise steps, where samples get their shape, train slowly.
+        weight = (min_snr_gamma * sigma.view(-1) ** 2).clamp(max=1.0)
+        loss = ((prediction - noise) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -132,13 +136,17 @@ def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="share of empty-prompt labels (for CFG)")
-    parser.add_argument("--judge-epochs", type=int, default=12)
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument("--judge-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--part", choices=("all", "judge", "unet"), default="all",
+                        help="train both (default) or one; each is seeded on its own, so training "
+                             "one part alone gives the same weights as in a full run")
     parser.add_argument("--out", type=Path, default=digits.HERE)
     args = parser.parse_args(argv)
 
@@ -147,29 +155,37 @@ def main(argv=None):
     from safetensors.torch import save_file
 
     train_x, train_y, test_x, test_y = digits.load_split()
-    started = time.time()
-    judge, judge_train_acc, judge_test_acc = train_judge(train_x, train_y, test_x, test_y,
-                                                         seed=args.seed, epochs=args.judge_epochs)
-    judge_seconds = time.time() - started
-    print(f"judge: train accuracy {judge_train_acc:.4f}, held-out accuracy {judge_test_acc:.4f} "
-          f"({judge_seconds:.0f}s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()},
-              str(args.out / digits.JUDGE_WEIGHTS.name))
-
-    ema, log, unet_seconds = train_unet(train_x, train_y, seed=args.seed, steps=args.steps,
-                                        batch=args.batch, lr=args.lr, ema_decay=args.ema,
-                                        drop_prob=args.drop_prob, log_every=100)
-    save_file({k: v.contiguous() for k, v in ema.items()}, str(args.out / digits.UNET_WEIGHTS.name),
-              metadata={"format": "bench/digits/digits_model.py UNET_CONFIG; unet.* = diffusion_model, "
-                                  "tokens.* = ClassTokens"})
-    info = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "train_size": len(train_y), "test_size": len(test_y),
-            "judge_train_accuracy": judge_train_acc, "judge_test_accuracy": judge_test_acc,
-            "judge_seconds": round(judge_seconds, 1), "unet_seconds": round(unet_seconds, 1),
-            "unet_parameters": sum(v.numel() for k, v in ema.items() if k.startswith("unet.")),
-            "loss_log": log, "torch": torch.__version__}
-    (args.out / "train_log.json").write_text(json.dumps(info, indent=1) + "\n")
+    log_path = args.out / "train_log.json"
+    info = json.loads(log_path.read_text()) if log_path.is_file() and args.part != "all" else {}
+    info.update({"train_size": len(train_y), "test_size": len(test_y), "torch": torch.__version__})
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    judge_seconds = unet_seconds = 0.0
+    if args.part in ("all", "judge"):
+        started = time.time()
+        judge, judge_train_acc, judge_test_acc = train_judge(
+            train_x, train_y, test_x, test_y, seed=args.seed, epochs=args.judge_epochs)
+        judge_seconds = time.time() - started
+        print(f"judge: train accuracy {judge_train_acc:.4f}, held-out accuracy "
+              f"{judge_test_acc:.4f} ({judge_seconds:.0f}s)", flush=True)
+        save_file({k: v.contiguous() for k, v in judge.state_dict().items()},
+                  str(args.out / digits.JUDGE_WEIGHTS.name))
+        info.update({"judge_settings": settings, "judge_train_accuracy": judge_train_acc,
+                     "judge_test_accuracy": judge_test_acc, "judge_seconds": round(judge_seconds, 1)})
+    if args.part in ("all", "unet"):
+        ema, log, unet_seconds = train_unet(train_x, train_y, seed=args.seed, steps=args.steps,
+                                            batch=args.batch, lr=args.lr, ema_decay=args.ema,
+                                            drop_prob=args.drop_prob, log_every=100,
+                                            min_snr_gamma=args.min_snr_gamma)
+        save_file({k: v.contiguous() for k, v in ema.items()},
+                  str(args.out / digits.UNET_WEIGHTS.name),
+                  metadata={"format": "bench/digits/digits_model.py UNET_CONFIG; unet.* = "
+                                      "diffusion_model, tokens.* = ClassTokens"})
+        info.update({"settings": settings, "unet_seconds": round(unet_seconds, 1),
+                     "unet_parameters": sum(v.numel() for k, v in ema.items()
+                                            if k.startswith("unet.")),
+                     "loss_log": log})
+    log_path.write_text(json.dumps(info, indent=1) + "\n")
     print(f"done: judge {judge_seconds:.0f}s, unet {unet_seconds:.0f}s", flush=True)
 
 

@@ -18,13 +18,14 @@ Two kernels share the same helpers:
             tile where some row's list overflowed, by passes that recompute the scores;
     pass 2  streams K/V again for the sparse P·V, then combines and stores.
 
-The τ solver (``_tau_stats`` + ``_tau_step``) runs Newton's method from the left on the convex,
-decreasing f(τ) = Σ [z − τ]_+^{1/(α−1)} − 1, starting at τ = −1 (a lower bound for the shifted,
-clamped scores z ∈ [−1, 0] that gag_core.sparse defines). From the left, Newton never passes the
-root. For α = 1.5 and α = 2, f is a quadratic (linear) polynomial between consecutive scores,
-so each step also tries the exact root of the current piece: it is the answer when it lies before
-the smallest score still above τ, and otherwise the step jumps at least to that score. This ends
-in the same τ as the sort-based formulas in gag_core.sparse, in a handful of steps.
+The τ solver (``_tau_stats`` + ``_tau_step``) runs Newton's method from the left on the
+convex, decreasing f(τ) = Σ [z − τ]_+^{1/(α−1)} − 1, starting at τ = −1 (a lower bound for the
+shifted, clamped scores z ∈ [−1, 0] that gag_core.sparse defines). From the left, Newton never
+passes the root. For α = 1.5 and α = 2, f is a quadratic (linear) polynomial between
+consecutive scores, so each step also tries the exact root of the current piece: it is the
+answer when it lies before the smallest score still above τ, and otherwise the step jumps at
+least to that score. This ends in the same τ as the sort-based formulas in gag_core.sparse, in
+a handful of steps.
 
 Both kernels compute in float32 whatever the input dtype; P is rounded to V's dtype for the
 tensor-core P·V products, as flash attention does. The sparse output is divided by Σp, which is 1
@@ -82,7 +83,7 @@ def _mma(a, b, DOT_PREC: tl.constexpr, DOT_UPCAST: tl.constexpr):
 def _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
                 offs_m, offs_n, offs_d, Lq, Lk, D, sm_scale,
                 MASK_KIND: tl.constexpr, DOT_PREC: tl.constexpr, DOT_UPCAST: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) float32 scores q·kᵀ·scale (+ mask); dropped and padded keys are −inf."""
+    """(BLOCK_M, BLOCK_N) float32 scores q·kᵀ·scale (+ mask); dropped, padded keys: −inf."""
     key_ok = offs_n[None, :] < Lk
     k = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                 mask=key_ok & (offs_d[:, None] < D), other=0.0)
@@ -102,7 +103,7 @@ def _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
 
 @triton.jit
 def _shift_scores(s, row_max_safe, alpha_m1):
-    """z = (α−1)(s − max) clamped to [−1, 0], as gag_core.sparse._shifted_scores; −inf → −1."""
+    """z = (α−1)(s − max) clamped to [−1, 0] as in gag_core.sparse; −inf becomes −1."""
     z = alpha_m1 * (s - row_max_safe[:, None])
     return tl.minimum(tl.maximum(z, -1.0), 0.0)
 
@@ -143,8 +144,8 @@ def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
     if ALPHA_KIND == 1:
         count, sum_x, sum_x2, smallest = s0, s1, s2, s3
         f = sum_x2 - 1.0
-        # On [τ, τ + smallest] f is the quadratic count·δ² − 2·sum_x·δ + f(τ); its smaller root,
-        # in the rationalised form that avoids cancellation.
+        # On [τ, τ + smallest] f is the quadratic count·δ² − 2·sum_x·δ + f(τ); its smaller
+        # root, in the rationalised form that avoids cancellation.
         disc = sum_x * sum_x - count * f
         piece_root = f / (sum_x + tl.sqrt(tl.maximum(disc, 0.0)))
         exact = (disc >= 0.0) & (piece_root <= smallest)
@@ -239,7 +240,7 @@ def _gag_short_kernel(
     v_ok = (offs_n[:, None] < Lk) & (offs_dv[None, :] < Dv)
 
     row_max = tl.max(s, axis=1)
-    # A fully masked row has max −inf; shifting by 0 instead keeps it all −inf (→ zero output).
+    # A fully masked row has max −inf; shifting by 0 keeps it all −inf (a zero output).
     row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
 
     p_dense = tl.exp2((s - row_max[:, None]) * _LOG2E)
@@ -339,7 +340,7 @@ def _gag_stream_kernel(
             # superset of the final candidates (z > −1 for the final max); the test uses the
             # same float32 operations as _shift_scores, so rounding cannot drop a candidate.
             cand = (alpha_m1 * (s - safe_max[:, None])) > -1.0
-            slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1)
+            slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1) - 1
             tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < list_cap))
             list_len += tl.sum(cand.to(tl.int32), axis=1)
         safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
@@ -509,7 +510,19 @@ def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
     gag_core.attention.normalize_mask). Softmax scale is 1/√D. q, k, v share one dtype among
     float16, bfloat16, float32; the result has that dtype. Runs on CUDA tensors, or on CPU
     tensors when TRITON_INTERPRET=1 was set before triton was imported.
+
+    With the default ``config`` the call goes through the custom operator
+    ``torch.ops.gag_core.fused_gag_attention``, which torch.compile treats as one opaque node
+    (no graph break); an explicit ``config`` (tests, tuning) launches directly.
     """
+    if config is None:
+        return _FUSED_OP(q, k, v, mask, float(scale), float(eta), float(zeta), float(alpha))
+    return _launch(q, k, v, mask, float(scale), float(eta), float(zeta), float(alpha), config)
+
+
+def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+            scale: float, eta: float, zeta: float, alpha: float,
+            config: Optional[KernelConfig]) -> torch.Tensor:
     batch, heads, lq, d = q.shape
     lk, dv = k.shape[2], v.shape[3]
     if config is None:
@@ -549,6 +562,29 @@ def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
             q, k, v, out, mask_t, scratch, *args, n_tiles, config.list_cap, *floats,
             LIST_BLOCK=config.list_block, **constexprs)
     return out
+
+
+def _register_fused_op():
+    """The launcher as a torch custom operator (opaque to dynamo, with a shape-only fake).
+
+    The pack can be imported twice in one process (as ``gag_core`` by tests and as part of the
+    ComfyUI package); the operator is registered by whichever import comes first."""
+    if hasattr(torch.ops, "gag_core") and hasattr(torch.ops.gag_core, "fused_gag_attention"):
+        return torch.ops.gag_core.fused_gag_attention
+
+    @torch.library.custom_op("gag_core::fused_gag_attention", mutates_args=())
+    def fused_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                 scale: float, eta: float, zeta: float, alpha: float) -> torch.Tensor:
+        return _launch(q, k, v, mask, scale, eta, zeta, alpha, None)
+
+    @fused_op.register_fake
+    def _(q, k, v, mask, scale, eta, zeta, alpha):
+        return q.new_empty((*q.shape[:3], v.shape[-1]))
+
+    return fused_op
+
+
+_FUSED_OP = _register_fused_op()
 
 
 # ----------------------------------------------------------------------------------------------

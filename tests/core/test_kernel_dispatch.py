@@ -162,3 +162,30 @@ def test_kernel_config_picks_the_path_by_key_count():
         kernel_config(16, 300, 64, 64, torch.float16, path="short")
     with pytest.raises(ValueError, match="path must be"):
         kernel_config(16, 30, 64, 64, torch.float16, path="fast")
+
+
+def test_fused_operator_has_a_shape_only_fake_and_survives_a_second_import():
+    pytest.importorskip("triton", reason="triton is not installed")
+    import importlib.util
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from gag_core.kernels import triton_gag
+    # ComfyUI imports the pack as its own package while tests import gag_core: the second copy
+    # of the module must reuse the registered operator instead of failing to register it again.
+    spec = importlib.util.spec_from_file_location("second_copy_of_triton_gag",
+                                                  triton_gag.__file__)
+    second = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = second
+    try:
+        spec.loader.exec_module(second)
+    finally:
+        del sys.modules[spec.name]
+    q, k, v = _inputs(torch.bfloat16, lq=8, lk=12, d=16, dv=24)
+    for module in (triton_gag, second):
+        graph = make_fx(lambda q, k, v: module.fused_gag_attention(
+            q, k, v, scale=10.0, eta=15.0, zeta=0.0, alpha=1.5), tracing_mode="fake")(q, k, v)
+        calls = [n for n in graph.graph.nodes if n.op == "call_function"]
+        assert [n.target for n in calls] == [torch.ops.gag_core.fused_gag_attention.default]
+        fake_out = calls[0].meta["val"]
+        assert fake_out.shape == (1, 2, 8, 24) and fake_out.dtype == torch.bfloat16

@@ -22,7 +22,10 @@ from gag_core import gag_attention, normalize_mask
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 # Small blocks for the streaming kernel: 16-query tiles, 32-key blocks, 2 persistent programs.
-SMALL_STREAM = dict(block_m=16, block_n=32, list_block=16, list_cap=128, num_programs=2)
+# A list never holds more than Lk entries, so list_cap = 320 ≥ Lk = 300 guarantees that τ comes
+# from the candidate lists; the overflow cases set list_cap = 16, far below the candidates a
+# 300-key random row has at these α, so τ comes from the score-recomputing fallback.
+SMALL_STREAM = dict(block_m=16, block_n=32, list_block=16, list_cap=320, num_programs=2)
 
 
 def _qkv(gen, b, h, lq, lk, d, dv, dtype, q_gain=1.0):
@@ -50,10 +53,10 @@ def build_cases() -> dict[str, dict]:
     cases: dict[str, dict] = {}
 
     def add(name, q, k, v, *, mask=None, alpha=1.5, scale=10.0, eta=15.0, zeta=0.0, path="auto",
-            config=None):
+            config=None, compile=False):
         mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
         cases[name] = dict(q=q, k=k, v=v, mask=mask, alpha=alpha, scale=scale, eta=eta,
-                           zeta=zeta, path=path, config=config)
+                           zeta=zeta, path=path, config=config, compile=compile)
 
     # Short rows (whole row in registers), the kernel's own block sizes.
     for dtype in TOLERANCE:
@@ -70,6 +73,8 @@ def build_cases() -> dict[str, dict]:
         mask=_additive_mask(gen, (1, 24, 154), torch.float32), alpha=1.25)
     add("short-fp16-lk231", *_qkv(gen, 1, 1, 20, 231, 64, 64, torch.float16))
     add("short-fp32-lk1", *_qkv(gen, 1, 2, 20, 1, 32, 32, torch.float32))
+    # Under torch.compile(fullgraph=True): the custom operator must not break the graph.
+    add("short-fp16-compiled", *_qkv(gen, 1, 2, 20, 77, 32, 32, torch.float16), compile=True)
     # ComfyUI hands (B, L, H·D) projections reshaped to (B, L, H, D) and permuted: strided views.
     base_q = torch.randn(2, 30, 3, 40, generator=gen).to(torch.float16)
     base_k = torch.randn(2, 77, 3, 40, generator=gen).to(torch.float16)
@@ -145,7 +150,10 @@ def _relative_error(out, ref):
 @pytest.mark.parametrize("name", list(CASES))
 def test_fused_kernel_matches_float64_reference(interpreter_results, name):
     case = CASES[name]
-    out = interpreter_results[name]["out"]
+    result = interpreter_results[name]
+    if "error" in result:
+        pytest.fail(result["error"], pytrace=False)
+    out = result["out"]
     q, v = case["q"], case["v"]
     assert out.shape == (*q.shape[:3], v.shape[-1])
     assert out.dtype == q.dtype
