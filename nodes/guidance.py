@@ -160,9 +160,11 @@ def _without_repeated_keys(fn, q, k, v, mask):
     """
     if mask is not None:
         return fn(q, k, v, mask)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or k.is_cuda:
         # Masking the copies gives the same maps as cutting them (−inf scores get no mass in
-        # either branch) and keeps shapes static.
+        # either branch) and keeps shapes static. On a GPU that also avoids the device-to-host
+        # reads of key_periods (two per patched layer), which stall the launch queue and
+        # prevent CUDA-graph capture; on the CPU those reads are free and cutting is cheaper.
         return fn(q, k, v, _first_period_keep_mask(k, v))
     periods = key_periods(k, v)
     if periods is None:

@@ -364,3 +364,26 @@ def test_repeat_detection_cuts_only_exact_periods(gag):
     v_differs = v.clone()
     v_differs[0, :, 200] += 1.0                             # keys repeat, values don't
     assert gag.guidance.key_periods(k, v_differs) is None
+
+
+def test_repeat_masking_on_gpu_and_under_compile_equals_cutting(gag):
+    """On CUDA and under torch.compile the repeats are masked instead of cut (no host read):
+    both must give the same guided attention, row by row, with rows of different periods."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(1, 2, 77, 16, generator=g)
+    k = torch.cat([base.repeat(1, 1, 3, 1), torch.randn(1, 2, 231, 16, generator=g)])
+    v = torch.cat([(base * 2).repeat(1, 1, 3, 1), torch.randn(1, 2, 231, 16, generator=g)])
+    q = torch.randn(2, 2, 40, 16, generator=g) * 3
+    runtime_attention = gag.guidance.GuidanceRuntime.attention
+
+    class Settings:
+        eta, zeta, alpha = 2.0, 0.3, 1.5
+
+    holder = type("Holder", (), {"settings": Settings()})()
+    cut = runtime_attention(holder, q, k, v, 10.0)
+    keep = gag.guidance._first_period_keep_mask(k, v)
+    assert keep[0].sum() == 77 and keep[1].sum() == 231
+    gag_core = importlib.import_module(f"{gag.api.__name__.rsplit('.', 2)[0]}.gag_core")
+    masked = gag_core.gag_attention(q, k, v, scale=10.0, eta=2.0, zeta=0.3, alpha=1.5,
+                                        mask=keep)
+    assert rel(cut, masked) < 1e-6, rel(cut, masked)
