@@ -17,7 +17,6 @@ class ChromaAdapter(DiTAdapter):
     family = "chroma"
     display_name = "Chroma"
     presets = FLUX_PRESETS
-    modes = ("text", "joint")
     groups = FLUX_GROUPS
 
     @classmethod

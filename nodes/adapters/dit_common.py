@@ -397,6 +397,12 @@ class DiTAdapter(Adapter):
                                              guided=False)
 
 
+# Families whose every block is one dual-stream joint block (SD3, Qwen-Image): "paper" is every
+# block, as each holds the image-query → text-key retrieval.
+JOINT_BLOCK_PRESETS = {"paper": "joint", "all": "all", "joint": "joint"}
+JOINT_BLOCK_GROUPS = {"joint": ("double_block", "double")}
+
+
 def require_text_first(model_patcher, blocks, what: str) -> None:
     """FLUX-style double blocks can be built image-first (``flipped_img_txt``); GAG's text mode
     assumes text first, so refuse such a model clearly instead of guiding the wrong tokens."""

@@ -39,7 +39,6 @@ class FluxAdapter(DiTAdapter):
     family = "flux"
     display_name = "FLUX.1"
     presets = FLUX_PRESETS
-    modes = ("text", "joint")
     groups = FLUX_GROUPS
 
     @classmethod

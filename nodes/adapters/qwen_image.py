@@ -10,19 +10,14 @@ tokens.
 
 from __future__ import annotations
 
-from .dit_common import DiTAdapter, find_class
+from .dit_common import JOINT_BLOCK_GROUPS, JOINT_BLOCK_PRESETS, DiTAdapter, find_class
 
 
 class QwenImageAdapter(DiTAdapter):
     family = "qwen_image"
     display_name = "Qwen-Image"
-    presets = {
-        "paper": "joint",   # every block
-        "all": "all",
-        "joint": "joint",
-    }
-    modes = ("text", "joint")
-    groups = {"joint": ("double_block", "double")}
+    presets = JOINT_BLOCK_PRESETS
+    groups = JOINT_BLOCK_GROUPS
 
     @classmethod
     def model_classes(cls):

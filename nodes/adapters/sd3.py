@@ -10,19 +10,14 @@ joint attention. The last block's context stream is ``pre_only``: its text outpu
 
 from __future__ import annotations
 
-from .dit_common import DiTAdapter, find_class
+from .dit_common import JOINT_BLOCK_GROUPS, JOINT_BLOCK_PRESETS, DiTAdapter, find_class
 
 
 class SD3Adapter(DiTAdapter):
     family = "sd3"
     display_name = "SD3 / SD3.5 MMDiT"
-    presets = {
-        "paper": "joint",   # every joint block
-        "all": "all",
-        "joint": "joint",
-    }
-    modes = ("text", "joint")
-    groups = {"joint": ("double_block", "double")}
+    presets = JOINT_BLOCK_PRESETS
+    groups = JOINT_BLOCK_GROUPS
 
     @classmethod
     def model_classes(cls):
