@@ -50,6 +50,7 @@ import importlib
 import importlib.util
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -606,9 +607,9 @@ def _comfyui_version(comfy_root: Path) -> str:
     path = comfy_root / "comfyui_version.py"
     if not path.is_file():
         return f"unknown (no comfyui_version.py in {comfy_root})"
-    namespace: dict = {}
-    exec(path.read_text(), namespace)  # a generated one-line file: __version__ = "x.y.z"
-    return str(namespace.get("__version__", "unknown"))
+    # A generated file holding `__version__ = "x.y.z"`: read it, don't execute it.
+    found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", path.read_text())
+    return found.group(1) if found else "unknown"
 
 
 def _nvidia_driver() -> str:

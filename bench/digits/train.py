@@ -1,7 +1,8 @@
 """Train the digits study's two networks on CPU, seeded: the judge classifier, then the
 class-conditional diffusion UNet (ComfyUI's own UNetModel, SD1.5 layout, shrunk).
 
-    python bench/digits/train.py            # ~7 min on 2 CPU cores; writes the two .safetensors
+    python bench/digits/train.py            # ~10 min on one CPU core; writes the two .safetensors
+    python bench/digits/train.py --part judge   # the judge alone (~10 s)
 
 Writes bench/digits/digits_judge.safetensors, bench/digits/digits_unet.safetensors (UNet and class
 tokens, EMA weights) and bench/digits/train_log.json (losses, accuracies, timings, settings).
@@ -159,7 +160,7 @@ def main(argv=None):
     log_path = args.out / "train_log.json"
     info = json.loads(log_path.read_text()) if log_path.is_file() and args.part != "all" else {}
     info.update({"train_size": len(train_y), "test_size": len(test_y), "torch": torch.__version__})
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
     judge_seconds = unet_seconds = 0.0
     if args.part in ("all", "judge"):
         started = time.time()
