@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     train_log = json.loads((args.unet.parent / "train_log.json").read_text())
     lines = [
         "# Digits: guidance on a small trained diffusion model", "",
-        f"Command: `{command}` ({total / 60:.1f} min on {args.threads} CPU threads, torch "
+        f"Command: `{command}` ({total / 60:.1f} min, {args.threads} CPU thread(s) on a shared "
+        f"2-core machine, torch "
         f"{torch.__version__}); model from `python bench/digits/train.py` "
         f"({train_log['settings']['steps']} steps, {train_log['unet_seconds'] / 60:.1f} min).", "",
         f"Model: ComfyUI's SD1.5 UNetModel shrunk ({train_log['unet_parameters']:,} parameters, 7 "

@@ -68,5 +68,5 @@ def test_gag_patched_model_accuracy_matches_record(harness):
     guided, accuracy = _sample(harness, evaluate.Method("GAG paper", "gag", 1.0,
                                                         dict(layers="paper")))
     # GAG is really applied: the samples move by far more than float32 noise.
-    assert (guided - plain).abs().mean() > 1e-2
+    assert (guided - plain).abs().mean() > 0.1  # measured 0.33 when recorded
     assert accuracy == pytest.approx(recorded["accuracy"]["gag"], abs=TOLERANCE)
