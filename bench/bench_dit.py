@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_env import import_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_gag"
@@ -37,26 +38,6 @@ FLUX_DEV = dict(image_model="flux", guidance_embed=True, in_channels=16, out_cha
                 theta=10000, patch_size=2, qkv_bias=True)
 FLUX_TINY = dict(FLUX_DEV, vec_in_dim=32, context_in_dim=48, hidden_size=64, mlp_ratio=2.0,
                  num_heads=4, depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6])
-
-
-def import_pack(cpu: bool):
-    """Put ComfyUI on sys.path and import this repository as a package, as ComfyUI does."""
-    for candidate in (os.environ.get("COMFYUI_PATH"), REPO_ROOT.parents[1], Path.home() / "ComfyUI"):
-        if candidate and (Path(candidate) / "comfy" / "model_patcher.py").is_file():
-            sys.path.insert(0, str(candidate))
-            break
-    else:
-        sys.exit("ComfyUI not found: set COMFYUI_PATH")
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = cpu
-    import comfy.model_management  # noqa: F401  (after the CPU flag)
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{PACK}.nodes.api")
 
 
 def build_flux(config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
@@ -136,7 +117,7 @@ def run_timing(args):
     cuda = not args.smoke
     if cuda and not torch.cuda.is_available():
         sys.exit("full-size timing needs a CUDA GPU; use --smoke for the tiny CPU run")
-    api = import_pack(cpu=not cuda)
+    api = import_api(cpu=not cuda)
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     config = FLUX_TINY if args.smoke else FLUX_DEV
@@ -182,7 +163,7 @@ class _AttentionDelta:
 
 
 def run_effect(args):
-    api = import_pack(cpu=True)
+    api = import_api(cpu=True)
     torch.set_num_threads(1)
     dc = importlib.import_module(f"{PACK}.nodes.adapters.dit_common")
     sys.path.insert(0, str(REPO_ROOT / "tests" / "comfy"))

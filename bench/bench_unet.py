@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import datetime
 import importlib
-import importlib.util
 import os
 import platform
 import re
@@ -61,6 +60,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_env import find_comfyui, import_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_gag"
@@ -82,32 +84,6 @@ PAG_SCALE = 3.0  # the node's default; the pass costs the same at any non-zero s
 # --------------------------------------------------------------------------------------------
 # Set-up
 # --------------------------------------------------------------------------------------------
-
-def find_comfyui() -> Path:
-    for candidate in (os.environ.get("COMFYUI_PATH"), REPO_ROOT.parents[1],
-                      Path.home() / "ComfyUI"):
-        if candidate and (Path(candidate) / "comfy" / "model_patcher.py").is_file():
-            return Path(candidate).resolve()
-    sys.exit("bench_unet.py: ComfyUI not found (looked at $COMFYUI_PATH, the folder two levels "
-             "above this pack, ~/ComfyUI); set COMFYUI_PATH")
-
-
-def import_pack(comfy_root: Path, cpu: bool):
-    """ComfyUI on sys.path (CPU-only for --smoke), then this repository as a package, as
-    ComfyUI's loader imports it."""
-    if str(comfy_root) not in sys.path:
-        sys.path.insert(0, str(comfy_root))
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = cpu
-    import comfy.model_management  # noqa: F401  (after the CPU flag)
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{PACK}.nodes.api")
-
 
 def build_sdxl(device: torch.device, dtype: torch.dtype, seed: int = 0):
     """A ModelPatcher around the full-size SDXL UNet with random weights: weights N(0, 1/fan_in)
@@ -781,7 +757,7 @@ def main(argv=None) -> int:
     out_path = args.out if args.out is not None else (DEFAULT_OUT if cuda else None)
 
     comfy_root = find_comfyui()
-    api = import_pack(comfy_root, cpu=not cuda)
+    api = import_api(cpu=not cuda)
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         torch.set_num_threads(1)  # tiny tensors: threads cost more than they save

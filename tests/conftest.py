@@ -52,21 +52,22 @@ SKIP_NO_COMFY = ("ComfyUI not found (looked at $COMFYUI_PATH, the folder two lev
                  "pack, ~/ComfyUI: " + ", ".join(str(p) for p in comfyui_candidates()) + ")")
 
 
-def import_comfy():
-    """Put ComfyUI on sys.path, force CPU, import it once; returns the ComfyUI path."""
+def import_comfy(cpu: bool = True):
+    """Put ComfyUI on sys.path, import it once (on the CPU unless told otherwise: the tests never
+    look for a GPU driver; GPU benchmarks pass cpu=False); returns the ComfyUI path."""
     if COMFYUI_PATH is None:
         pytest.skip(SKIP_NO_COMFY)
     if str(COMFYUI_PATH) not in sys.path:
         sys.path.insert(0, str(COMFYUI_PATH))
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
     import comfy.model_management  # noqa: F401  (after the CPU flag)
     return COMFYUI_PATH
 
 
-def import_pack():
+def import_pack(cpu: bool = True):
     """Import this repository as a package (as ComfyUI's loader does) under PACK_MODULE."""
-    import_comfy()
+    import_comfy(cpu)
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
     spec = importlib.util.spec_from_file_location(

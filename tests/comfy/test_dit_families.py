@@ -20,15 +20,6 @@ from conftest import import_pack
 pytestmark = pytest.mark.comfy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models do microseconds of work per op: with several intra-op threads the start-up
-    and spin-waiting dominate, and on a busy 2-core machine each sample ran ~50× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def api():
