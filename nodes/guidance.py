@@ -66,21 +66,32 @@ class GuidanceRuntime:
         return scale
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """GAG attention, (B, H, Lq, D) layout in and out (q's dtype)."""
+                  mask: Optional[torch.Tensor] = None, *,
+                  keys_may_repeat: bool = True) -> torch.Tensor:
+        """GAG attention, (B, H, Lq, D) layout in and out (q's dtype).
+
+        keys_may_repeat: the keys may be a repeat-padded batch of prompts (UNet
+        cross-attention; see key_periods), so exact repeats are removed first. Joint DiT
+        attention is never repeat-padded (its conditioning batches only at equal length) and
+        passes False to skip that check's passes over k and v.
+        """
         s = self.settings
 
         def guided(q, k, v, mask):
             return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                                  mask=mask)
+        if not keys_may_repeat:
+            return guided(q, k, v, mask)
         return _without_repeated_keys(guided, q, k, v, mask)
 
     def correction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                   mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   mask: Optional[torch.Tensor] = None, *,
+                   keys_may_repeat: bool = True) -> torch.Tensor:
         """GAG output minus the plain softmax output, (B, H, Lq, D) in q's dtype.
 
         Used to add GAG on top of another patch's attention (see the adapters): if that patch
         computes softmax attention plus extra terms, adding this keeps its terms and adds GAG's.
+        keys_may_repeat as in ``attention``.
         """
         s = self.settings
 
@@ -88,6 +99,8 @@ class GuidanceRuntime:
             dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=mask)
             guided = gag_combine(dense, sparse, scale=scale, eta=s.eta, zeta=s.zeta)
             return (guided - dense).to(q.dtype)
+        if not keys_may_repeat:
+            return correction(q, k, v, mask)
         return _without_repeated_keys(correction, q, k, v, mask)
 
 

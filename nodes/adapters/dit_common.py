@@ -33,7 +33,6 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ...gag_core import dense_sparse_attention, gag_attention, gag_combine
 from ...gag_core.joint import text_guided_attention
 from ...gag_core.layer_spec import LayerRef
 from .base import Adapter, model_name
@@ -142,21 +141,19 @@ class JointAttentionOverride:
             return self._next(func, args, kwargs)  # not this block's joint attention
         mark.consumed += 1
         q, k, v = call.to_heads(call.q), call.to_heads(call.k), call.to_heads(call.v)
-        s = mark.runtime.settings
+        runtime = mark.runtime
         if mark.mode == "joint":
-            # gag_core directly rather than GuidanceRuntime.attention: the runtime's check for
-            # repeat-padded prompts (UNet cross-attention) costs a pass over k and v per
-            # divisor of L, and DiT prompts are never repeat-padded (their c_crossattn is a
-            # CONDRegular, batched only at equal length).
+            # DiT prompts are never repeat-padded (their c_crossattn is a CONDRegular, batched
+            # only at equal length), so the runtime's repeat check is skipped.
             if self.previous is None:
-                out = gag_attention(q, k, v, scale=mark.scale, eta=s.eta, zeta=s.zeta,
-                                    alpha=s.alpha, mask=call.mask)
+                out = runtime.attention(q, k, v, mark.scale, call.mask, keys_may_repeat=False)
             else:
                 plain = call.to_heads(self._next(func, args, kwargs), input_layout=False)
-                dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=call.mask)
-                guided = gag_combine(dense, sparse, scale=mark.scale, eta=s.eta, zeta=s.zeta)
-                out = (plain.to(guided.dtype) + guided - dense).to(plain.dtype)
+                correction = runtime.correction(q, k, v, mark.scale, call.mask,
+                                                keys_may_repeat=False)
+                out = plain + correction.to(plain.dtype)
             return call.from_heads(out)
+        s = runtime.settings
         plain = call.to_heads(self._next(func, args, kwargs), input_layout=False)
         out = text_guided_attention(q, k, v, mark.text_tokens, scale=mark.scale, eta=s.eta,
                                     zeta=s.zeta, alpha=s.alpha, mask=call.mask, plain=plain)
