@@ -126,10 +126,11 @@ def test_flux_samples_in_low_precision(gag, monkeypatch, precision):
         pytest.skip("this torch has no float8_e4m3fn")
     patcher = build(tm.tiny_flux, weight, cast, monkeypatch)
     pos = tm.flux_conditioning(seed=1)
-    # Joint mode hands the whole joint attention to gag_attention, where the spy sees it; the
-    # default text mode (gag_core.joint) is checked for finiteness only.
+    # Joint mode hands the whole joint attention to gag_attention (through the runtime in
+    # nodes/guidance.py), where the spy sees it; the default text mode (gag_core.joint) is
+    # checked for finiteness only.
     check_precision(gag, patcher, lambda p: tm.sample_dit(p, pos, pos, steps=1, cfg=1.0, size=16),
-                    precision, module(gag, "adapters.dit_common"), monkeypatch, mode="joint")
+                    precision, module(gag, "guidance"), monkeypatch, mode="joint")
     text_mode = tm.sample_dit(gag.apply_gag(patcher), pos, pos, steps=1, cfg=1.0, size=16)
     assert torch.isfinite(text_mode).all()
 
