@@ -1,0 +1,428 @@
+"""What ComfyUI 0.33 hands to attention in the image families new since 0.3.64, pinned on tiny
+random-weight models through its real samplers (tests/comfy/tiny_models_2026.py).
+
+These are the facts a GAG hook for Z-Image, Lumina 2, Krea2, HunyuanImage 2.1, HiDream,
+Kandinsky 5 Image, Chroma Radiance and LongCat-Image relies on: which ComfyUI class detection
+picks for the released checkpoints, the q/k/v layout and keywords each attention call gets, what
+``transformer_options`` says about the block (``block_type``, ``block_index``, ``total_blocks``,
+``img_slice``) — including the refiner and text layers that run before any block is marked — where
+the text tokens sit and how long they are, and which families take ``dit`` block replaces.
+
+A spy ``optimized_attention_override`` records every call and returns ComfyUI's own result. The
+module skips on ComfyUI older than 0.33 (no block marks; most classes missing) and per family
+where the class is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from conftest import import_comfy
+
+pytestmark = pytest.mark.comfy
+
+FAMILY_NAMES = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "kandinsky5_image",
+                "chroma_radiance", "longcat_image"]
+
+
+def _comfy_version(path):
+    text = (path / "comfyui_version.py").read_text()
+    match = re.search(r'__version__\s*=\s*"(\d+)\.(\d+)\.(\d+)"', text)
+    return tuple(int(x) for x in match.groups()) if match else (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def tm():
+    path = import_comfy()
+    version = _comfy_version(path)
+    if version < (0, 33, 0):
+        pytest.skip(f"ComfyUI {'.'.join(map(str, version))} at {path}: these tests pin ComfyUI "
+                    "0.33's attention facts (block_type/block_index/img_slice in "
+                    "transformer_options, the 2026 model classes); older versions set neither")
+    import tiny_models_2026
+    return tiny_models_2026
+
+
+def _family(tm, name):
+    family = tm.FAMILIES[name]
+    if not tm.has_model_class(family.model_class):
+        pytest.skip(f"this ComfyUI has no comfy.supported_models.{family.model_class} ({name})")
+    return family
+
+
+_PATCHERS = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_patchers():
+    """Release the shared tiny models with the module (a ModelPatcher left for interpreter exit
+    complains in its __del__)."""
+    yield
+    _PATCHERS.clear()
+
+
+def _patcher(tm, name):
+    """One tiny model per family for the whole module (building is the slow part)."""
+    if name not in _PATCHERS:
+        _PATCHERS[name] = _family(tm, name).build()
+    return _PATCHERS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# the spy
+# ---------------------------------------------------------------------------------------------
+
+BLOCK_KEYS = ("block_type", "block_index", "total_blocks", "img_slice")
+
+
+class AttentionSpy:
+    """An ``optimized_attention_override`` that records what each call receives and returns the
+    default attention's result unchanged."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, func, *args, **kwargs):
+        q, k, v = args[:3]
+        heads = args[3] if len(args) > 3 else kwargs.get("heads")
+        options = kwargs.get("transformer_options") or {}
+        self.calls.append(dict(
+            q=tuple(q.shape), k=tuple(k.shape), v=tuple(v.shape), heads=heads,
+            heads_keyword="heads" in kwargs,
+            skip_reshape=bool(kwargs.get("skip_reshape", False)),
+            mask=kwargs.get("mask"),
+            has_scale="scale" in kwargs, has_enable_gqa="enable_gqa" in kwargs,
+            has_options="transformer_options" in kwargs,
+            mark=options.get("gag_test_mark"),
+            **{key: _copy(options[key]) for key in BLOCK_KEYS if key in options}))
+        return func(*args, **kwargs)
+
+
+def _copy(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def record(tm, name, *, steps=2, cfg=2.0, size=None, patch=None, **cond_kwargs):
+    """Sample with the spy installed; returns (calls, result). ``cfg`` > 1 so cond and uncond run,
+    batched into one model call per step on these tiny models."""
+    family = _family(tm, name)
+    patcher = _patcher(tm, name).clone()
+    spy = AttentionSpy()
+    patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = spy
+    if patch is not None:
+        patch(patcher)
+    positive = family.conditioning(seed=1, **cond_kwargs)
+    negative = family.conditioning(seed=2, **cond_kwargs)
+    out = tm.sample(family, patcher, positive, negative, steps=steps, cfg=cfg, size=size)
+    return spy.calls, out
+
+
+def per_model_call(calls, steps):
+    """Split the record into ``steps`` equal model calls (one per step here) and check they match."""
+    assert len(calls) % steps == 0, f"{len(calls)} calls do not split into {steps} model calls"
+    n = len(calls) // steps
+    chunks = [calls[i * n:(i + 1) * n] for i in range(steps)]
+    shapes = [[(c["q"], c["k"], c.get("block_index")) for c in chunk] for chunk in chunks]
+    assert all(s == shapes[0] for s in shapes), "model calls differ in their attention calls"
+    return chunks
+
+
+def marked(call):
+    return any(key in call for key in BLOCK_KEYS)
+
+
+def assert_bhld(call, heads, length, kv_length=None):
+    """(B, H, L, D) with skip_reshape, every head of k/v present (no GQA left to the kernel)."""
+    assert call["skip_reshape"]
+    assert call["q"][1] == heads and call["q"][2] == length, call
+    assert call["k"][1] == heads and call["v"][1] == heads, call
+    assert call["k"][2] == (kv_length if kv_length is not None else length), call
+    assert not call["has_enable_gqa"] and not call["has_scale"]
+
+
+# ---------------------------------------------------------------------------------------------
+# detection: the released checkpoints' keys and shapes pick the family's class
+# ---------------------------------------------------------------------------------------------
+
+DETECTED = {
+    # what detect_unet_config must say for the released model (facts the family table uses)
+    "zimage": dict(image_model="lumina2", dim=3840, n_heads=30, n_kv_heads=30, n_layers=30,
+                   pad_tokens_multiple=32, z_image_modulation=True),
+    "lumina2": dict(image_model="lumina2", dim=2304, n_heads=24, n_kv_heads=8, n_layers=26),
+    "krea2": dict(image_model="krea2", features=6144, heads=48, kvheads=12, layers=28,
+                  txtlayers=12, txtdim=2560),
+    "hunyuan_image21": dict(image_model="hunyuan_video", hidden_size=3584, num_heads=28, depth=20,
+                            depth_single_blocks=40, byt5=True, vec_in_dim=None,
+                            patch_size=[1, 1]),
+    "hidream": dict(image_model="hidream", num_layers=16, num_attention_heads=20,
+                    attention_head_dim=128),
+    "kandinsky5_image": dict(image_model="kandinsky5", model_dim=2560, num_visual_blocks=50,
+                             num_text_blocks=2, visual_embed_dim=64),
+    "chroma_radiance": dict(image_model="chroma_radiance", hidden_size=3072, num_heads=24,
+                            depth=19, depth_single_blocks=38, patch_size=16, in_channels=3),
+    "longcat_image": dict(image_model="flux", hidden_size=3072, num_heads=24, depth=19,
+                          depth_single_blocks=38, context_in_dim=3584, vec_in_dim=None,
+                          guidance_embed=False, txt_ids_dims=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_released_checkpoint_is_detected_as_its_family(tm, name):
+    """Full-size key names and shapes (meta tensors) through comfy.model_detection pick the
+    family's own class, not its sibling (Z-Image vs Lumina 2 differ only by dim 3840 vs 2304;
+    LongCat vs FLUX by context 3584 without a pooled vector; Chroma Radiance vs Chroma by the
+    NeRF head; Kandinsky 5 Image vs the video model by model_dim 2560)."""
+    import comfy.model_detection
+    family = _family(tm, name)
+    state_dict = tm.full_size_state_dict(name)
+    config = comfy.model_detection.detect_unet_config(state_dict, "")
+    model_config = comfy.model_detection.model_config_from_unet(state_dict, "")
+    assert type(model_config).__name__ == family.model_class
+    for key, value in DETECTED[name].items():
+        got = config.get(key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling works, and a pass-through override changes nothing
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_samples_and_a_pass_through_override_is_exact(tm, name):
+    family = _family(tm, name)
+    patcher = _patcher(tm, name)
+    positive, negative = family.conditioning(seed=1), family.conditioning(seed=2)
+    plain = tm.sample(family, patcher, positive, negative, steps=2, cfg=2.0)
+    calls, spied = record(tm, name, steps=2, cfg=2.0)
+    assert torch.isfinite(plain).all()
+    assert plain.shape == family.latent_shape(1, family.default_size)
+    assert calls, "the override was never called"
+    assert all(c["has_options"] for c in calls)
+    assert torch.equal(plain, spied)
+
+
+# ---------------------------------------------------------------------------------------------
+# what attention receives, family by family
+# ---------------------------------------------------------------------------------------------
+
+def test_zimage_attention(tm):
+    """Caption refiner (caption only), noise refiner (image only), then the main layers on
+    [caption padded to 32·k | image padded to 32·k]; only the main layers are marked, and the
+    refiners are unmarked in every step (no stale marks from the step before)."""
+    steps, tokens = 2, 40
+    calls, _ = record(tm, "zimage", steps=steps, tokens=tokens)
+    cfg = tm.zimage_config()
+    heads, layers, refiners = cfg["n_heads"], cfg["n_layers"], cfg["n_refiner_layers"]
+    cap = math.ceil(tokens / 32) * 32                       # 64
+    img = (8 // 2) ** 2                                     # 16 image tokens (8×8 latent, patch 2)
+    img_padded = math.ceil(img / 32) * 32                   # 32: pad tokens at the END
+    for chunk in per_model_call(calls, steps):
+        assert len(chunk) == 2 * refiners + layers
+        for call in chunk[:refiners]:                       # context_refiner
+            assert_bhld(call, heads, cap)
+            assert not marked(call)
+        for call in chunk[refiners:2 * refiners]:           # noise_refiner
+            assert_bhld(call, heads, img_padded)
+            assert not marked(call)
+        for i, call in enumerate(chunk[2 * refiners:]):
+            assert_bhld(call, heads, cap + img_padded)
+            assert call["mask"] is None
+            assert call["block_type"] == "double" and call["block_index"] == i
+            assert call["total_blocks"] == layers
+            assert "img_slice" not in call                  # text length: pad32(context length)
+
+
+def test_lumina2_attention(tm):
+    """Like Z-Image without padding; GQA (4 query heads, 2 KV heads) is expanded before the
+    call, so k and v arrive with every head."""
+    steps, tokens = 2, 7
+    calls, _ = record(tm, "lumina2", steps=steps, tokens=tokens)
+    cfg = tm.lumina2_config()
+    heads, layers, refiners = cfg["n_heads"], cfg["n_layers"], cfg["n_refiner_layers"]
+    assert cfg["n_kv_heads"] < heads
+    img = 16
+    for chunk in per_model_call(calls, steps):
+        assert len(chunk) == 2 * refiners + layers
+        for call in chunk[:refiners]:
+            assert_bhld(call, heads, tokens)
+            assert not marked(call)
+        for call in chunk[refiners:2 * refiners]:
+            assert_bhld(call, heads, img)
+            assert not marked(call)
+        for i, call in enumerate(chunk[2 * refiners:]):
+            assert_bhld(call, heads, tokens + img)
+            assert (call["block_type"], call["block_index"], call["total_blocks"]) == ("double", i, layers)
+            assert "img_slice" not in call
+
+
+def test_krea2_attention(tm):
+    """Text fusion first: 2 layer-wise blocks attend across the encoder layers of each token
+    (batch B·tokens, length txtlayers), 2 refiner blocks over the text; then single-stream blocks
+    on [text | image] with img_slice = [tokens, total] and every head of k/v present."""
+    steps, tokens = 2, 7
+    calls, _ = record(tm, "krea2", steps=steps, tokens=tokens)
+    cfg = tm.krea2_config()
+    img = 16
+    for chunk in per_model_call(calls, steps):
+        fusion, refine, blocks = chunk[:2], chunk[2:4], chunk[4:]
+        for call in fusion:
+            assert call["q"][0] == 2 * tokens and call["q"][2] == cfg["txtlayers"]
+            assert call["q"][1] == cfg["txtheads"] and call["skip_reshape"]
+            assert not marked(call)
+        for call in refine:
+            assert_bhld(call, cfg["txtheads"], tokens)
+            assert not marked(call)
+        assert len(blocks) == cfg["layers"]
+        for i, call in enumerate(blocks):
+            assert_bhld(call, cfg["heads"], tokens + img)
+            assert call["mask"] is None
+            assert (call["block_type"], call["block_index"], call["total_blocks"]) == ("single", i, cfg["layers"])
+            assert call["img_slice"] == [tokens, tokens + img]
+
+
+def test_hunyuan_image21_attention(tm):
+    """Token refiner over the Qwen text (unmarked), double blocks on [text, glyphs | image] without
+    img_slice, single blocks with img_slice = [text + glyph tokens, total]."""
+    steps, tokens, glyphs = 2, 7, 3
+    calls, _ = record(tm, "hunyuan_image21", steps=steps, tokens=tokens, glyph_tokens=glyphs)
+    cfg = tm.hunyuan_image21_config()
+    heads, img, txt = cfg["num_heads"], 4 * 4, tokens + glyphs
+    for chunk in per_model_call(calls, steps):
+        refiner, double, single = chunk[:2], chunk[2:2 + cfg["depth"]], chunk[2 + cfg["depth"]:]
+        for call in refiner:
+            assert_bhld(call, heads, tokens)
+            assert not marked(call)
+        for i, call in enumerate(double):
+            assert_bhld(call, heads, txt + img)
+            assert (call["block_type"], call["block_index"]) == ("double", i)
+            assert "img_slice" not in call
+        assert len(single) == cfg["depth_single_blocks"]
+        for i, call in enumerate(single):
+            assert_bhld(call, heads, txt + img)
+            assert (call["block_type"], call["block_index"]) == ("single", i)
+            assert call["img_slice"] == [txt, txt + img]
+
+
+def test_hidream_attention(tm):
+    """(B, L, H·D) without skip_reshape, image tokens FIRST then text; nothing marked. Text =
+    T5 tokens + Llama tokens (carried) + this block's Llama tokens, the same in both stages."""
+    steps, tokens, llama = 2, 7, 5
+    calls, _ = record(tm, "hidream", steps=steps, tokens=tokens, llama_tokens=llama)
+    cfg = tm.hidream_config()
+    img, txt = 16, tokens + 2 * llama
+    width = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    for chunk in per_model_call(calls, steps):
+        assert len(chunk) == cfg["num_layers"] + cfg["num_single_layers"]
+        for call in chunk:
+            assert not call["skip_reshape"]
+            assert call["q"] == (2, img + txt, width) and call["k"] == call["q"]
+            assert call["heads"] == cfg["num_attention_heads"] and call["mask"] is None
+            assert not marked(call)
+
+
+def test_kandinsky5_image_attention(tm):
+    """Text self-attention (unmarked), then per visual block: image self-attention, then
+    cross-attention from image queries to the text keys (k length = context tokens); both calls
+    of a block carry the same block_index; heads comes as a keyword."""
+    steps, tokens = 2, 7
+    calls, _ = record(tm, "kandinsky5_image", steps=steps, tokens=tokens)
+    cfg = tm.kandinsky5_image_config()
+    heads, img = cfg["model_dim"] // sum(cfg["axes_dims"]), 16
+    for chunk in per_model_call(calls, steps):
+        text, visual = chunk[:cfg["num_text_blocks"]], chunk[cfg["num_text_blocks"]:]
+        for call in text:
+            assert_bhld(call, heads, tokens)
+            assert not marked(call)
+        assert len(visual) == 2 * cfg["num_visual_blocks"]
+        for i in range(cfg["num_visual_blocks"]):
+            self_attn, cross_attn = visual[2 * i], visual[2 * i + 1]
+            assert_bhld(self_attn, heads, img)
+            assert_bhld(cross_attn, heads, img, kv_length=tokens)
+            for call in (self_attn, cross_attn):
+                assert call["heads_keyword"] and call["mask"] is None
+                assert (call["block_type"], call["block_index"]) == ("double", i)
+                assert call["total_blocks"] == cfg["num_visual_blocks"]
+                assert "img_slice" not in call
+
+
+@pytest.mark.parametrize("name", ["chroma_radiance", "longcat_image"])
+def test_flux_like_attention(tm, name):
+    """Chroma Radiance and LongCat-Image run FLUX's blocks: double blocks on [text | image]
+    without img_slice in the options attention gets, single blocks with img_slice."""
+    steps, tokens = 2, 7
+    calls, _ = record(tm, name, steps=steps, tokens=tokens)
+    cfg = getattr(tm, f"{name}_config")()
+    family = tm.FAMILIES[name]
+    img = (family.default_size // cfg["patch_size"]) ** 2
+    for chunk in per_model_call(calls, steps):
+        assert len(chunk) == cfg["depth"] + cfg["depth_single_blocks"]
+        for i, call in enumerate(chunk[:cfg["depth"]]):
+            assert_bhld(call, cfg["num_heads"], tokens + img)
+            assert (call["block_type"], call["block_index"]) == ("double", i)
+            assert "img_slice" not in call
+        for i, call in enumerate(chunk[cfg["depth"]:]):
+            assert (call["block_type"], call["block_index"]) == ("single", i)
+            assert call["img_slice"] == [tokens, tokens + img]
+
+
+# ---------------------------------------------------------------------------------------------
+# `dit` block replaces
+# ---------------------------------------------------------------------------------------------
+
+def _pass_through(counter):
+    """A replace that marks a copy of the block's transformer_options and runs the block."""
+    def replace(args, extra):
+        counter.append(1)
+        args = dict(args)
+        options = dict(args["transformer_options"])
+        options["gag_test_mark"] = options.get("block_index")
+        args["transformer_options"] = options
+        return extra["original_block"](args)
+    return replace
+
+
+def _install(counter, double, single):
+    def patch(patcher):
+        for kind, count in (("double_block", double), ("single_block", single)):
+            for i in range(count):
+                patcher.set_model_patch_replace(_pass_through(counter), "dit", kind, i)
+    return patch
+
+
+@pytest.mark.parametrize("name", ["hunyuan_image21", "chroma_radiance", "longcat_image"])
+def test_dit_replaces_reach_attention(tm, name):
+    """Double and single replaces run, the copy they pass on reaches attention, and a pass-through
+    replace changes nothing."""
+    cfg = getattr(tm, f"{name}_config")()
+    counter = []
+    _, plain = record(tm, name, steps=2)
+    calls, out = record(tm, name, steps=2,
+                        patch=_install(counter, cfg["depth"], cfg["depth_single_blocks"]))
+    assert len(counter) == 2 * (cfg["depth"] + cfg["depth_single_blocks"])
+    blocks = [c for c in calls if "block_index" in c]
+    assert blocks and all(c["mark"] == c["block_index"] for c in blocks)
+    assert torch.equal(out, plain)
+
+
+@pytest.mark.parametrize("name", ["zimage", "lumina2", "krea2", "hidream"])
+def test_no_dit_replaces(tm, name):
+    """These families never consult patches_replace["dit"]: an installed replace is not called."""
+    counter = []
+    _, plain = record(tm, name, steps=1)
+    _, out = record(tm, name, steps=1, patch=_install(counter, 4, 4))
+    assert counter == []
+    assert torch.equal(out, plain)
+
+
+def test_kandinsky5_double_block_replace_is_broken(tm):
+    """0.33's Kandinsky 5 calls the block with keywords (x=, context=) the block's forward does
+    not take, so even a pass-through replace raises TypeError: its cross-attention has to be
+    reached through the attention override instead."""
+    counter = []
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        record(tm, "kandinsky5_image", steps=1, patch=_install(counter, 1, 0))
+    assert counter == [1]
