@@ -5,8 +5,8 @@ These are the facts a GAG hook for Z-Image, Lumina 2, Krea2, HunyuanImage 2.1, H
 Kandinsky 5 Image, Chroma Radiance and LongCat-Image relies on: which ComfyUI class detection
 picks for the released checkpoints, the q/k/v layout and keywords each attention call gets, what
 ``transformer_options`` says about the block (``block_type``, ``block_index``, ``total_blocks``,
-``img_slice``) — including the refiner and text layers that run before any block is marked — where
-the text tokens sit and how long they are, and which families take ``dit`` block replaces.
+``img_slice``) — including the refiner and text layers that run before any block is marked —
+where the text tokens sit and how long they are, and which families take ``dit`` block replaces.
 
 A spy ``optimized_attention_override`` records every call and returns ComfyUI's own result. The
 module skips on ComfyUI older than 0.33 (no block marks; most classes missing) and per family
@@ -112,7 +112,8 @@ def record(tm, name, *, steps=2, cfg=2.0, size=None, patch=None, **cond_kwargs):
     family = _family(tm, name)
     patcher = _patcher(tm, name).clone()
     spy = AttentionSpy()
-    patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = spy
+    options = patcher.model_options.setdefault("transformer_options", {})
+    options["optimized_attention_override"] = spy
     if patch is not None:
         patch(patcher)
     positive = family.conditioning(seed=1, **cond_kwargs)
@@ -122,7 +123,7 @@ def record(tm, name, *, steps=2, cfg=2.0, size=None, patch=None, **cond_kwargs):
 
 
 def per_model_call(calls, steps):
-    """Split the record into ``steps`` equal model calls (one per step here) and check they match."""
+    """Split the record into ``steps`` equal model calls (one per step here); check they match."""
     assert len(calls) % steps == 0, f"{len(calls)} calls do not split into {steps} model calls"
     n = len(calls) // steps
     chunks = [calls[i * n:(i + 1) * n] for i in range(steps)]
@@ -255,7 +256,8 @@ def test_lumina2_attention(tm):
             assert not marked(call)
         for i, call in enumerate(chunk[2 * refiners:]):
             assert_bhld(call, heads, tokens + img)
-            assert (call["block_type"], call["block_index"], call["total_blocks"]) == ("double", i, layers)
+            assert call["block_type"] == "double" and call["block_index"] == i
+            assert call["total_blocks"] == layers
             assert "img_slice" not in call
 
 
@@ -280,7 +282,8 @@ def test_krea2_attention(tm):
         for i, call in enumerate(blocks):
             assert_bhld(call, cfg["heads"], tokens + img)
             assert call["mask"] is None
-            assert (call["block_type"], call["block_index"], call["total_blocks"]) == ("single", i, cfg["layers"])
+            assert call["block_type"] == "single" and call["block_index"] == i
+            assert call["total_blocks"] == cfg["layers"]
             assert call["img_slice"] == [tokens, tokens + img]
 
 
@@ -426,3 +429,26 @@ def test_kandinsky5_double_block_replace_is_broken(tm):
     with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
         record(tm, "kandinsky5_image", steps=1, patch=_install(counter, 1, 0))
     assert counter == [1]
+
+
+@pytest.mark.parametrize("name", ["krea2", "longcat_image", "hunyuan_image21"])
+def test_loads_through_comfy_loader(tm, name):
+    """Where detection reads every width from the weights, a tiny random state dict with the real
+    key names goes through comfy.sd.load_diffusion_model_state_dict: detection picks the family's
+    class, rebuilds the very config the builder used, and the loaded model samples the same."""
+    import comfy.supported_models as sm
+    family = _family(tm, name)
+    state_dict = tm.loader_state_dict(name)
+    loaded = tm.load_through_comfy(state_dict)
+    assert type(loaded.model.model_config).__name__ == family.model_class
+    direct = getattr(sm, family.model_class)(dict(tm.LOADER_SIZE[name]))
+    for key, value in direct.unet_config.items():
+        got = loaded.model.model_config.unet_config.get(key)
+        assert (list(got) if isinstance(got, tuple) else got) == \
+            (list(value) if isinstance(value, tuple) else value), key
+    positive, negative = tm.loader_conditioning(name, seed=1), tm.loader_conditioning(name, seed=2)
+    out = tm.sample(family, loaded, positive, negative, steps=1, cfg=2.0)
+    assert torch.isfinite(out).all()
+    assert out.shape == family.latent_shape(1, family.default_size)
+    built = tm.finish(direct, seed=0)  # the same weights, built without the loader
+    assert torch.allclose(tm.sample(family, built, positive, negative, steps=1, cfg=2.0), out)

@@ -24,7 +24,7 @@ import torch
 # shared helpers
 # ---------------------------------------------------------------------------------------------
 
-def _finish(model_config, seed: int):
+def finish(model_config, seed: int = 0):
     """Model on the CPU in float32 with weights drawn from ``seed`` (ComfyUI skips init), norm
     gains at 1 (with tiny random gains q/k norms shrink every attention map to uniform)."""
     import comfy.model_patcher
@@ -158,7 +158,7 @@ class Family:
 
     def build(self, seed: int = 0):
         import comfy.supported_models as sm
-        return _finish(getattr(sm, self.model_class)(self.config()), seed)
+        return finish(getattr(sm, self.model_class)(self.config()), seed)
 
 
 def _text(dim):
@@ -295,3 +295,45 @@ def full_size_state_dict(name: str) -> dict:
     mc = getattr(sm, FAMILIES[name].model_class)(dict(FULL_SIZE[name]))
     mc.set_inference_dtype(torch.bfloat16, None)
     return dict(mc.get_model({}, device="meta").diffusion_model.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny models through ComfyUI's real loader (where detection reads every width from the weights)
+# ---------------------------------------------------------------------------------------------
+
+LOADER_SIZE = {
+    # Krea2 and the FLUX/Hunyuan branches derive heads from a fixed head size of 128, so the
+    # narrowest loadable model is 256 wide with 2 heads; everything detection does not read
+    # stays at the class default.
+    "krea2": dict(image_model="krea2", features=256, channels=16, patch=2, layers=2, heads=2,
+                  kvheads=1, txtlayers=3, txtdim=40),
+    "longcat_image": dict(longcat_image_config(), context_in_dim=3584, hidden_size=256,
+                          num_heads=2, mlp_ratio=4.0, depth=1, depth_single_blocks=1,
+                          axes_dim=[16, 56, 56]),
+    "hunyuan_image21": dict(hunyuan_image21_config(), hidden_size=256, num_heads=2,
+                            mlp_ratio=4.0, depth=1, depth_single_blocks=1, axes_dim=[64, 64]),
+}
+
+
+LOADER_TEXT_WIDTH = {"krea2": 3 * 40, "longcat_image": 3584, "hunyuan_image21": 32}
+
+
+def loader_conditioning(name: str, seed: int = 1, tokens: int = 7) -> list:
+    """The family's conditioning with the text width of its ``LOADER_SIZE`` model."""
+    [[text, extra]] = FAMILIES[name].conditioning(seed=seed, tokens=tokens)
+    width = LOADER_TEXT_WIDTH[name]
+    return [[torch.randn(text.shape[0], tokens, width, generator=_generator(seed)), extra]]
+
+
+def loader_state_dict(name: str, seed: int = 0) -> dict:
+    """A random state dict with the released checkpoint's key names at ``LOADER_SIZE`` widths."""
+    import comfy.supported_models as sm
+    mc = getattr(sm, FAMILIES[name].model_class)(dict(LOADER_SIZE[name]))
+    return dict(finish(mc, seed).model.diffusion_model.state_dict())
+
+
+def load_through_comfy(state_dict):
+    """``comfy.sd.load_diffusion_model_state_dict`` in float32: ComfyUI's own detection picks the
+    class and config from the key names and shapes."""
+    import comfy.sd
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": torch.float32})
