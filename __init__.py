@@ -10,6 +10,8 @@ WEB_DIRECTORY = "./web"
 
 async def comfy_entrypoint():
     from .nodes import GAGExtension
+    from .nodes.routes import register_routes
+    register_routes()
     return GAGExtension()
 
 

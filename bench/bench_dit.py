@@ -17,7 +17,6 @@ model, its outputs are noise. 1024² is 4096 image tokens + 512 text tokens.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import sys
@@ -136,36 +135,29 @@ def run_timing(args):
 # --- effect on tiny models ---------------------------------------------------------------------
 
 class _AttentionDelta:
-    """An override wrapped around GAG's: relative change GAG makes to each guided attention
-    output, split into text-query rows and image-query rows."""
+    """Wraps the ``guide`` step of GAG's override: relative change GAG makes to each guided
+    attention output, split into text-query rows and image-query rows."""
 
-    def __init__(self, dit_common, inner):
-        self.dc, self.inner = dit_common, inner
+    def __init__(self, override):
+        self.inner = override.guide
+        override.guide = self
         self.image, self.text = [], []
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, func, *args, **kwargs):
-        mark = (kwargs.get("transformer_options") or {}).get(self.dc.MARK_KEY)
-        consumed = mark.consumed if mark is not None else None
-        out = self.inner(func, *args, **kwargs)
-        if mark is not None and mark.consumed != consumed:
-            call = self.dc.AttentionCall(args, kwargs)
-            guided = call.to_heads(out, input_layout=False).float()
-            plain = call.to_heads(func(*args, **kwargs), input_layout=False).float()
-            t = mark.text_tokens if mark.text_tokens is not None else 0
-            for rows, into in ((slice(t, None), self.image), (slice(0, t), self.text)):
-                ref = plain[:, :, rows].norm()
-                if ref > 0:
-                    into.append(float((guided[:, :, rows] - plain[:, :, rows]).norm() / ref))
+    def __call__(self, layer, call, text_tokens, scale, func, args, kwargs):
+        out = self.inner(layer, call, text_tokens, scale, func, args, kwargs)
+        guided = call.output_to_heads(out).float()
+        plain = call.output_to_heads(func(*args, **kwargs)).float()
+        t = text_tokens if text_tokens is not None else 0
+        for rows, into in ((slice(t, None), self.image), (slice(0, t), self.text)):
+            ref = plain[:, :, rows].norm()
+            if ref > 0:
+                into.append(float((guided[:, :, rows] - plain[:, :, rows]).norm() / ref))
         return out
 
 
 def run_effect(args):
     api = import_api(cpu=True)
     torch.set_num_threads(1)
-    dc = importlib.import_module(f"{PACK}.nodes.adapters.dit_common")
     sys.path.insert(0, str(REPO_ROOT / "tests" / "comfy"))
     import tiny_models as tm
     families = {name: spec for name, spec in tm.DIT_FAMILIES.items() if name != "flux_schnell"}
@@ -183,14 +175,13 @@ def run_effect(args):
                     plain = tm.sample_dit(patcher, cond, uncond, seed=seed, **kwargs)
                     plain_s = time.process_time() - start
                     patched = api.apply_gag(patcher, layers=preset, mode=mode)
-                    options = dict(patched.model_options["transformer_options"])
-                    delta = _AttentionDelta(dc, options["optimized_attention_override"])
                     start = time.process_time()
                     guided = tm.sample_dit(patched, cond, uncond, seed=seed, **kwargs)
                     seconds.append((time.process_time() - start) / plain_s)
-                    options["optimized_attention_override"] = delta
-                    patched.model_options["transformer_options"] = options
-                    tm.sample_dit(patched, cond, uncond, seed=seed, **kwargs)
+                    measured = api.apply_gag(patcher, layers=preset, mode=mode)
+                    delta = _AttentionDelta(
+                        measured.model_options["transformer_options"]["optimized_attention_override"])
+                    tm.sample_dit(measured, cond, uncond, seed=seed, **kwargs)
                     latent_change.append(float((guided - plain).norm() / plain.norm()))
                     image_rows += delta.image
                     text_rows += delta.text

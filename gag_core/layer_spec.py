@@ -1,15 +1,20 @@
 """The layer-selection text a user types ("input 4-8, output 0-5", "double 0-18, single 0-37").
 
-Grammar (case-insensitive; items separated by commas, semicolons or new lines):
+Grammar (ASCII only, case-insensitive; items separated by commas, semicolons or new lines):
 
-    item    := "all" | group [ target { target } ]
-    target  := range [ ":" range ]          blocks, then optionally transformer indices in them
-    range   := N | N "-" M                  inclusive
+    item    := "all" | group [ target { target } ]     group: ASCII letters, or an alias
+    target  := range [ ":" [ range ] ]      blocks, then optionally transformer indices in them
+    range   := N | N "-" M                  inclusive; N, M: digits 0-9, at most 6 of them
 
     "input 4-8"        blocks 4..8 of the input group, every transformer in them
     "output 1:0-3"     output block 1, transformer indices 0..3
     "middle"           the whole middle group
     "double 0-18, single 0-37"
+
+Blanks are ASCII spaces and tabs (also CR, form feed and vertical tab). Any other character is an
+error that names it: the grammar stays the same in every language, so the GAG Layers node's
+JavaScript port (web/js/gag_layer_spec.js) gives the very same results and messages, which quote
+the user's text plainly between single quotes.
 
 A model's attention layers are ``LayerRef(group, block, sub)``; ``sub`` is the transformer index
 inside a block for UNets and None for DiTs, whose blocks hold one attention each. Parsing is
@@ -27,7 +32,13 @@ __all__ = ["LayerRef", "LayerPattern", "parse_layer_spec", "resolve_layers", "de
            "GROUP_ALIASES"]
 
 GROUP_ALIASES = {"down": "input", "in": "input", "up": "output", "out": "output", "mid": "middle"}
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+MAX_LENGTH = 10_000
+MAX_DIGITS = 6  # no model has a million blocks; keeps every number exact in JavaScript too
+_BLANKS = " \t\r\f\v"
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9: \t\r\f\v-]")
+_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
+_ALLOWED = ("a selection holds only ASCII letters, digits 0-9, '-', ':', spaces, tabs, commas, "
+            "semicolons and new lines")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,20 +71,28 @@ class LayerPattern:
         return True
 
 
+def _name_character(ch: str) -> str:
+    """'.' for printable ASCII; 'ü' (U+00FC) otherwise, so invisible characters are named too."""
+    return f"'{ch}'" if "!" <= ch <= "~" else f"'{ch}' (U+{ord(ch):04X})"
+
+
 def _parse_range(token: str, item: str) -> tuple[int, int]:
     m = _RANGE.match(token)
     if not m:
-        raise ValueError(f"layer selection: {token!r} in {item!r} is not a number or a range "
+        raise ValueError(f"layer selection: '{token}' in '{item}' is not a number or a range "
                          f"like 4-8")
+    if max(len(m.group(1)), len(m.group(2) or "")) > MAX_DIGITS:
+        raise ValueError(f"layer selection: '{token}' in '{item}' has a number longer than "
+                         f"{MAX_DIGITS} digits; block and transformer numbers are far smaller")
     lo = int(m.group(1))
     hi = int(m.group(2)) if m.group(2) is not None else lo
     if hi < lo:
-        raise ValueError(f"layer selection: range {token!r} in {item!r} runs backwards; "
+        raise ValueError(f"layer selection: range '{token}' in '{item}' runs backwards; "
                          f"write {hi}-{lo}")
     return lo, hi
 
 
-def parse_layer_spec(text: str, max_length: int = 10_000) -> tuple[LayerPattern, ...]:
+def parse_layer_spec(text: str, max_length: int = MAX_LENGTH) -> tuple[LayerPattern, ...]:
     """Parse the selection text into patterns; raises ValueError with the offending item.
 
     An empty text is an error: selecting nothing would make the patch a silent no-op.
@@ -83,20 +102,25 @@ def parse_layer_spec(text: str, max_length: int = 10_000) -> tuple[LayerPattern,
     if len(text) > max_length:
         raise ValueError(f"layer selection is {len(text)} characters long; at most {max_length} "
                          f"are accepted")
-    items = [item.strip() for item in re.split(r"[,;\n]", text) if item.strip()]
+    items = [item.strip(_BLANKS) for item in re.split(r"[,;\n]", text)]
+    items = [item for item in items if item]
     if not items:
         raise ValueError("layer selection is empty; write e.g. 'input 4-8, output 0-5', "
                          "'double 0-18' or 'all'")
     patterns = []
     for item in items:
-        words = item.lower().split()
+        bad = _NOT_ALLOWED.search(item)
+        if bad:
+            raise ValueError(f"layer selection: {_name_character(bad.group())} in '{item}' is not "
+                             f"allowed; {_ALLOWED}")
+        words = item.lower().split()  # only ASCII blanks are left to split on
         group = GROUP_ALIASES.get(words[0], words[0])
-        if not re.fullmatch(r"[a-z_]+", group):
-            raise ValueError(f"layer selection: item {item!r} must start with a block group "
+        if not re.fullmatch(r"[a-z]+", group):
+            raise ValueError(f"layer selection: item '{item}' must start with a block group "
                              f"name such as input, middle, output, double, single, joint or all")
         if group == "all":
             if len(words) > 1:
-                raise ValueError(f"layer selection: 'all' takes no numbers; got {item!r}")
+                raise ValueError(f"layer selection: 'all' takes no numbers; got '{item}'")
             patterns.append(LayerPattern(None, text=item))
             continue
         if len(words) == 1:
@@ -156,11 +180,11 @@ def resolve_layers(patterns: Iterable[LayerPattern], available: Iterable[LayerRe
     for pattern in patterns:
         if pattern.group is not None and pattern.group not in groups:
             raise ValueError(f"layer selection: {model_name} has no block group "
-                             f"{pattern.group!r}; its groups are {', '.join(groups)}. "
+                             f"'{pattern.group}'; its groups are {', '.join(groups)}. "
                              f"Valid layers: {describe_layers(available)}")
         hits = [ref for ref in available if pattern.matches(ref)]
         if not hits:
-            raise ValueError(f"layer selection: {pattern.text!r} matches no attention layer of "
+            raise ValueError(f"layer selection: '{pattern.text}' matches no attention layer of "
                              f"{model_name}. Valid layers: {describe_layers(available)}")
         chosen.update(hits)
     return [ref for ref in available if ref in chosen]

@@ -4,23 +4,23 @@ scripts, benchmarks and other packs can call directly."""
 from __future__ import annotations
 
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
-from .adapters import all_presets, find_adapter
-from .adapters.base import model_name
+from .adapters import all_presets, available_layers, find_family, model_name
+from .adapters.families import HOOKS
 from .guidance import GuidanceRuntime
 from .settings import GAGSettings, LayerChoice, Schedule
 
 __all__ = ["patch_model", "apply_gag", "layer_selection_text"]
 
 
-def layer_selection_text(adapter, choice: LayerChoice, model_patcher) -> str:
-    """The selection text a layer choice means for this adapter's family."""
+def layer_selection_text(family, choice: LayerChoice, model_patcher) -> str:
+    """The selection text a layer choice means for this model's family."""
     if choice.preset == "custom":
         return choice.custom
-    if choice.preset not in adapter.presets:
+    if choice.preset not in family.presets:
         raise ValueError(f"layer preset {choice.preset!r} does not apply to "
-                         f"{adapter.display_name} models ({model_name(model_patcher)}); its "
-                         f"presets are {', '.join(adapter.presets)}, or 'custom'")
-    return adapter.presets[choice.preset]
+                         f"{family.display_name} models ({model_name(model_patcher)}); its "
+                         f"presets are {', '.join(family.presets)}, or 'custom'")
+    return family.presets[choice.preset]
 
 
 def patch_model(model_patcher, settings: GAGSettings):
@@ -29,15 +29,16 @@ def patch_model(model_patcher, settings: GAGSettings):
     Raises ValueError for a model no adapter supports, a preset or mode that does not apply to
     its family, or a selection that names layers the model does not have.
     """
-    adapter = find_adapter(model_patcher)
-    mode = adapter.resolve_mode(settings.layers.mode)
-    text = layer_selection_text(adapter, settings.layers, model_patcher)
-    layers = resolve_layers(parse_layer_spec(text), adapter.available_layers(model_patcher),
+    family = find_family(model_patcher)
+    mode = family.resolve_mode(settings.layers.mode)
+    text = layer_selection_text(family, settings.layers, model_patcher)
+    layers = resolve_layers(parse_layer_spec(text), available_layers(family, model_patcher),
                             model_name(model_patcher))
+    hook = HOOKS[family.hook]
     patched = model_patcher.clone()
-    adapter.uninstall(patched)
+    hook.uninstall(patched)
     runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"))
-    adapter.install(patched, layers, runtime, mode)
+    hook.install(patched, family, layers, runtime, mode)
     return patched
 
 

@@ -13,11 +13,13 @@ from typing import Optional
 import torch
 
 from ..gag_core import dense_sparse_attention, gag_attention, gag_combine
+from ..gag_core.joint import text_guided_attention
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
+from .adapters.shared import Immutable
 from .settings import GAGSettings
 
 
-class GuidanceRuntime:
+class GuidanceRuntime(Immutable):
     """Per-model runtime state: the settings, the σ window, and a one-entry cache of the
     decision for the current denoiser call (keyed by the identity of its σ tensor, so the
     device-to-host read of σ happens once per call rather than once per patched layer)."""
@@ -30,14 +32,6 @@ class GuidanceRuntime:
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
-
-    # Patches are immutable once installed; ModelPatcher.clone deep-copies model_options and
-    # moves patches with .to(device), and both must hand back this same object.
-    def __deepcopy__(self, memo):
-        return self
-
-    def to(self, device):
-        return self
 
     def step_scale(self, transformer_options: dict) -> Optional[float]:
         """λ for this denoiser call, or None when the step is outside the schedule window."""
@@ -102,6 +96,17 @@ class GuidanceRuntime:
         if not keys_may_repeat:
             return correction(q, k, v, mask)
         return _without_repeated_keys(correction, q, k, v, mask)
+
+
+    def text_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       text_tokens: int, scale: float, mask: Optional[torch.Tensor],
+                       plain: torch.Tensor) -> torch.Tensor:
+        """Text-mode GAG on a joint attention whose first ``text_tokens`` positions are text:
+        the image queries' retrieval of the text keys is guided, everything else is ``plain``
+        (the unguided attention output), (B, H, L, D) in and out. See gag_core.joint."""
+        s = self.settings
+        return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
+                                     alpha=s.alpha, mask=mask, plain=plain)
 
 
 # ComfyUI repeats a conditioning at most 4× against any other one it is batched with; a few of

@@ -174,8 +174,7 @@ def diagnose_cap(generator: Generator, *, samples: int = 100, seed: int = 99) ->
 
     patched = generator.patcher.clone()
     pack = generator.pack
-    adapter = pack.nodes.adapters.unet.UNetAdapter
-    for ref in adapter.available_layers(patched):
+    for ref in pack.nodes.adapters.unet.available_layers(None, patched):
         patched.set_model_attn2_replace(record, ref.group, ref.block, ref.sub)
     generator.sample(Method("diagnostic", "diagnostic", MULTI_CFG), digits.balanced_labels(samples),
                      seed=seed, steps=MULTI_STEPS, model=patched)

@@ -22,12 +22,7 @@ from typing import Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
-from .base import Adapter
-
-
-def _unet_class():
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-    return UNetModel
+from .shared import Immutable
 
 
 def _replace_dict(model_patcher) -> dict:
@@ -35,7 +30,7 @@ def _replace_dict(model_patcher) -> dict:
     return options.setdefault("patches_replace", {}).setdefault("attn2", {})
 
 
-class UNetCrossAttentionPatch:
+class UNetCrossAttentionPatch(Immutable):
     """An attn2 replace that runs GAG on one transformer block's cross-attention."""
 
     def __init__(self, runtime, previous=None, previous_is_per_block=False):
@@ -45,9 +40,6 @@ class UNetCrossAttentionPatch:
         # transformer's own key: undoing GAG must then drop the per-transformer key, or the old
         # replace would keep shadowing any block-level replace a later node installs.
         self.previous_is_per_block = previous_is_per_block
-
-    def __deepcopy__(self, memo):
-        return self
 
     def to(self, device):
         # ModelPatcher.model_patches_to moves every replace it finds; the one this patch wraps is
@@ -84,63 +76,49 @@ class UNetCrossAttentionPatch:
         return self.previous(q, k, v, extra_options) + correction
 
 
-class UNetAdapter(Adapter):
-    family = "unet"
-    display_name = "SD1.5 / SDXL UNet"
-    presets = {
-        "paper": "input, output",  # PLADIS's and the GAG re-implementations' choice
-        "all": "all",
-        "input": "input",
-        "output": "output",
-        "middle": "middle",
-    }
-    modes = ("text",)
+def available_layers(family, model_patcher) -> list[LayerRef]:
+    """Every transformer with a cross-attention, as (group, block number, transformer index)."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    unet = model_patcher.model.diffusion_model
+    groups = [("input", list(unet.input_blocks)),
+              ("middle", [unet.middle_block] if unet.middle_block is not None else []),
+              ("output", list(unet.output_blocks))]
+    refs = []
+    for group, blocks in groups:
+        for number, block in enumerate(blocks):
+            for module in block.modules():
+                # Only SpatialTransformer sets block_index per transformer (0, 1, …).
+                if type(module) is not SpatialTransformer:
+                    continue
+                for index, transformer in enumerate(module.transformer_blocks):
+                    if getattr(transformer, "attn2", None) is not None:
+                        refs.append(LayerRef(group, number, index))
+    return refs
 
-    @classmethod
-    def detect(cls, model_patcher) -> bool:
-        diffusion = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
-        return isinstance(diffusion, _unet_class())
 
-    @classmethod
-    def available_layers(cls, model_patcher) -> list[LayerRef]:
-        from comfy.ldm.modules.attention import SpatialTransformer
-        unet = model_patcher.model.diffusion_model
-        groups = [("input", list(unet.input_blocks)),
-                  ("middle", [unet.middle_block] if unet.middle_block is not None else []),
-                  ("output", list(unet.output_blocks))]
-        refs = []
-        for group, blocks in groups:
-            for number, block in enumerate(blocks):
-                for module in block.modules():
-                    # Only SpatialTransformer sets block_index per transformer (0, 1, …).
-                    if type(module) is not SpatialTransformer:
-                        continue
-                    for index, transformer in enumerate(module.transformer_blocks):
-                        if getattr(transformer, "attn2", None) is not None:
-                            refs.append(LayerRef(group, number, index))
-        return refs
+def uninstall(model_patcher) -> int:
+    """Remove GAG replaces an earlier GAG node left on this clone, restoring what they wrapped;
+    returns how many were removed."""
+    replaces = _replace_dict(model_patcher)
+    removed = 0
+    for key in list(replaces):
+        patch = replaces[key]
+        if isinstance(patch, UNetCrossAttentionPatch):
+            removed += 1
+            if patch.previous is None or patch.previous_is_per_block:
+                del replaces[key]
+            else:
+                replaces[key] = patch.previous
+    return removed
 
-    @classmethod
-    def uninstall(cls, model_patcher) -> int:
-        replaces = _replace_dict(model_patcher)
-        removed = 0
-        for key in list(replaces):
-            patch = replaces[key]
-            if isinstance(patch, UNetCrossAttentionPatch):
-                removed += 1
-                if patch.previous is None or patch.previous_is_per_block:
-                    del replaces[key]
-                else:
-                    replaces[key] = patch.previous
-        return removed
 
-    @classmethod
-    def install(cls, model_patcher, layers: list[LayerRef], runtime, mode: str) -> None:
-        replaces = _replace_dict(model_patcher)
-        for ref in layers:
-            key = (ref.group, ref.block, ref.sub)
-            per_block = key not in replaces
-            previous: Optional[object] = (replaces.get((ref.group, ref.block)) if per_block
-                                          else replaces[key])
-            patch = UNetCrossAttentionPatch(runtime, previous, per_block and previous is not None)
-            model_patcher.set_model_attn2_replace(patch, ref.group, ref.block, ref.sub)
+def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -> None:
+    """One attn2 replace per selected transformer (``model_patcher`` is already a clone)."""
+    replaces = _replace_dict(model_patcher)
+    for ref in layers:
+        key = (ref.group, ref.block, ref.sub)
+        per_block = key not in replaces
+        previous: Optional[object] = (replaces.get((ref.group, ref.block)) if per_block
+                                      else replaces[key])
+        patch = UNetCrossAttentionPatch(runtime, previous, per_block and previous is not None)
+        model_patcher.set_model_attn2_replace(patch, ref.group, ref.block, ref.sub)

@@ -23,7 +23,7 @@ F64 = torch.float64
 def pack():
     import_pack()
     return {name: importlib.import_module(f"comfyui_gag.{name}") for name in
-            ("nodes.api", "nodes.adapters", "nodes.adapters.dit_common", "gag_core")}
+            ("nodes.api", "nodes.adapters", "nodes.adapters.joint", "gag_core")}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,9 @@ def api(pack):
 
 
 @pytest.fixture(scope="module")
-def dc(pack):
-    return pack["nodes.adapters.dit_common"]
+def jh(pack):
+    """The joint-attention hook module."""
+    return pack["nodes.adapters.joint"]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,7 @@ def tm():
 
 
 FAMILIES = ["flux", "chroma", "sd3", "qwen_image"]
-# Selections that include every block kind of the family (text mode on FLUX single blocks
-# needs the text length recorded by the double blocks).
+# Selections that include every block kind of the family.
 ALL_KINDS = {"flux": "double 1, single 0, single 1", "chroma": "double 0, single 0",
              "sd3": "joint 0, joint 1", "qwen_image": "joint 0, joint 1"}
 
@@ -59,98 +59,97 @@ def run(tm, patcher, conditioning, kwargs):
     return tm.sample_dit(patcher, conditioning(), conditioning(seed=2), **kwargs)
 
 
+def gag_override(patched):
+    return patched.model_options["transformer_options"]["optimized_attention_override"]
+
+
 class Capture:
-    """An attention override wrapped around GAG's: for every call where GAG acted, keeps the
-    call's arguments, GAG's output and the unpatched attention of the same arguments."""
+    """Wraps the ``guide`` step of a patched model's GAG override: for every attention call GAG
+    guided, keeps the call, the layer, the text length, GAG's output and the unpatched attention
+    of the same arguments."""
 
-    def __init__(self, dc, inner):
-        self.dc, self.inner, self.records = dc, inner, []
+    def __init__(self, override):
+        self.records = []
+        self.inner = override.guide
+        override.guide = self
 
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, func, *args, **kwargs):
-        mark = (kwargs.get("transformer_options") or {}).get(self.dc.MARK_KEY)
-        consumed = mark.consumed if mark is not None else None
-        out = self.inner(func, *args, **kwargs)
-        if mark is not None and mark.consumed != consumed:
-            self.records.append({"call": self.dc.AttentionCall(args, kwargs), "out": out,
-                                 "plain": func(*args, **kwargs), "mark": mark})
+    def __call__(self, layer, call, text_tokens, scale, func, args, kwargs):
+        out = self.inner(layer, call, text_tokens, scale, func, args, kwargs)
+        self.records.append({"call": call, "layer": layer, "text_tokens": text_tokens,
+                             "out": out, "plain": func(*args, **kwargs)})
         return out
 
 
-def capture(dc, patched):
-    options = dict(patched.model_options["transformer_options"])
-    spy = Capture(dc, options["optimized_attention_override"])
-    options["optimized_attention_override"] = spy
-    patched.model_options["transformer_options"] = options
-    return spy
+def capture(patched):
+    return Capture(gag_override(patched))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_text_mode_changes_only_image_queries(tm, api, dc, name):
+def test_text_mode_changes_only_image_queries(tm, api, name):
     patcher, conditioning, kwargs = build(tm, name)
     patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="text")
-    spy = capture(dc, patched)
+    spy = capture(patched)
     run(tm, patched, conditioning, kwargs)
-    layers = {str(r["mark"].layer) for r in spy.records}
+    layers = {str(r["layer"]) for r in spy.records}
     assert layers == {item.strip() for item in ALL_KINDS[name].split(",")}
     for record in spy.records:
-        call, t = record["call"], record["mark"].text_tokens
-        out = call.to_heads(record["out"], input_layout=False)
-        plain = call.to_heads(record["plain"], input_layout=False)
+        call, t = record["call"], record["text_tokens"]
+        out = call.output_to_heads(record["out"])
+        plain = call.output_to_heads(record["plain"])
         assert 0 < t < out.shape[2]
         assert torch.equal(out[:, :, :t], plain[:, :, :t]), "text queries must be untouched"
         assert not torch.allclose(out[:, :, t:], plain[:, :, t:], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_text_mode_image_rows_follow_the_formula(tm, api, dc, pack, name):
+def test_text_mode_image_rows_follow_the_formula(tm, api, pack, name):
     """Image rows = plain + w·(GAG over text keys − softmax over text keys), recomputed here in
     float64 from the q, k, v the model handed to its attention."""
     core = pack["gag_core"]
     patcher, conditioning, kwargs = build(tm, name)
     patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="text", scale=6.0, eta=2.0)
-    spy = capture(dc, patched)
+    spy = capture(patched)
     run(tm, patched, conditioning, kwargs)
+    assert spy.records
     for record in spy.records:
-        call, t = record["call"], record["mark"].text_tokens
-        q, k, v = (call.to_heads(x).to(F64) for x in (call.q, call.k, call.v))
+        call, t = record["call"], record["text_tokens"]
+        q, k, v = (x.to(F64) for x in call.heads_qkv())
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         w = torch.softmax(scores, -1)[..., t:, :t].sum(-1, keepdim=True)
         dense, sparse = core.dense_sparse_attention(q[:, :, t:], k[:, :, :t], v[:, :, :t])
         guided = core.gag_combine(dense, sparse, scale=6.0, eta=2.0, zeta=0.0)
-        plain = call.to_heads(record["plain"], input_layout=False).to(F64)
+        plain = call.output_to_heads(record["plain"]).to(F64)
         expected = plain[:, :, t:] + w * (guided - dense)
-        out = call.to_heads(record["out"], input_layout=False)[:, :, t:]
+        out = call.output_to_heads(record["out"])[:, :, t:]
         torch.testing.assert_close(out.to(F64), expected, atol=2e-4, rtol=2e-4)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_joint_mode_is_gag_attention_on_the_models_qkv(tm, api, dc, pack, name):
+def test_joint_mode_is_gag_attention_on_the_models_qkv(tm, api, pack, name):
     core = pack["gag_core"]
     patcher, conditioning, kwargs = build(tm, name)
     patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="joint", scale=8.0, zeta=0.3)
-    spy = capture(dc, patched)
+    spy = capture(patched)
     run(tm, patched, conditioning, kwargs)
-    assert spy.records
+    assert {str(r["layer"]) for r in spy.records} == {
+        item.strip() for item in ALL_KINDS[name].split(",")}
     for record in spy.records:
         call = record["call"]
-        q, k, v = (call.to_heads(x) for x in (call.q, call.k, call.v))
-        assert q.shape[2] == record["mark"].joint_tokens  # every query, every key
+        q, k, v = call.heads_qkv()
+        assert q.shape[2] == k.shape[2] > record["text_tokens"]  # every query, every key
         expected = core.gag_attention(q, k, v, scale=8.0, eta=15.0, zeta=0.3, alpha=1.5)
-        out = call.to_heads(record["out"], input_layout=False)
+        out = call.output_to_heads(record["out"])
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(record["out"], record["plain"], atol=1e-4)
 
 
-def test_flux_attention_sees_post_rope_queries(tm, api, dc):
+def test_flux_attention_sees_post_rope_queries(tm, api):
     """FLUX rotates q and k before attention: the q GAG receives must not equal the block's
     plain projection. Checked by rotating nothing: positions 0 (text ids are all zero) keep
     their values, image positions (non-zero ids) do not."""
     patcher, conditioning, kwargs = build(tm, "flux")
     patched = api.apply_gag(patcher, layers="double 0", mode="joint")
-    spy = capture(dc, patched)
+    spy = capture(patched)
     seen = {}
     block = patcher.model.diffusion_model.double_blocks[0]
     def keep_first_query(module, args, out):
@@ -161,7 +160,7 @@ def test_flux_attention_sees_post_rope_queries(tm, api, dc):
         run(tm, patched, conditioning, {**kwargs, "steps": 1})
     finally:
         hook.remove()
-    call, t = spy.records[0]["call"], spy.records[0]["mark"].text_tokens
+    call, t = spy.records[0]["call"], spy.records[0]["text_tokens"]
     q_img_attention = call.q[:, :, t:]
     assert q_img_attention.shape == seen["img_q"].shape
     assert not torch.allclose(q_img_attention, seen["img_q"].to(q_img_attention.dtype), atol=1e-4)
@@ -169,42 +168,37 @@ def test_flux_attention_sees_post_rope_queries(tm, api, dc):
     torch.testing.assert_close(q_img_attention[:, :, 0], seen["img_q"][:, :, 0].to(q_img_attention.dtype))
 
 
-def test_mmdit_x_image_self_attention_is_left_alone(tm, api, dc):
+def test_mmdit_x_image_self_attention_is_left_alone(tm, api):
     """SD3.5-medium block 0 runs its joint attention and then an image-only self-attention with
-    the same (marked) options; GAG must act on the first only."""
+    the same options; GAG must act on the first only."""
     patcher, conditioning, kwargs = build(tm, "sd3")
     patched = api.apply_gag(patcher, layers="joint 0", mode="joint")
-    marked_calls = []
-    inner = patched.model_options["transformer_options"]["optimized_attention_override"]
+    lengths = []
+    inner = gag_override(patched)
 
     def outer(func, *args, **kwargs):
-        mark = kwargs["transformer_options"].get(dc.MARK_KEY)
-        before = None if mark is None else mark.consumed
-        out = inner(func, *args, **kwargs)
-        if mark is not None:
-            marked_calls.append((dc.AttentionCall(args, kwargs).query_tokens, before, mark.consumed))
-        return out
+        lengths.append(args[0].shape[1])
+        return inner(func, *args, **kwargs)
 
     patched.model_options["transformer_options"] = dict(
         patched.model_options["transformer_options"], optimized_attention_override=outer)
+    spy = Capture(inner)
     run(tm, patched, conditioning, {**kwargs, "steps": 1})
-    (joint_len, b0, c0), (self_len, b1, c1) = marked_calls
-    assert (b0, c0) == (0, 1) and (b1, c1) == (1, 1)
-    assert self_len == 16 and joint_len == 16 + 20
+    assert 16 in lengths and 16 + 20 in lengths  # block 0 runs both attentions
+    assert [r["call"].query_tokens for r in spy.records] == [16 + 20]
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
-def test_patches_installed_before_gag_still_run_inside_it(tm, api, dc, mode):
+def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
     patcher, conditioning, kwargs = build(tm, "flux")
     events = []
 
     def foreign_override(func, *args, **kwargs):
-        mark = kwargs["transformer_options"].get(dc.MARK_KEY)
-        events.append(("attention", None if mark is None else mark.consumed))
+        events.append("attention")
         return func(*args, **kwargs)
 
     def foreign_block(args, extra):
-        events.append(("block", dc.MARK_KEY in args["transformer_options"]))
+        events.append("block")
         return extra["original_block"](args)
 
     base = patcher.clone()
@@ -216,55 +210,60 @@ def test_patches_installed_before_gag_still_run_inside_it(tm, api, dc, mode):
     events.clear()
 
     patched = api.apply_gag(base, layers="double 1, single 0", mode=mode)
+    spy = capture(patched)
     guided = run(tm, patched, conditioning, kwargs)
-    # The same attention calls and block calls happen, each through the foreign patches.
-    assert [e[0] for e in events] == [e[0] for e in plain_events]
-    # The foreign block replace runs inside GAG's, so it receives the marked options ...
-    assert [e for e in events if e[0] == "block"] == [("block", True)] * 2
-    # ... and the foreign override runs inside GAG's for the guided attentions (mark already
-    # consumed), and on its own for the others.
-    marked = [e for e in events if e[0] == "attention" and e[1] is not None]
-    assert marked == [("attention", 1)] * 4  # 2 steps × 2 guided blocks
+    # The same attention and block calls happen, each through the foreign patches: GAG takes
+    # the plain attention of a guided call from the override installed before it.
+    assert events == plain_events and events.count("block") == 2
+    assert len(spy.records) == 4  # 2 steps × 2 guided blocks
     assert not torch.allclose(guided, plain, atol=1e-4)
 
     # Removing GAG puts the foreign patches back exactly.
-    adapter = importlib.import_module("comfyui_gag.nodes.adapters").find_adapter(patched)
     restored = patched.clone()
-    assert adapter.uninstall(restored) == 2
+    assert jh.uninstall(restored) == 2
     options = restored.model_options["transformer_options"]
     assert options["optimized_attention_override"] is foreign_override
     assert options["patches_replace"]["dit"] == {("double_block", 1): foreign_block}
     assert torch.equal(run(tm, restored, conditioning, kwargs), plain)
 
 
-def test_uninstall_of_plain_gag_leaves_no_trace(tm, api):
+def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh):
     patcher, _, _ = build(tm, "qwen_image")
     patched = api.apply_gag(patcher, mode="text")
-    adapter = importlib.import_module("comfyui_gag.nodes.adapters").find_adapter(patched)
     clone = patched.clone()
-    assert adapter.uninstall(clone) == 2
+    assert jh.uninstall(clone) == 2
     options = clone.model_options["transformer_options"]
     assert "optimized_attention_override" not in options
     assert options.get("patches_replace", {}).get("dit", {}) == {}
-    assert adapter.uninstall(clone) == 0
+    wrappers = options.get("wrappers", {})
+    assert not any(jh.WRAPPER_KEY in by_key for by_key in wrappers.values())
+    assert jh.uninstall(clone) == 0
 
 
-def test_single_block_text_mode_records_text_length(tm, api, dc):
-    """Text mode on single blocks only: the double blocks get recorders (no GAG) that tell
-    the single blocks where the text ends."""
+def test_single_block_text_mode_knows_the_text_length(tm, api, jh):
+    """Text mode on single blocks only: the text length comes from ComfyUI's img_slice (0.33+)
+    or from the text context the model call received, whatever the double blocks do."""
     patcher, conditioning, kwargs = build(tm, "flux")
     patched = api.apply_gag(patcher, layers="single", mode="text")
-    dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
-    recorders = {key for key, p in dit.items() if isinstance(p, dc.DiTBlockPatch) and not p.guided}
-    assert recorders == {("double_block", 0), ("double_block", 1)}
-    spy = capture(dc, patched)
+    spy = capture(patched)
     run(tm, patched, conditioning, kwargs)
-    assert {str(r["mark"].layer) for r in spy.records} == {"single 0", "single 1"}
-    assert {r["mark"].text_tokens for r in spy.records} == {20}
-    # Joint mode needs no text length, hence no recorders.
-    joint = api.apply_gag(patcher, layers="single", mode="joint")
-    dit = joint.model_options["transformer_options"]["patches_replace"]["dit"]
-    assert set(dit) == {("single_block", 0), ("single_block", 1)}
+    assert {str(r["layer"]) for r in spy.records} == {"single 0", "single 1"}
+    assert {r["text_tokens"] for r in spy.records} == {20}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(tm, api, jh, name):
+    """Where the model's forward sets block_type/block_index (ComfyUI 0.33+ for FLUX, Chroma,
+    Qwen-Image), GAG installs no per-block replace; elsewhere (0.3.64, SD3 everywhere) one
+    `dit` replace per chosen block marks the block for the override."""
+    patcher, conditioning, kwargs = build(tm, name)
+    patched = api.apply_gag(patcher, layers=ALL_KINDS[name])
+    dit = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+    if jh.model_sets_block_info(patcher.model.diffusion_model) and name != "sd3":
+        assert dit == {}
+    else:
+        assert len(dit) == len(ALL_KINDS[name].split(","))
+    assert run(tm, patched, conditioning, kwargs).isfinite().all()
 
 
 # --- recognising families ----------------------------------------------------------------------
@@ -274,7 +273,7 @@ def test_single_block_text_mode_records_text_length(tm, api, dc):
                                          ("qwen_image", "qwen_image")])
 def test_detection(tm, pack, name, family):
     patcher = tm.DIT_FAMILIES[name][0]()
-    assert pack["nodes.adapters"].find_adapter(patcher).family == family
+    assert pack["nodes.adapters"].find_family(patcher).id == family
 
 
 def test_flux2_is_recognised_by_its_global_modulation_flag(tm, api, pack):
@@ -282,7 +281,7 @@ def test_flux2_is_recognised_by_its_global_modulation_flag(tm, api, pack):
     params.global_modulation. Only the detection and the shared hooks are exercised here."""
     patcher, conditioning, kwargs = build(tm, "flux")
     patcher.model.diffusion_model.params.global_modulation = True
-    assert pack["nodes.adapters"].find_adapter(patcher).family == "flux2"
+    assert pack["nodes.adapters"].find_family(patcher).id == "flux2"
     plain = run(tm, patcher, conditioning, kwargs)
     assert not torch.allclose(run(tm, api.apply_gag(patcher), conditioning, kwargs), plain,
                               atol=1e-4)
@@ -310,55 +309,174 @@ def test_family_specific_errors(tm, api):
         api.apply_gag(patcher, mode="cross")
 
 
-# --- failure paths of the block replace ----------------------------------------------------------
+# --- the override on its own -----------------------------------------------------------------
 
-class _Settings:
-    eta, zeta, alpha = 15.0, 0.0, 1.5
+def _runtime():
+    """GAG's runtime with the default settings, on at every step (no sampler here)."""
+    from comfyui_gag.nodes.guidance import GuidanceRuntime
+    from comfyui_gag.nodes.settings import GAGSettings
+
+    class AlwaysOn(GuidanceRuntime):
+        def __init__(self):
+            self.settings = GAGSettings()
+
+        def step_scale(self, options):
+            return self.settings.scale
+
+    return AlwaysOn()
 
 
-class _Runtime:
-    settings = _Settings()
-
-    def step_scale(self, options):
-        return 10.0
-
-
-def _patch(dc, stream, mode="text", previous=None):
+def _block_patch(jh, separate_text=True, previous=None):
     from comfyui_gag.gag_core.layer_spec import LayerRef
-    return dc.DiTBlockPatch(LayerRef(stream, 0), stream, dc.JointAttentionOverride(), _Runtime(),
-                            mode, previous)
+    return jh.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
+                            previous)
 
 
-def test_block_replace_without_transformer_options_is_an_error(dc):
+def test_block_replace_without_transformer_options_is_an_error(jh):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8)}
-    with pytest.raises(RuntimeError, match="does not pass transformer_options"):
-        _patch(dc, "double")(args, {"original_block": lambda a: a})
+    with pytest.raises(RuntimeError, match="without transformer_options"):
+        _block_patch(jh)(args, {"original_block": lambda a: a})
 
 
-def test_attention_that_never_sees_the_mark_is_an_error(dc):
+def test_attention_that_never_sees_the_mark_is_an_error(jh):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8), "transformer_options": {}}
     with pytest.raises(RuntimeError, match="never saw the GAG mark"):
-        _patch(dc, "double")(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
+        _block_patch(jh)(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
 
 
-def test_single_block_text_length_sources(dc):
+def test_single_block_text_length_sources(jh):
     seen = {}
 
     def block(args):
-        seen["mark"] = args["transformer_options"][dc.MARK_KEY]
+        seen["mark"] = args["transformer_options"][jh.MARK_KEY]
         seen["mark"].consumed = 1
         return {"img": args["img"]}
 
     joint = torch.zeros(1, 9, 8)
-    _patch(dc, "single")({"img": joint, "transformer_options": {"img_slice": [5, 9]}},
-                         {"original_block": block})
+    single = _block_patch(jh, separate_text=False)
+    single({"img": joint, "transformer_options": {"img_slice": [5, 9]}}, {"original_block": block})
     assert (seen["mark"].text_tokens, seen["mark"].joint_tokens) == (5, 9)
-    _patch(dc, "single")({"img": joint, "transformer_options": {dc.TEXT_TOKENS_KEY: 4}},
-                         {"original_block": block})
+    single({"img": joint, "transformer_options": {jh.TEXT_TOKENS_KEY: 4}}, {"original_block": block})
     assert seen["mark"].text_tokens == 4
-    with pytest.raises(RuntimeError, match="number of text tokens .* is unknown"):
-        _patch(dc, "single")({"img": joint, "transformer_options": {}}, {"original_block": block})
-    # Joint mode does not need it.
-    _patch(dc, "single", mode="joint")({"img": joint, "transformer_options": {}},
-                                       {"original_block": block})
+    single({"img": joint, "transformer_options": {}}, {"original_block": block})
     assert seen["mark"].text_tokens is None
+
+
+def _joint_call(seed=0, batch=1, heads=2, length=9, dim=8):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, length, dim, generator=g) for _ in range(3)]
+
+
+def _override(jh, mode="text", previous=None, layers=("double 0",)):
+    from comfyui_gag.gag_core.layer_spec import LayerRef
+    refs = [LayerRef(item.split()[0], int(item.split()[1])) for item in layers]
+    return jh.JointAttentionOverride(refs, _runtime(), mode, {"double": "double",
+                                                             "single": "single"}, previous)
+
+
+def test_text_mode_with_unknown_text_length_is_a_clear_error(jh, comfy_path):
+    import comfy.ldm.modules.attention as attention
+    q, k, v = _joint_call()
+    options = {"block_type": "double", "block_index": 0, "optimized_attention_override":
+               _override(jh)}
+    with pytest.raises(RuntimeError, match="number of text tokens .* is unknown"):
+        attention.optimized_attention(q, k, v, 2, skip_reshape=True, transformer_options=options)
+    # Joint mode does not need it.
+    options["optimized_attention_override"] = _override(jh, mode="joint")
+    assert attention.optimized_attention(q, k, v, 2, skip_reshape=True,
+                                         transformer_options=options).isfinite().all()
+
+
+def test_calls_gag_does_not_guide_reach_comfyui_unchanged(jh, comfy_path):
+    import comfy.ldm.modules.attention as attention
+    q, k, v = _joint_call()
+    seen = []
+
+    def previous(func, *args, **kwargs):
+        seen.append(kwargs.get("transformer_options", {}).get("block_index"))
+        return func(*args, **kwargs)
+
+    override = _override(jh, previous=previous)
+    plain = attention.optimized_attention(q, k, v, 2, skip_reshape=True)
+    for options in ({}, {"block_type": "double", "block_index": 1},     # not a chosen block
+                    {"block_type": "final", "block_index": 0},          # not a block group
+                    {"block_type": "double", "block_index": 0, "img_slice": [3, 5]}):  # length
+        options = dict(options, optimized_attention_override=override)
+        out = attention.optimized_attention(q, k, v, 2, skip_reshape=True,
+                                            transformer_options=options)
+        assert torch.equal(out, plain)
+    assert len(seen) == 4
+
+
+def test_override_is_memory_efficient_like_what_it_wraps_and_has_no_container_function(jh,
+                                                                                       comfy_path):
+    import comfy.ldm.modules.attention as attention
+    assert not hasattr(_override(jh), "container_function")
+
+    def efficient(func, *args, **kwargs):
+        return func(*args, **kwargs)
+    efficient.memory_efficient = True
+
+    def untrusted(func, *args, **kwargs):
+        return func(*args, **kwargs)
+    untrusted.memory_efficient = False
+
+    assert _override(jh, previous=efficient).memory_efficient is True
+    assert _override(jh, previous=untrusted).memory_efficient is False
+    own = attention.optimized_attention is not getattr(attention, "attention_basic", None)
+    assert _override(jh).memory_efficient is own
+
+
+def test_custom_softmax_scale_and_grouped_query_heads_are_honoured(jh, comfy_path):
+    """Attention calls may carry their own softmax `scale` and fewer key/value heads
+    (`enable_gqa`); GAG must guide the attention the model asked for."""
+    import comfy.ldm.modules.attention as attention
+    from comfyui_gag.gag_core import gag_attention
+    q, _, _ = _joint_call(heads=4)
+    k, v = (t[:, :2] for t in _joint_call(seed=1, heads=4)[:2])
+    override = _override(jh, mode="joint")
+    options = {"block_type": "double", "block_index": 0, "optimized_attention_override": override}
+    out = attention.optimized_attention(q, k, v, 4, skip_reshape=True, scale=0.7,
+                                        enable_gqa=True, transformer_options=options)
+    k4, v4 = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    expected = gag_attention(q * (0.7 * 8 ** 0.5), k4, v4, scale=10.0, eta=15.0)
+    torch.testing.assert_close(out, expected.transpose(1, 2).reshape(1, 9, -1))
+
+
+def test_attention_tensor_containers_are_unwrapped_for_gag(jh, comfy_path):
+    """ComfyUI 0.33+ may hand attention single-owner tensor containers; with an override that
+    has no container_function, ComfyUI unwraps them and GAG guides as usual."""
+    import comfy.ldm.modules.attention as attention
+    container = getattr(attention, "AttentionTensorContainer", None)
+    if container is None:
+        pytest.skip("this ComfyUI has no AttentionTensorContainer (added after 0.3.64)")
+    q, k, v = _joint_call()
+    options = {"block_type": "double", "block_index": 0,
+               "optimized_attention_override": _override(jh, mode="joint")}
+    boxed = attention.optimized_attention(container(q), container(k), container(v), 2,
+                                          skip_reshape=True, transformer_options=dict(options))
+    plain = attention.optimized_attention(q, k, v, 2, skip_reshape=True,
+                                          transformer_options=dict(options))
+    torch.testing.assert_close(boxed, plain)
+
+
+def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api, jh):
+    """Where GAG relies on ComfyUI telling attention its block and a later patch hides that
+    (as a node that replaced the model's forward would), sampling stops with the reason
+    instead of silently not guiding."""
+    patcher, conditioning, kwargs = build(tm, "flux")
+    if not jh.model_sets_block_info(patcher.model.diffusion_model):
+        pytest.skip("this ComfyUI does not tell attention its block (0.3.64): GAG uses block "
+                    "replaces there, which check themselves")
+    patched = api.apply_gag(patcher)
+    inner = gag_override(patched)
+
+    def hide_block_info(func, *args, **kwargs):
+        options = {key: value for key, value in kwargs["transformer_options"].items()
+                   if key not in ("block_type", "block_index", "img_slice")}
+        return inner(func, *args, **dict(kwargs, transformer_options=options))
+
+    patched.model_options["transformer_options"] = dict(
+        patched.model_options["transformer_options"], optimized_attention_override=hide_block_info)
+    with pytest.raises(RuntimeError, match="without telling it which block"):
+        run(tm, patched, conditioning, kwargs)

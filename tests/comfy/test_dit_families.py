@@ -28,9 +28,9 @@ def api():
 
 
 @pytest.fixture(scope="module")
-def dit_common():
+def joint_hook():
     import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.dit_common")
+    return importlib.import_module("comfyui_gag.nodes.adapters.joint")
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +69,16 @@ def family(request, tm):
 
 
 @pytest.fixture
-def gag_hits(monkeypatch, dit_common):
+def gag_hits(monkeypatch, joint_hook):
     """Every attention call that ran GAG, as (layer, mode, query tokens of the call)."""
     hits = []
-    original = dit_common.JointAttentionOverride.__call__
+    original = joint_hook.JointAttentionOverride.guide
 
-    def spy(self, func, *args, **kwargs):
-        options = kwargs.get("transformer_options") or {}
-        mark = options.get(dit_common.MARK_KEY)
-        before = mark.consumed if mark is not None else None
-        out = original(self, func, *args, **kwargs)
-        if mark is not None and mark.consumed != before:
-            hits.append((str(mark.layer), mark.mode, mark.joint_tokens))
-        return out
+    def spy(self, layer, call, *args):
+        hits.append((str(layer), self.mode, call.query_tokens))
+        return original(self, layer, call, *args)
 
-    monkeypatch.setattr(dit_common.JointAttentionOverride, "__call__", spy)
+    monkeypatch.setattr(joint_hook.JointAttentionOverride, "guide", spy)
     return hits
 
 
@@ -119,9 +114,10 @@ def test_only_the_selected_blocks_run_gag(family, api, gag_hits, mode):
 
 
 def test_default_preset_guides_every_block(family, api, gag_hits):
-    adapter = importlib.import_module("comfyui_gag.nodes.adapters").find_adapter(family.patcher)
+    adapters = importlib.import_module("comfyui_gag.nodes.adapters")
     family.sample(api.apply_gag(family.patcher), steps=1)
-    every = sorted(str(ref) for ref in adapter.available_layers(family.patcher))
+    every = sorted(str(ref) for ref in adapters.available_layers(
+        adapters.find_family(family.patcher), family.patcher))
     assert sorted(layer for layer, _, _ in gag_hits) == every
 
 

@@ -33,7 +33,7 @@ dynamo = pytest.importorskip("torch._dynamo")
 def gag(pack):
     name = pack.__name__
     return type("Gag", (), dict(api=importlib.import_module(f"{name}.nodes.api"),
-                                dit=importlib.import_module(f"{name}.nodes.adapters.dit_common")))
+                                joint=importlib.import_module(f"{name}.nodes.adapters.joint")))
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +106,27 @@ def test_partial_window_breaks_only_where_sigma_is_read(gag, sdxl):
 @pytest.mark.parametrize("mode", ["text", "joint"])
 def test_dit_attention_override_traces_without_breaks(gag, mode):
     """The override as FLUX's attention calls it: post-RoPE q, k in (B, H, L, D),
-    skip_reshape=True, text tokens first, the block's mark in transformer_options."""
+    skip_reshape=True, text tokens first, the block in transformer_options (as 0.3.64's block
+    replace marks it, and as ComfyUI 0.33+ tells it itself)."""
     from comfy.ldm.modules.attention import attention_pytorch
     from types import SimpleNamespace
     import comfy.ldm.modules.attention  # noqa: F401
     patched = gag.api.apply_gag(tm.tiny_flux(), mode=mode)
     options = patched.model_options["transformer_options"]
     override = options["optimized_attention_override"]
-    block = options["patches_replace"]["dit"][("double_block", 0)]
     g = torch.Generator().manual_seed(1)
     text, image, heads, dim = 20, 64, 4, 16
     q, k, v = (torch.randn(1, heads, text + image, dim, generator=g) for _ in range(3))
+    layer = sorted(override.layers)[0]
 
     def attend(q, k, v):
-        mark = gag.dit.BlockMark(override, block.layer, mode, block.runtime, 10.0, text,
-                                 text + image)
+        if override.block_types:
+            block = {"block_type": "double", "block_index": layer.block,
+                     gag.joint.TEXT_TOKENS_KEY: text}
+        else:
+            block = {gag.joint.MARK_KEY: gag.joint.BlockMark(layer, text, text + image)}
         return override(attention_pytorch, q, k, v, heads, skip_reshape=True,
-                        transformer_options={gag.dit.MARK_KEY: mark})
+                        transformer_options=block)
 
     eager = attend(q, k, v)
     assert not torch.allclose(eager, attention_pytorch(q, k, v, heads, skip_reshape=True))

@@ -60,16 +60,18 @@ def options_snapshot(patcher):
 def gag_objects(patched, module_of):
     """Every patch object GAG installed on this clone, and their runtimes."""
     unet = module_of("adapters.unet")
-    dit = module_of("adapters.dit_common")
+    joint = module_of("adapters.joint")
     options = patched.model_options.get("transformer_options", {})
     found = []
     for group in options.get("patches_replace", {}).values():
         for patch in group.values():
-            if isinstance(patch, (unet.UNetCrossAttentionPatch, dit.DiTBlockPatch)):
+            if isinstance(patch, unet.UNetCrossAttentionPatch):
                 found += [patch, patch.runtime]
+            elif isinstance(patch, joint.DiTBlockPatch):
+                found.append(patch)
     override = options.get("optimized_attention_override")
-    if isinstance(override, dit.JointAttentionOverride):
-        found.append(override)
+    if isinstance(override, joint.JointAttentionOverride):
+        found += [override, override.runtime]
     return found
 
 

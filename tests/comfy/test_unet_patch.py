@@ -274,7 +274,7 @@ def test_gag_changes_the_sample_and_stays_finite(gag, models, name):
 @pytest.mark.parametrize("name", ["sdxl", "sdxl_deep", "sd15"])
 def test_adapter_offers_exactly_the_layers_comfyui_runs_cross_attention_in(gag, models, name):
     model = models[name]
-    offered = {(r.group, r.block, r.sub) for r in gag.unet.UNetAdapter.available_layers(model.patcher)}
+    offered = {(r.group, r.block, r.sub) for r in gag.unet.available_layers(None, model.patcher)}
     assert offered == cross_attention_layers(model)
 
 

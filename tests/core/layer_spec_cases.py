@@ -35,14 +35,14 @@ def case_text(case: dict) -> str:
 
 
 def layout_refs(layout: dict):
-    """{group: {block: transformers | None}} → LayerRefs (None: one DiT attention, no index)."""
+    """{group: block count (DiT: one attention per block, no index) | {block: transformers}} → refs."""
     from gag_core.layer_spec import LayerRef
     refs = []
     for group, blocks in layout.items():
-        for block, subs in blocks.items():
-            if subs is None:
-                refs.append(LayerRef(group, int(block)))
-            else:
+        if isinstance(blocks, int):
+            refs.extend(LayerRef(group, b) for b in range(blocks))
+        else:
+            for block, subs in blocks.items():
                 refs.extend(LayerRef(group, int(block), s) for s in range(subs))
     return refs
 
@@ -77,16 +77,16 @@ def expected_results(cases: dict) -> dict:
 
 
 # A JS function (layer-spec module, cases) → results in the same format as python_results.
-# Large integers beyond 2**53 are compared as text, since JSON numbers in JS are doubles.
 RUN_CASES_JS = r"""
 (mod, cases) => {
   const text = (c) => c.build ? c.build.prefix + c.build.repeat.repeat(c.build.count) : c.text;
   const refs = (layout) => {
     const out = [];
     for (const [group, blocks] of Object.entries(layout))
-      for (const [block, subs] of Object.entries(blocks))
-        if (subs === null) out.push(mod.layerRef(group, Number(block), null));
-        else for (let s = 0; s < subs; s++) out.push(mod.layerRef(group, Number(block), s));
+      if (typeof blocks === "number")
+        for (let b = 0; b < blocks; b++) out.push(mod.layerRef(group, b, null));
+      else for (const [block, subs] of Object.entries(blocks))
+        for (let s = 0; s < subs; s++) out.push(mod.layerRef(group, Number(block), s));
     return out;
   };
   const out = { parse: [], resolve: [] };
@@ -123,22 +123,22 @@ def mismatches(cases: dict, expected: dict, actual: dict) -> list[str]:
             problems.append(f"{kind}: {len(actual[kind])} results for {len(expected[kind])} cases")
             continue
         for case, want, got in zip(cases[kind], expected[kind], actual[kind]):
-            if _normalise(want) != _normalise(got):
+            if want != got:
                 problems.append(f"{kind} case {case['name']!r}:\n  expected {want!r}\n  got      {got!r}")
     return problems
 
 
-def _normalise(value):
-    # JS numbers are doubles: compare integers beyond 2**53 by their double value on both sides.
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2 ** 53:
-        return float(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) > 2 ** 53:
-        return value
-    return value
+def dumps(cases: dict) -> str:
+    """The cases as JSON with one line per layout and per case: a diff shows each changed case."""
+    def lines(entries, open_, close):
+        return open_ + "\n" + ",\n".join(f"  {e}" for e in entries) + "\n " + close
+    one = json.dumps  # ASCII output: non-ASCII test text stays visible as \u escapes
+    body = [f' "about": {one(cases["about"])}',
+            ' "layouts": ' + lines([f"{one(k)}: {one(v)}" for k, v in cases["layouts"].items()],
+                                   "{", "}")]
+    body += [f' "{kind}": ' + lines([one(c) for c in cases[kind]], "[", "]")
+             for kind in ("parse", "resolve")]
+    return "{\n" + ",\n".join(body) + "\n}\n"
 
 
 def write_expected() -> None:
@@ -149,7 +149,7 @@ def write_expected() -> None:
             for key in ("patterns", "layers", "description", "error"):
                 case.pop(key, None)
             case.update(result)
-    CASES_PATH.write_text(json.dumps(cases, indent=1, ensure_ascii=True) + "\n", encoding="utf-8")
+    CASES_PATH.write_text(dumps(cases), encoding="utf-8")
 
 
 if __name__ == "__main__":

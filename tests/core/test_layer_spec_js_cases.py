@@ -10,6 +10,7 @@ tests/comfy/test_frontend.py.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -27,12 +28,16 @@ def test_cases_file_is_well_formed():
     for kind, outcome in (("parse", "patterns"), ("resolve", "layers")):
         for case in CASES[kind]:
             assert ("error" in case) != (outcome in case), case["name"]
-    # Both outcomes are covered, including the edges where Python and JS strings differ.
-    assert sum("error" in c for c in CASES["parse"]) >= 20
-    assert sum("patterns" in c for c in CASES["parse"]) >= 20
+    # Every error the grammar can raise for text is recorded, and the edges of the character set.
+    errors = [c["error"] for kind in ("parse", "resolve") for c in CASES[kind] if "error" in c]
+    for branch in ("is empty", "characters long", r"^layer selection: '[!-~]' in .* not allowed",
+                   r"\(U\+[0-9A-F]{4,}\) in .* not allowed", "must start with a", "takes no numbers",
+                   "is not a number", "runs backwards", "longer than 6 digits", "has no block group",
+                   "matches no attention layer", "no attention layers GAG"):
+        assert any(re.search(branch, e) for e in errors), f"no case reaches the error {branch!r}"
     texts = [case_text(c) for c in CASES["parse"]]
-    assert any("\x85" in t for t in texts) and any("\ufeff" in t for t in texts)
-    assert any(len(t) > 10_000 for t in texts)
+    assert any(ord(ch) > 0xFFFF for t in texts for ch in t)  # JS sees it as two UTF-16 units
+    assert any(len(t) == 10_000 for t in texts) and any(len(t) > 10_000 for t in texts)
 
 
 def test_python_matches_recorded_results():

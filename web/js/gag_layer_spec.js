@@ -1,11 +1,11 @@
 // The layer-selection grammar of gag_core/layer_spec.py, for the GAG Layers node's live map.
 //
 // This is a line-for-line port, not an approximation: the node must show exactly the error the
-// server would raise, before the user queues anything. Python's string semantics are reproduced
-// where they differ from JavaScript's (what counts as whitespace, Unicode decimal digits, repr()
-// of strings in messages, the int() digit limit). tests/core/layer_spec_cases.json holds the
-// shared test vectors: tests/core/test_layer_spec_js_cases.py checks them against the Python
-// module and tests/comfy/test_frontend.py against this file, in a browser.
+// server would raise, before the user queues anything. The grammar is ASCII-only and messages
+// quote text plainly, so the two languages agree without emulating each other; the one
+// difference left is that Python counts a text's length in code points. The shared test vectors
+// in tests/core/layer_spec_cases.json are checked against the Python module and, under node, this
+// file by tests/core/test_layer_spec_js_cases.py, and in a browser by tests/comfy/test_frontend.py.
 //
 // Pure module: no DOM, no ComfyUI imports (the front end loads every .js under web/ as an
 // extension, so it must be harmless to import on its own).
@@ -14,19 +14,12 @@ export const GROUP_ALIASES = Object.freeze({
   down: "input", in: "input", up: "output", out: "output", mid: "middle",
 });
 export const MAX_LENGTH = 10000;
-// CPython refuses int() on strings longer than this (sys.int_info.default_max_str_digits).
-const PY_INT_MAX_STR_DIGITS = 4300;
-
-// str.split()/str.strip() whitespace in CPython (differs from JS \s: adds \x1c-\x1f and \x85,
-// lacks \ufeff).
-const PY_WS = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
-const PY_WS_RUN = new RegExp(`[${PY_WS}]+`, "u");
-const PY_STRIP = new RegExp(`^[${PY_WS}]+|[${PY_WS}]+$`, "gu");
-// Python's re \d matches every Unicode decimal digit (category Nd), and int() accepts them.
-const RANGE = /^(\p{Nd}+)(?:-(\p{Nd}+))?$/u;
-const ND = /^\p{Nd}$/u;
-const GROUP_NAME = /^[a-z_]+$/;
-const NOT_PRINTABLE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]$/u;
+const MAX_DIGITS = 6;
+const BLANKS = /^[ \t\r\f\v]+|[ \t\r\f\v]+$/g;
+const NOT_ALLOWED = /[^A-Za-z0-9: \t\r\f\v-]/u;
+const RANGE = /^([0-9]+)(?:-([0-9]+))?$/;
+const ALLOWED = "a selection holds only ASCII letters, digits 0-9, '-', ':', spaces, tabs, " +
+  "commas, semicolons and new lines";
 
 export class LayerSpecError extends Error {
   constructor(message) {
@@ -35,76 +28,35 @@ export class LayerSpecError extends Error {
   }
 }
 
-function pyStrip(s) {
-  return s.replace(PY_STRIP, "");
-}
-
-function pySplitWords(s) {
-  return s.split(PY_WS_RUN).filter((w) => w.length > 0);
-}
-
 function codePointLength(s) {
   let n = 0;
   for (const _ of s) n++;
   return n;
 }
 
-// repr() of a str, as CPython writes it: the messages quote the user's text this way.
-export function pyRepr(s) {
-  const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
-  let out = quote;
-  for (const ch of s) {
-    const cp = ch.codePointAt(0);
-    if (ch === quote || ch === "\\") out += "\\" + ch;
-    else if (ch === "\t") out += "\\t";
-    else if (ch === "\n") out += "\\n";
-    else if (ch === "\r") out += "\\r";
-    else if (cp < 0x20 || cp === 0x7f) out += "\\x" + cp.toString(16).padStart(2, "0");
-    else if (cp < 0x7f) out += ch;
-    else if (NOT_PRINTABLE.test(ch)) {
-      if (cp <= 0xff) out += "\\x" + cp.toString(16).padStart(2, "0");
-      else if (cp <= 0xffff) out += "\\u" + cp.toString(16).padStart(4, "0");
-      else out += "\\U" + cp.toString(16).padStart(8, "0");
-    } else out += ch;
-  }
-  return out + quote;
-}
-
-// Value of one Unicode decimal digit. Nd characters are encoded in runs of ten, 0 to 9 (a
-// Unicode stability guarantee), so a digit's value is its distance from the start of its run.
-function digitValue(ch) {
-  const cp = ch.codePointAt(0);
-  let below = 0;
-  while (below < cp && ND.test(String.fromCodePoint(cp - below - 1))) below++;
-  return below % 10;
-}
-
-function pyInt(digits) {
-  const length = codePointLength(digits);
-  if (length > PY_INT_MAX_STR_DIGITS) {
-    throw new LayerSpecError(
-      `Exceeds the limit (${PY_INT_MAX_STR_DIGITS} digits) for integer string conversion: ` +
-      `value has ${length} digits; use sys.set_int_max_str_digits() to increase the limit`);
-  }
-  let ascii = "";
-  for (const ch of digits) ascii += ch <= "9" && ch >= "0" ? ch : String(digitValue(ch));
-  const big = BigInt(ascii);
-  return { big, number: Number(big) };
+// '.' for printable ASCII; 'ü' (U+00FC) otherwise, so invisible characters are named too.
+function nameCharacter(ch) {
+  if (ch >= "!" && ch <= "~") return `'${ch}'`;
+  return `'${ch}' (U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`;
 }
 
 function parseRange(token, item) {
   const m = RANGE.exec(token);
   if (!m) {
-    throw new LayerSpecError(`layer selection: ${pyRepr(token)} in ${pyRepr(item)} is not a ` +
-                             `number or a range like 4-8`);
+    throw new LayerSpecError(`layer selection: '${token}' in '${item}' is not a number or a ` +
+                             "range like 4-8");
   }
-  const lo = pyInt(m[1]);
-  const hi = m[2] !== undefined ? pyInt(m[2]) : lo;
-  if (hi.big < lo.big) {
-    throw new LayerSpecError(`layer selection: range ${pyRepr(token)} in ${pyRepr(item)} runs ` +
-                             `backwards; write ${hi.big}-${lo.big}`);
+  if (Math.max(m[1].length, (m[2] ?? "").length) > MAX_DIGITS) {
+    throw new LayerSpecError(`layer selection: '${token}' in '${item}' has a number longer than ` +
+                             `${MAX_DIGITS} digits; block and transformer numbers are far smaller`);
   }
-  return [lo.number, hi.number];
+  const lo = Number(m[1]);
+  const hi = m[2] !== undefined ? Number(m[2]) : lo;
+  if (hi < lo) {
+    throw new LayerSpecError(`layer selection: range '${token}' in '${item}' runs backwards; ` +
+                             `write ${hi}-${lo}`);
+  }
+  return [lo, hi];
 }
 
 function pattern(group, blocks, subs, text) {
@@ -122,23 +74,29 @@ export function parseLayerSpec(text, maxLength = MAX_LENGTH) {
     throw new LayerSpecError(`layer selection is ${length} characters long; at most ` +
                              `${maxLength} are accepted`);
   }
-  const items = text.split(/[,;\n]/).map(pyStrip).filter((item) => item.length > 0);
+  const items = text.split(/[,;\n]/).map((item) => item.replace(BLANKS, ""))
+    .filter((item) => item.length > 0);
   if (!items.length) {
     throw new LayerSpecError("layer selection is empty; write e.g. 'input 4-8, output 0-5', " +
                              "'double 0-18' or 'all'");
   }
   const patterns = [];
   for (const item of items) {
-    const words = pySplitWords(item.toLowerCase());
+    const bad = NOT_ALLOWED.exec(item);
+    if (bad) {
+      throw new LayerSpecError(`layer selection: ${nameCharacter(bad[0])} in '${item}' is not ` +
+                               `allowed; ${ALLOWED}`);
+    }
+    const words = item.toLowerCase().split(/[ \t\r\f\v]+/);
     const group = Object.prototype.hasOwnProperty.call(GROUP_ALIASES, words[0])
       ? GROUP_ALIASES[words[0]] : words[0];
-    if (!GROUP_NAME.test(group)) {
-      throw new LayerSpecError(`layer selection: item ${pyRepr(item)} must start with a block ` +
+    if (!/^[a-z]+$/.test(group)) {
+      throw new LayerSpecError(`layer selection: item '${item}' must start with a block ` +
                                "group name such as input, middle, output, double, single, joint or all");
     }
     if (group === "all") {
       if (words.length > 1) {
-        throw new LayerSpecError(`layer selection: 'all' takes no numbers; got ${pyRepr(item)}`);
+        throw new LayerSpecError(`layer selection: 'all' takes no numbers; got '${item}'`);
       }
       patterns.push(pattern(null, null, null, item));
       continue;
@@ -243,12 +201,12 @@ export function resolveLayers(patterns, available, modelName = "this model") {
   for (const p of patterns) {
     if (p.group !== null && !groups.includes(p.group)) {
       throw new LayerSpecError(`layer selection: ${modelName} has no block group ` +
-                               `${pyRepr(p.group)}; its groups are ${groups.join(", ")}. ` +
+                               `'${p.group}'; its groups are ${groups.join(", ")}. ` +
                                `Valid layers: ${describeLayers(layers)}`);
     }
     const hits = layers.filter((ref) => patternMatches(p, ref));
     if (!hits.length) {
-      throw new LayerSpecError(`layer selection: ${pyRepr(p.text)} matches no attention layer ` +
+      throw new LayerSpecError(`layer selection: '${p.text}' matches no attention layer ` +
                                `of ${modelName}. Valid layers: ${describeLayers(layers)}`);
     }
     for (const ref of hits) chosen.add(refKey(ref));

@@ -356,7 +356,7 @@ function layerState(node) {
     state.text = family.presets[preset];
     patterns = parseLayerSpec(state.text);
   } else if (family.presets) {
-    state.error = `layer preset '${preset}' does not apply to ${family.label} models; its ` +
+    state.error = `layer preset '${preset}' does not apply to ${family.display_name} models; its ` +
       `presets are ${Object.keys(family.presets).join(", ")}, or 'custom'`;
     state.errorKind = "preset";
   } else {
@@ -374,7 +374,7 @@ function layerState(node) {
     }
   }
   if (!state.error && mode !== "auto" && !family.modes.includes(mode)) {
-    state.error = `mode '${mode}' does not apply to ${family.label} models; valid modes: auto, ` +
+    state.error = `mode '${mode}' does not apply to ${family.display_name} models; valid modes: auto, ` +
       family.modes.join(", ");
     state.errorKind = "mode";
   }
@@ -430,7 +430,27 @@ function layerLayout(state, width, ctx) {
   return { x0, w0, chips, rows, lines, textY, height: y };
 }
 
+const UNAVAILABLE_HEIGHT = 28;
+
+function drawUnavailable(ctx, width, y) {
+  ctx.save();
+  ctx.translate(0, y);
+  roundRect(ctx, 10, 2, Math.max(60, width - 20), UNAVAILABLE_HEIGHT - 4, 4);
+  ctx.fillStyle = COLORS.panel;
+  ctx.fill();
+  ctx.font = "10px sans-serif";
+  ctx.textBaseline = "middle";
+  ctx.fillStyle = COLORS.dim;
+  ctx.fillText("layer map unavailable: the server sent no family table", 10 + PAD,
+               UNAVAILABLE_HEIGHT / 2);
+  ctx.restore();
+}
+
 function drawLayerMap(ctx, node, width, y, lowQuality, widget) {
+  if (!FAMILIES.length) {
+    drawUnavailable(ctx, width, y);
+    return;
+  }
   const state = layerState(node);
   const layout = layerLayout(state, width, ctx);
   widget.lastLayout = { layout, y };
@@ -546,6 +566,7 @@ function addLayerMap(node) {
     computeSize(width) {
       // LiteGraph asks with its minimum width; the map is drawn at the node's real width.
       const w = Math.max(width ?? 0, node.size?.[0] ?? 0) || 300;
+      if (!FAMILIES.length) return [w, UNAVAILABLE_HEIGHT];
       try {
         return [w, layerLayout(layerState(node), w).height];
       } catch (e) {

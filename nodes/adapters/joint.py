@@ -1,0 +1,483 @@
+"""The hook for every joint-attention DiT family (FLUX.1, FLUX.2, Chroma, SD3, Qwen-Image, …).
+
+GAG needs, for each attention call, to know which block it belongs to and where the text tokens
+of the joint sequence are. It gets both through public ComfyUI patch points only:
+
+1. One ``optimized_attention_override`` in ``model_options["transformer_options"]``. ComfyUI's
+   ``wrap_attn`` calls it for every attention of the model. It guides a call only when the
+   call belongs to a selected block; every other call goes unchanged to the override installed
+   before it, or to ComfyUI's own attention function.
+2. Which block a call belongs to:
+   - ComfyUI 0.33+ tells attention itself: it sets ``block_type``, ``block_index`` (and, for
+     single-stream blocks, ``img_slice`` = [first image token, sequence length]) in the
+     ``transformer_options`` it hands to attention. Where the model's forward does this (a
+     feature check on its code, ``model_sets_block_info``), the override decides from that
+     alone and nothing else is installed per block.
+   - Older ComfyUI (0.3.64) does not: a ``dit`` block replace on each chosen block copies the
+     block's ``transformer_options``, puts a ``BlockMark`` into the copy and runs the block with
+     it (through any ``dit`` replace installed before it).
+3. The text length: ``img_slice`` where ComfyUI gives it, the block's own ``txt`` argument on
+   the ``dit`` path, and otherwise the length of the text context as the diffusion model
+   received it, noted once per model call by a ``DIFFUSION_MODEL`` wrapper (double-stream
+   blocks get no ``img_slice`` in the options attention sees). The same wrapper checks, after
+   each model call, that attention could be told its block, so that GAG is never silently
+   off (for example when another node replaced the model's forward).
+
+Outside the schedule window every call is left alone, so the attention is exactly the
+unpatched computation. Applying GAG again removes all of this first (``uninstall``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+
+from ...gag_core.layer_spec import LayerRef
+from .shared import Immutable
+
+__all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "CALL_KEY", "OVERRIDE_KEY", "BlockMark",
+           "AttentionCall", "JointAttentionOverride", "DiTBlockPatch", "ModelCallWrapper",
+           "available_layers", "install", "uninstall", "model_sets_block_info"]
+
+MARK_KEY = "gag_block_mark"
+TEXT_TOKENS_KEY = "gag_text_tokens"
+CALL_KEY = "gag_model_call"
+OVERRIDE_KEY = "optimized_attention_override"
+WRAPPER_KEY = "gag_joint"
+
+_log = logging.getLogger("comfyui_gag")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an attention call
+# ---------------------------------------------------------------------------------------------
+
+class AttentionCall:
+    """The arguments of a ComfyUI attention function, whichever way they were passed:
+    ``(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
+    skip_output_reshape=False, **kwargs)``; kwargs may carry a softmax ``scale`` and
+    ``enable_gqa`` (fewer key/value heads than query heads)."""
+
+    _NAMES = ("q", "k", "v", "heads", "mask", "attn_precision", "skip_reshape",
+              "skip_output_reshape")
+
+    def __init__(self, args: tuple, kwargs: dict):
+        bound = dict(zip(self._NAMES, args))
+        for name in self._NAMES[len(args):]:
+            if name in kwargs:
+                bound[name] = kwargs[name]
+        self.q, self.k, self.v = bound["q"], bound["k"], bound["v"]
+        self.heads = int(bound["heads"])
+        self.mask = bound.get("mask")
+        self.skip_reshape = bool(bound.get("skip_reshape", False))
+        self.skip_output_reshape = bool(bound.get("skip_output_reshape", False))
+        self.softmax_scale = kwargs.get("scale")
+        self.enable_gqa = bool(kwargs.get("enable_gqa", False))
+
+    def tokens(self, t: torch.Tensor) -> int:
+        return t.shape[2] if self.skip_reshape else t.shape[1]
+
+    @property
+    def query_tokens(self) -> int:
+        return self.tokens(self.q)
+
+    @property
+    def key_tokens(self) -> int:
+        return self.tokens(self.k)
+
+    def _to_heads(self, t: torch.Tensor, in_heads: bool) -> torch.Tensor:
+        """(B, L, H·D) → (B, H, L, D); tensors already in head layout pass through."""
+        if in_heads:
+            return t
+        return t.reshape(t.shape[0], t.shape[1], -1, self._head_dim()).transpose(1, 2)
+
+    def _head_dim(self) -> int:
+        return self.q.shape[-1] // self.heads
+
+    def heads_qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as (B, H, L, D), ready for gag_core: keys/values repeated to the query heads
+        under grouped-query attention, and a custom softmax scale folded into q (gag_core
+        scales scores by 1/√D)."""
+        q, k, v = (self._to_heads(t, self.skip_reshape) for t in (self.q, self.k, self.v))
+        if k.shape[1] != q.shape[1]:
+            if not self.enable_gqa or q.shape[1] % k.shape[1]:
+                raise ValueError(f"GAG: attention with {q.shape[1]} query heads and "
+                                 f"{k.shape[1]} key heads")
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if self.softmax_scale is not None:
+            q = q * (float(self.softmax_scale) * q.shape[-1] ** 0.5)
+        return q, k, v
+
+    def output_to_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """An attention function's output → (B, H, L, D)."""
+        if self.skip_output_reshape:
+            return out
+        return out.reshape(out.shape[0], out.shape[1], self.heads, -1).transpose(1, 2)
+
+    def from_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, H, L, D) → the layout the attention function returns."""
+        if self.skip_output_reshape:
+            return out
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which block a call belongs to
+# ---------------------------------------------------------------------------------------------
+
+class BlockMark(Immutable):
+    """What a ``dit`` block replace tells the attention of its block (ComfyUI without block
+    info). ``consumed`` counts the attention calls that took it (at most one: MMDiT-X blocks
+    run a second, image-only attention with the same options)."""
+
+    __slots__ = ("layer", "text_tokens", "joint_tokens", "consumed")
+
+    def __init__(self, layer: LayerRef, text_tokens: Optional[int], joint_tokens: int):
+        self.layer = layer
+        self.text_tokens = text_tokens
+        self.joint_tokens = joint_tokens
+        self.consumed = 0
+
+
+class ModelCallRecord:
+    """Per model call: how many attention calls reached GAG, and how many knew their block."""
+
+    __slots__ = ("attention_calls", "calls_with_block")
+
+    def __init__(self):
+        self.attention_calls = 0
+        self.calls_with_block = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _code_constants(code) -> set:
+    found = set()
+    for const in code.co_consts:
+        if isinstance(const, str):
+            found.add(const)
+        elif hasattr(const, "co_consts"):
+            found |= _code_constants(const)
+    return found
+
+
+def model_sets_block_info(diffusion_model) -> bool:
+    """Whether this model's forward writes ``block_type`` and ``block_index`` into the
+    transformer_options its blocks hand to attention (ComfyUI 0.33+ for most DiTs).
+
+    Read from the code objects of the class's forward methods: a feature check, made once at
+    install, that needs no model call. Where it says no, the ``dit`` replace path is used,
+    which works everywhere the family has ``dit`` replaces.
+    """
+    constants: set = set()
+    for klass in type(diffusion_model).__mro__:
+        for name in ("forward_orig", "_forward", "forward"):
+            code = getattr(klass.__dict__.get(name), "__code__", None)
+            if code is not None:
+                constants |= _code_constants(code)
+    return {"block_type", "block_index"} <= constants
+
+
+class JointAttentionOverride(Immutable):
+    """The ``optimized_attention_override`` that runs GAG on the selected blocks' joint
+    attention. It never defines ``container_function``: newer ComfyUI would call that without
+    the wrapped function, bypassing both GAG and the previous override."""
+
+    def __init__(self, layers, runtime, mode: str, block_types: dict[str, str], previous=None):
+        self.layers = frozenset(layers)
+        self.runtime = runtime
+        self.mode = mode
+        self.block_types = dict(block_types)  # ComfyUI block_type → group, where it is trusted
+        self.previous = previous              # the override installed before this one, if any
+        # Memory estimates that read this attribute treat an unmarked override as the slow,
+        # quadratic case. GAG's PyTorch path works in bounded query chunks, so GAG is as
+        # memory-efficient as what it wraps.
+        self.memory_efficient = _memory_efficient(previous)
+
+    def _next(self, func, args, kwargs):
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def _target(self, options: dict) -> Optional[tuple[LayerRef, Optional[int], Optional[int]]]:
+        """(layer, text tokens, joint length) of the block this call belongs to, or None."""
+        mark = options.get(MARK_KEY)
+        if isinstance(mark, BlockMark):
+            if mark.consumed or mark.layer not in self.layers:
+                return None
+            return mark.layer, mark.text_tokens, mark.joint_tokens
+        group = self.block_types.get(options.get("block_type"))
+        index = options.get("block_index")
+        if group is None or not isinstance(index, int):
+            return None
+        layer = LayerRef(group, index)
+        if layer not in self.layers:
+            return None
+        img_slice = options.get("img_slice")
+        if img_slice is not None:
+            return layer, int(img_slice[0]), int(img_slice[1])
+        text_tokens = options.get(TEXT_TOKENS_KEY)
+        return layer, (None if text_tokens is None else int(text_tokens)), None
+
+    def __call__(self, func, *args, **kwargs):
+        options = kwargs.get("transformer_options")
+        if not isinstance(options, dict):
+            return self._next(func, args, kwargs)
+        record = options.get(CALL_KEY)
+        if isinstance(record, ModelCallRecord):
+            record.attention_calls += 1
+            if MARK_KEY in options or options.get("block_type") in self.block_types:
+                record.calls_with_block += 1
+        target = self._target(options)
+        if target is None:
+            return self._next(func, args, kwargs)
+        layer, text_tokens, joint_tokens = target
+        call = AttentionCall(args, kwargs)
+        length = call.query_tokens
+        if call.key_tokens != length or (joint_tokens is not None and length != joint_tokens):
+            return self._next(func, args, kwargs)  # not this block's joint attention
+        mark = options.get(MARK_KEY)
+        if isinstance(mark, BlockMark):
+            mark.consumed += 1
+        scale = self.runtime.step_scale(options)
+        if scale is None:
+            return self._next(func, args, kwargs)
+        if self.mode == "text" and text_tokens is None:
+            raise RuntimeError(
+                f"GAG text mode on {layer}: the number of text tokens in the joint sequence is "
+                f"unknown (ComfyUI gave no 'img_slice' and the model call's text context was "
+                f"not seen). Use mode 'joint' for this model.")
+        return self.guide(layer, call, text_tokens, scale, func, args, kwargs)
+
+    def guide(self, layer: LayerRef, call: AttentionCall, text_tokens: Optional[int],
+              scale: float, func, args, kwargs):
+        """GAG on one joint attention call; returns what the attention function would."""
+        q, k, v = call.heads_qkv()
+        runtime = self.runtime
+        if self.mode == "joint":
+            if self.previous is None:
+                out = runtime.attention(q, k, v, scale, call.mask, keys_may_repeat=False)
+            else:
+                plain = call.output_to_heads(self._next(func, args, kwargs))
+                correction = runtime.correction(q, k, v, scale, call.mask, keys_may_repeat=False)
+                out = plain + correction.to(plain.dtype)
+            return call.from_heads(out)
+        plain = call.output_to_heads(self._next(func, args, kwargs))
+        out = runtime.text_attention(q, k, v, text_tokens, scale, call.mask, plain)
+        return call.from_heads(out.to(plain.dtype))
+
+
+def _memory_efficient(previous) -> bool:
+    if previous is not None and hasattr(previous, "memory_efficient"):
+        return bool(previous.memory_efficient)
+    try:
+        import comfy.ldm.modules.attention as attention
+    except ImportError:
+        return True
+    basic = getattr(attention, "attention_basic", None)
+    return basic is None or attention.optimized_attention is not basic
+
+
+class DiTBlockPatch(Immutable):
+    """A ``dit`` block replace (ComfyUI without block info): marks the block's
+    transformer_options for GAG's override and runs the block."""
+
+    def __init__(self, layer: LayerRef, separate_text: bool, previous=None):
+        self.layer = layer
+        self.separate_text = separate_text  # args carry txt and img apart (double stream)
+        self.previous = previous            # the dit replace this one wraps, if any
+
+    def _run(self, args, extra):
+        if self.previous is not None:
+            return self.previous(args, extra)
+        return extra["original_block"](args)
+
+    def _layout(self, args, options) -> tuple[Optional[int], int]:
+        """(text tokens, joint sequence length) of this block's attention."""
+        if self.separate_text:
+            txt = args.get("txt")
+            text_tokens = 0 if txt is None else int(txt.shape[1])
+            return text_tokens, text_tokens + int(args["img"].shape[1])
+        joint = int(args["img"].shape[1])
+        img_slice = options.get("img_slice")
+        if img_slice is not None:
+            return int(img_slice[0]), joint
+        recorded = options.get(TEXT_TOKENS_KEY)
+        return (None if recorded is None else int(recorded)), joint
+
+    def __call__(self, args, extra):
+        options = args.get("transformer_options")
+        if not isinstance(options, dict):
+            raise RuntimeError(
+                f"GAG: the 'dit' block replace of {self.layer} was called without "
+                f"transformer_options, so GAG cannot reach the block's attention.")
+        text_tokens, joint_tokens = self._layout(args, options)
+        mark = BlockMark(self.layer, text_tokens, joint_tokens)
+        out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
+        if not mark.consumed:
+            if self.previous is None:
+                raise RuntimeError(
+                    f"GAG: the attention of {self.layer} never saw the GAG mark: this ComfyUI "
+                    f"version does not hand transformer_options to the attention call of this "
+                    f"block, or an attention backend bypasses optimized_attention_override. "
+                    f"GAG cannot act on this model here.")
+            _warn_once(f"unconsumed:{self.layer}",
+                       f"GAG: another patch on {self.layer} ran the block without its attention "
+                       f"seeing GAG's mark; GAG did not act on that block for that call.")
+        return out
+
+
+def _transformer_options_of(args: tuple, kwargs: dict) -> Optional[dict]:
+    """DiT forwards take transformer_options as a keyword or as their last positional argument."""
+    options = kwargs.get("transformer_options")
+    if options is None and args and isinstance(args[-1], dict):
+        options = args[-1]
+    return options if isinstance(options, dict) else None
+
+
+class ModelCallWrapper(Immutable):
+    """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call for the blocks
+    that get no ``img_slice``, and afterwards checks that GAG could see which block each
+    attention belongs to (block-info path only; on the ``dit`` path the block replaces check)."""
+
+    def __init__(self, runtime, relies_on_block_info: bool):
+        self.runtime = runtime
+        self.relies_on_block_info = relies_on_block_info
+
+    def __call__(self, executor, x, timestep, context, *args, **kwargs):
+        options = _transformer_options_of(args, kwargs)
+        record = None
+        if options is not None:
+            if torch.is_tensor(context) and context.dim() == 3:
+                options[TEXT_TOKENS_KEY] = int(context.shape[1])
+            record = options[CALL_KEY] = ModelCallRecord()
+        out = executor(x, timestep, context, *args, **kwargs)
+        if (record is not None and self.relies_on_block_info and record.attention_calls
+                and not record.calls_with_block and self.runtime.step_scale(options) is not None):
+            raise RuntimeError(
+                "GAG: the model ran its attention without telling it which block it is in "
+                "(ComfyUI's block_type/block_index were absent), so GAG could not act. Another "
+                "node probably replaced the model's forward (a step cache such as TeaCache or "
+                "First Block Cache does); ComfyUI's own EasyCache works with GAG.")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The hook interface (see families.HOOKS)
+# ---------------------------------------------------------------------------------------------
+
+def available_layers(family, model_patcher) -> list[LayerRef]:
+    """Every block of every group, in model order, less those the model never runs."""
+    diffusion = model_patcher.model.diffusion_model
+    refs = []
+    for group in family.groups:
+        skipped = set(getattr(diffusion, group.skip, ()) or ()) if group.skip else set()
+        count = len(getattr(diffusion, group.blocks))
+        refs += [LayerRef(group.name, i) for i in range(count) if i not in skipped]
+    return refs
+
+
+def _diffusion_model_wrapper_type() -> Optional[str]:
+    try:
+        from comfy.patcher_extension import WrappersMP
+    except ImportError:
+        return None
+    return getattr(WrappersMP, "DIFFUSION_MODEL", None)
+
+
+def _copy_transformer_options(model_patcher) -> dict:
+    """Copy-on-write of the nested dicts GAG edits, so a dict shared with another clone is
+    never modified in place."""
+    options = dict(model_patcher.model_options.get("transformer_options", {}))
+    replaces = dict(options.get("patches_replace", {}))
+    replaces["dit"] = dict(replaces.get("dit", {}))
+    options["patches_replace"] = replaces
+    model_patcher.model_options["transformer_options"] = options
+    return options
+
+
+def _check_comfyui(model_patcher, family) -> None:
+    import comfy.ldm.modules.attention as attention
+    if not hasattr(attention, "wrap_attn"):
+        raise ValueError("GAG on joint-attention DiTs needs ComfyUI's optimized_attention_override "
+                         "(ComfyUI 0.3.60 or later); this ComfyUI has none. Update ComfyUI.")
+    if _diffusion_model_wrapper_type() is None or not hasattr(model_patcher,
+                                                              "add_wrapper_with_key"):
+        raise ValueError("GAG on joint-attention DiTs needs ComfyUI's model wrappers "
+                         "(ComfyUI 0.3.60 or later); this ComfyUI has none. Update ComfyUI.")
+    diffusion = model_patcher.model.diffusion_model
+    for group in family.groups:
+        # FLUX-style blocks can be built image-first; the joint sequence must be text-first.
+        if any(getattr(block, "flipped_img_txt", False) for block in getattr(diffusion, group.blocks)):
+            from .families import model_name
+            raise ValueError(f"{family.display_name} ({model_name(model_patcher)}) puts image "
+                             f"tokens before text tokens in its joint attention; GAG supports "
+                             f"text-first models only")
+
+
+def uninstall(model_patcher) -> int:
+    """Remove GAG's block replaces, attention override and model wrapper; restore what they
+    wrapped. Returns how many guided blocks were removed (block-info path: the override's)."""
+    wrapper_type = _diffusion_model_wrapper_type()
+    if wrapper_type is not None and hasattr(model_patcher, "remove_wrappers_with_key"):
+        model_patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+    current = model_patcher.model_options.get("transformer_options", {})
+    dit = current.get("patches_replace", {}).get("dit", {})
+    ours = [key for key, patch in dit.items() if isinstance(patch, DiTBlockPatch)]
+    override = current.get(OVERRIDE_KEY)
+    if not ours and not isinstance(override, JointAttentionOverride):
+        return 0
+    options = _copy_transformer_options(model_patcher)
+    dit = options["patches_replace"]["dit"]
+    for key in ours:
+        patch = dit[key]
+        while isinstance(patch, DiTBlockPatch):
+            patch = patch.previous
+        if patch is None:
+            del dit[key]
+        else:
+            dit[key] = patch
+    removed = 0
+    override = options.get(OVERRIDE_KEY)
+    while isinstance(override, JointAttentionOverride):
+        removed += len(override.layers)
+        override = override.previous
+    if override is None:
+        options.pop(OVERRIDE_KEY, None)
+    else:
+        options[OVERRIDE_KEY] = override
+    return removed
+
+
+def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -> None:
+    """Register GAG on ``layers`` of ``model_patcher`` (already a clone: mutate it freely)."""
+    _check_comfyui(model_patcher, family)
+    block_info = model_sets_block_info(model_patcher.model.diffusion_model)
+    trusted = {g.block_type: g.name for g in family.groups if block_info and g.block_type}
+    via_dit = [ref for ref in layers if family.group(ref.group).block_type not in trusted]
+    for ref in via_dit:
+        if family.group(ref.group).dit_replace is None:
+            raise ValueError(f"GAG cannot reach the '{ref.group}' blocks of "
+                             f"{family.display_name} on this ComfyUI: it neither tells their "
+                             f"attention which block it is in nor offers a 'dit' block replace")
+    options = _copy_transformer_options(model_patcher)
+    override = JointAttentionOverride(layers, runtime, mode, trusted, options.get(OVERRIDE_KEY))
+    options[OVERRIDE_KEY] = override
+    dit = options["patches_replace"]["dit"]
+    for ref in via_dit:
+        group = family.group(ref.group)
+        key = (group.dit_replace, ref.block)
+        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key))
+    model_patcher.add_wrapper_with_key(_diffusion_model_wrapper_type(), WRAPPER_KEY,
+                                       ModelCallWrapper(runtime, relies_on_block_info=not via_dit))
