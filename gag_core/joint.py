@@ -1,14 +1,16 @@
 """GAG inside a joint (MMDiT) attention, where text and image tokens share one sequence.
 
-A joint attention runs every query against the concatenation of text keys (first ``T``
-positions) and image keys. Two ways to apply GAG to it:
+A joint attention runs every query against the concatenation of text keys and image keys. The
+text is one span of ``T`` positions starting at ``text_start``: 0 where the model puts the text
+first (FLUX, SD3, Z-Image, …), ``L − T`` where it puts it last (HiDream). Every position outside
+the span is an image-stream token. Two ways to apply GAG to it:
 
 * joint mode: GAG over the whole attention, every query and every key. That is plain
   ``gag_attention`` on the joint q, k, v; nothing in this module is needed for it.
 * text mode: only the image-query → text-key retrieval is guided. For an image query the
   softmax output splits exactly into its text and image parts,
 
-      O = w · O_d^txt + (1 − w) · O_d^img,    w = Σ_{j < T} softmax(S)_j   (mass on text keys)
+      O = w · O_d^txt + (1 − w) · O_d^img,    w = Σ_{j ∈ text} softmax(S)_j   (mass on text keys)
 
   where O_d^txt and O_d^img are softmax retrievals over the text keys alone and the image keys
   alone. Text mode replaces the text component by its GAG version, computed on the text keys
@@ -48,15 +50,31 @@ __all__ = ["check_text_tokens", "text_key_mass", "joint_attention_with_text_mass
 INDICATOR_WIDTH = 8
 
 
-def check_text_tokens(text_tokens, length: int) -> int:
-    """T must be an integer in [0, L]; returns it, else raises ValueError."""
-    if isinstance(text_tokens, bool) or not isinstance(text_tokens, int):
-        raise ValueError(f"text_tokens (number of text tokens at the start of the joint "
-                         f"sequence) must be an integer; got {text_tokens!r}")
-    if not 0 <= text_tokens <= length:
-        raise ValueError(f"text_tokens must be in [0, {length}] (the joint sequence length); "
-                         f"got {text_tokens}")
+def check_text_tokens(text_tokens, length: int, text_start: int = 0) -> int:
+    """T must be an integer with the span [text_start, text_start + T) inside [0, L]; returns
+    it, else raises ValueError."""
+    for name, value in (("text_tokens", text_tokens), ("text_start", text_start)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} (the text span of the joint sequence: its first position "
+                             f"and number of tokens) must be an integer; got {value!r}")
+    if not 0 <= text_start <= length:
+        raise ValueError(f"text_start must be in [0, {length}] (the joint sequence length); "
+                         f"got {text_start}")
+    if not 0 <= text_tokens <= length - text_start:
+        raise ValueError(f"text_tokens must be in [0, {length - text_start}] (the joint sequence "
+                         f"length {length} less text_start {text_start}); got {text_tokens}")
     return text_tokens
+
+
+def _image_rows(length: int, text_start: int, text_tokens: int):
+    """The positions outside the text span, as a slice where they are contiguous (text first
+    or last) and as an index tensor otherwise."""
+    stop = text_start + text_tokens
+    if text_start == 0:
+        return slice(stop, None)
+    if stop == length:
+        return slice(0, text_start)
+    return torch.cat([torch.arange(text_start), torch.arange(stop, length)])
 
 
 def _check_joint(q, k, v):
@@ -68,20 +86,23 @@ def _check_joint(q, k, v):
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
 
 
-def _indicator(k: torch.Tensor, text_tokens: int, width: int) -> torch.Tensor:
-    """(B, H, L, width) in k's dtype: column 0 is 1 on the first ``text_tokens`` keys."""
+def _indicator(k: torch.Tensor, text_tokens: int, width: int, text_start: int = 0
+               ) -> torch.Tensor:
+    """(B, H, L, width) in k's dtype: column 0 is 1 on the text keys
+    [text_start, text_start + text_tokens)."""
     batch, heads, length, _ = k.shape
     ind = torch.zeros(batch, heads, length, width, dtype=k.dtype, device=k.device)
-    ind[:, :, :text_tokens, 0] = 1
+    ind[:, :, text_start:text_start + text_tokens, 0] = 1
     return ind
 
 
 def _slice_mask(mask, rows=slice(None), cols=slice(None)):
-    """Restrict a rank-4 mask to query rows / key columns, keeping broadcast axes as they are."""
+    """Restrict a rank-4 mask to query rows (a slice or an index tensor) / key columns, keeping
+    broadcast axes as they are."""
     if mask is None:
         return None
     if mask.shape[2] != 1:
-        mask = mask[:, :, rows]
+        mask = mask[:, :, rows.to(mask.device) if torch.is_tensor(rows) else rows]
     if mask.shape[3] != 1:
         mask = mask[..., cols]
     return mask
@@ -95,33 +116,33 @@ def _sdpa_mask(mask, q, k):
 
 
 def text_key_mass(q: torch.Tensor, k: torch.Tensor, text_tokens: int,
-                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """w: the softmax mass each query puts on the first ``text_tokens`` keys.
+                  mask: Optional[torch.Tensor] = None, *, text_start: int = 0) -> torch.Tensor:
+    """w: the softmax mass each query puts on the text keys [text_start, text_start + T).
 
     q (B, H, Lq, D), k (B, H, L, D) → (B, H, Lq, 1) in the compute dtype (float32; float64
     stays float64). ``mask`` as ComfyUI passes it to attention (additive float or boolean
     keep-mask, rank 2–4). One SDPA call with an 8-column indicator as the values.
     """
     _check_joint(q, k, k)
-    text_tokens = check_text_tokens(text_tokens, k.shape[2])
-    out = F.scaled_dot_product_attention(q, k, _indicator(k, text_tokens, INDICATOR_WIDTH),
-                                         attn_mask=_sdpa_mask(mask, q, k))
+    text_tokens = check_text_tokens(text_tokens, k.shape[2], text_start)
+    indicator = _indicator(k, text_tokens, INDICATOR_WIDTH, text_start)
+    out = F.scaled_dot_product_attention(q, k, indicator, attn_mask=_sdpa_mask(mask, q, k))
     return out[..., :1].to(compute_dtype(q.dtype))
 
 
 def joint_attention_with_text_mass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                   text_tokens: int, mask: Optional[torch.Tensor] = None
-                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                                   text_tokens: int, mask: Optional[torch.Tensor] = None, *,
+                                   text_start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain softmax attention and w from one SDPA call.
 
     Returns (out (B, H, Lq, Dv) in v's dtype, w (B, H, Lq, 1) in the compute dtype). The values
     are padded with the indicator column and zeros up to a multiple of 8 columns.
     """
     _check_joint(q, k, v)
-    text_tokens = check_text_tokens(text_tokens, k.shape[2])
+    text_tokens = check_text_tokens(text_tokens, k.shape[2], text_start)
     dv = v.shape[-1]
     width = INDICATOR_WIDTH - dv % INDICATOR_WIDTH if dv % INDICATOR_WIDTH else INDICATOR_WIDTH
-    augmented = torch.cat([v, _indicator(k, text_tokens, width).to(v.dtype)], dim=-1)
+    augmented = torch.cat([v, _indicator(k, text_tokens, width, text_start).to(v.dtype)], dim=-1)
     out = F.scaled_dot_product_attention(q, k, augmented, attn_mask=_sdpa_mask(mask, q, k))
     return out[..., :dv], out[..., dv:dv + 1].to(compute_dtype(q.dtype))
 
@@ -145,13 +166,14 @@ def text_retrieval_correction(q_img: torch.Tensor, k_txt: torch.Tensor, v_txt: t
 def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_tokens: int,
                           *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
                           alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
-                          plain: Optional[torch.Tensor] = None,
+                          plain: Optional[torch.Tensor] = None, text_start: int = 0,
                           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
-    """Text-mode GAG on a joint attention whose first ``text_tokens`` positions are text.
+    """Text-mode GAG on a joint attention whose positions [text_start, text_start + T) are
+    text (T = ``text_tokens``; text_start 0: text first, L − T: text last).
 
     q, k, v (B, H, L, ·) with queries and keys in the same joint order; returns (B, H, L, Dv)
-    in q's dtype. Rows [0, T) (text queries) equal the plain attention output; rows [T, L)
-    get the guided text retrieval (module docstring).
+    in q's dtype. Text rows equal the plain attention output; every other row (an image-stream
+    query) gets the guided text retrieval (module docstring).
 
     plain: the plain attention output (B, H, L, Dv) if the caller already has it (for example
     from another attention backend); its text rows are returned unchanged, bit for bit, and w
@@ -165,7 +187,7 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
         raise ValueError(f"a joint attention has as many queries as keys; got q {tuple(q.shape)}"
                          f", k {tuple(k.shape)}")
     length = k.shape[2]
-    text_tokens = check_text_tokens(text_tokens, length)
+    text_tokens = check_text_tokens(text_tokens, length, text_start)
     expected = q.shape[:3] + v.shape[-1:]
     if plain is not None and tuple(plain.shape) != tuple(expected):
         raise ValueError(f"plain must have shape {tuple(expected)} (B, H, L, Dv); got "
@@ -174,17 +196,24 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
         if plain is not None:
             return plain.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_sdpa_mask(mask, q, k)).to(q.dtype)
+    text = slice(text_start, text_start + text_tokens)
+    rows = _image_rows(length, text_start, text_tokens)
+    if torch.is_tensor(rows):
+        rows = rows.to(q.device)
     full_mask = normalize_mask(mask, q.shape[0], q.shape[1], length, length)
-    img_mask = _slice_mask(full_mask, rows=slice(text_tokens, None))
-    q_img = q[:, :, text_tokens:]
+    img_mask = _slice_mask(full_mask, rows=rows)
+    q_img = q[:, :, rows]
     if plain is None:
-        plain, mass = joint_attention_with_text_mass(q, k, v, text_tokens, full_mask)
-        mass = mass[:, :, text_tokens:]
+        plain, mass = joint_attention_with_text_mass(q, k, v, text_tokens, full_mask,
+                                                     text_start=text_start)
+        mass = mass[:, :, rows]
     else:
-        mass = text_key_mass(q_img, k, text_tokens, img_mask)
-    txt_mask = _slice_mask(img_mask, cols=slice(None, text_tokens))
+        mass = text_key_mass(q_img, k, text_tokens, img_mask, text_start=text_start)
+    txt_mask = _slice_mask(img_mask, cols=text)
     correction = text_retrieval_correction(
-        q_img, k[:, :, :text_tokens], v[:, :, :text_tokens], mass, scale=scale, eta=eta,
+        q_img, k[:, :, text], v[:, :, text], mass, scale=scale, eta=eta,
         zeta=zeta, alpha=alpha, mask=txt_mask, chunk_bytes=chunk_bytes)
-    guided_img = (plain[:, :, text_tokens:].to(correction.dtype) + correction).to(q.dtype)
-    return torch.cat([plain[:, :, :text_tokens].to(q.dtype), guided_img], dim=2)
+    guided_img = (plain[:, :, rows].to(correction.dtype) + correction).to(q.dtype)
+    out = plain.to(q.dtype, copy=True)
+    out[:, :, rows] = guided_img
+    return out

@@ -100,13 +100,14 @@ class GuidanceRuntime(Immutable):
 
     def text_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        text_tokens: int, scale: float, mask: Optional[torch.Tensor],
-                       plain: torch.Tensor) -> torch.Tensor:
-        """Text-mode GAG on a joint attention whose first ``text_tokens`` positions are text:
-        the image queries' retrieval of the text keys is guided, everything else is ``plain``
-        (the unguided attention output), (B, H, L, D) in and out. See gag_core.joint."""
+                       plain: torch.Tensor, text_start: int = 0) -> torch.Tensor:
+        """Text-mode GAG on a joint attention whose positions [text_start, text_start +
+        text_tokens) are text: the image queries' retrieval of the text keys is guided,
+        everything else is ``plain`` (the unguided attention output), (B, H, L, D) in and out.
+        See gag_core.joint."""
         s = self.settings
         return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
-                                     alpha=s.alpha, mask=mask, plain=plain)
+                                     alpha=s.alpha, mask=mask, plain=plain, text_start=text_start)
 
 
 # ComfyUI repeats a conditioning at most 4× against any other one it is batched with; a few of

@@ -185,6 +185,44 @@ def test_text_mode_property(length, data, heads, scale, spread):
     torch.testing.assert_close(out.double(), expected, atol=5e-5 * (1 + scale), rtol=1e-4)
 
 
+# --- the text span anywhere in the sequence ---------------------------------------------------
+
+@pytest.mark.parametrize("text_start", [8, 3])   # text last (13 − 5), text in the middle
+@pytest.mark.parametrize("with_plain", [False, True])
+def test_text_span_at_any_position_is_the_text_first_result_reordered(text_start, with_plain):
+    """Attention without positions is equivariant under reordering the tokens, so moving the
+    text span (text last, as HiDream has it, or in the middle) must give the text-first output
+    with its rows moved the same way; the text rows stay the plain rows bit for bit."""
+    q, k, v = joint_qkv(seed=21, spread=2.0)
+    t, length = 5, 13
+    text = list(range(text_start, text_start + t))
+    order = text + [i for i in range(length) if i not in text]  # text-first order of positions
+    first = [x[:, :, order] for x in (q, k, v)]
+    expected = text_guided_attention(*first, t, scale=7.0)
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    out = text_guided_attention(q, k, v, t, scale=7.0, text_start=text_start,
+                                plain=plain if with_plain else None)
+    torch.testing.assert_close(out[:, :, order], expected, atol=2e-5, rtol=2e-5)
+    if with_plain:
+        assert torch.equal(out[:, :, text], plain[:, :, text])
+    others = [i for i in range(length) if i not in text]
+    assert rel_frobenius(out[:, :, others], plain[:, :, others]) > 1e-2
+
+
+def test_text_key_mass_of_a_span():
+    q, k, _ = joint_qkv(dtype=F64, seed=22)
+    p = ref_softmax(ref_scores(q, k))
+    torch.testing.assert_close(text_key_mass(q, k, 4, text_start=9),
+                               p[..., 9:13].sum(-1, keepdim=True), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("start,tokens", [(-1, 3), (14, 0), (10, 4), (2.0, 3)])
+def test_text_span_validation(start, tokens):
+    q, k, v = joint_qkv()
+    with pytest.raises(ValueError, match="text_start|text_tokens"):
+        text_guided_attention(q, k, v, tokens, text_start=start)
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [-1, 14, 2.0, True, None])
