@@ -15,11 +15,11 @@ import torch
 from ..gag_core import dense_sparse_attention, gag_attention, gag_combine
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
-from .adapters.shared import Immutable
+from .adapters.shared import SharedObject
 from .settings import GAGSettings
 
 
-class GuidanceRuntime(Immutable):
+class GuidanceRuntime(SharedObject):
     """Per-model runtime state: the settings, the σ window, and a one-entry cache of the
     decision for the current denoiser call (keyed by the identity of its σ tensor, so the
     device-to-host read of σ happens once per call rather than once per patched layer)."""

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
-from .shared import Immutable
+from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "CALL_KEY", "OVERRIDE_KEY", "BlockMark",
            "AttentionCall", "JointAttentionOverride", "DiTBlockPatch", "ModelCallWrapper",
@@ -135,7 +135,7 @@ class AttentionCall:
 # Which block a call belongs to
 # ---------------------------------------------------------------------------------------------
 
-class BlockMark(Immutable):
+class BlockMark(SharedObject):
     """What a ``dit`` block replace tells the attention of its block (ComfyUI without block
     info). ``consumed`` counts the attention calls that took it (at most one: MMDiT-X blocks
     run a second, image-only attention with the same options)."""
@@ -149,7 +149,7 @@ class BlockMark(Immutable):
         self.consumed = 0
 
 
-class ModelCallRecord:
+class ModelCallRecord(SharedObject):
     """Per model call: how many attention calls reached GAG, and how many knew their block."""
 
     __slots__ = ("attention_calls", "calls_with_block")
@@ -157,9 +157,6 @@ class ModelCallRecord:
     def __init__(self):
         self.attention_calls = 0
         self.calls_with_block = 0
-
-    def __deepcopy__(self, memo):
-        return self
 
 
 def _code_constants(code) -> set:
@@ -189,7 +186,7 @@ def model_sets_block_info(diffusion_model) -> bool:
     return {"block_type", "block_index"} <= constants
 
 
-class JointAttentionOverride(Immutable):
+class JointAttentionOverride(SharedObject):
     """The ``optimized_attention_override`` that runs GAG on the selected blocks' joint
     attention. It never defines ``container_function``: newer ComfyUI would call that without
     the wrapped function, bypassing both GAG and the previous override."""
@@ -279,8 +276,10 @@ class JointAttentionOverride(Immutable):
 
 
 def _memory_efficient(previous) -> bool:
-    if previous is not None and hasattr(previous, "memory_efficient"):
-        return bool(previous.memory_efficient)
+    if previous is not None:
+        # An override that says nothing is the untrusted (quadratic) case for ComfyUI's
+        # estimate; GAG around it is no better.
+        return bool(getattr(previous, "memory_efficient", False))
     try:
         import comfy.ldm.modules.attention as attention
     except ImportError:
@@ -289,7 +288,7 @@ def _memory_efficient(previous) -> bool:
     return basic is None or attention.optimized_attention is not basic
 
 
-class DiTBlockPatch(Immutable):
+class DiTBlockPatch(SharedObject):
     """A ``dit`` block replace (ComfyUI without block info): marks the block's
     transformer_options for GAG's override and runs the block."""
 
@@ -346,7 +345,7 @@ def _transformer_options_of(args: tuple, kwargs: dict) -> Optional[dict]:
     return options if isinstance(options, dict) else None
 
 
-class ModelCallWrapper(Immutable):
+class ModelCallWrapper(SharedObject):
     """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call for the blocks
     that get no ``img_slice``, and afterwards checks that GAG could see which block each
     attention belongs to (block-info path only; on the ``dit`` path the block replaces check)."""

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
-from .shared import Immutable
+from .shared import SharedObject
 
 
 def _replace_dict(model_patcher) -> dict:
@@ -30,7 +30,7 @@ def _replace_dict(model_patcher) -> dict:
     return options.setdefault("patches_replace", {}).setdefault("attn2", {})
 
 
-class UNetCrossAttentionPatch(Immutable):
+class UNetCrossAttentionPatch(SharedObject):
     """An attn2 replace that runs GAG on one transformer block's cross-attention."""
 
     def __init__(self, runtime, previous=None, previous_is_per_block=False):

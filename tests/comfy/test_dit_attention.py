@@ -421,8 +421,12 @@ def test_override_is_memory_efficient_like_what_it_wraps_and_has_no_container_fu
         return func(*args, **kwargs)
     untrusted.memory_efficient = False
 
+    def unmarked(func, *args, **kwargs):
+        return func(*args, **kwargs)
+
     assert _override(jh, previous=efficient).memory_efficient is True
     assert _override(jh, previous=untrusted).memory_efficient is False
+    assert _override(jh, previous=unmarked).memory_efficient is False
     own = attention.optimized_attention is not getattr(attention, "attention_basic", None)
     assert _override(jh).memory_efficient is own
 
