@@ -22,7 +22,7 @@ from typing import Optional
 from ...gag_core.layer_spec import LayerRef
 from . import joint, unet
 
-__all__ = ["BlockGroup", "Layout", "Family", "FAMILIES", "find_family", "family_by_id",
+__all__ = ["BlockGroup", "Layout", "TextLength", "Family", "FAMILIES", "find_family", "family_by_id",
            "all_presets", "model_name", "front_end_table"]
 
 
@@ -44,6 +44,41 @@ class BlockGroup:
     dit_replace: Optional[str]
     separate_text: bool = True
     skip: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TextLength:
+    """How many text tokens the attention of one model call holds, from the inputs of the
+    diffusion model (read by the joint hook's model-call wrapper, for the blocks ComfyUI gives
+    no ``img_slice``).
+
+    The text context (``context``, (B, T, C)) gives T tokens. Then:
+    extra: (input name, token axis, times) for each input whose tokens join the text in
+        attention; an absent input adds nothing. HunyuanImage 2.1 appends its byT5 glyph tokens
+        (``txt_byt5`` (B, G, C): G); HiDream adds its Llama-3 hidden states twice, the last
+        layer's and each block's own layer's (``encoder_hidden_states_llama3`` (B, layers, Tl,
+        C): 2·Tl).
+    padded_to: attribute of the diffusion model holding the multiple the model pads the text to
+        before attention (Z-Image: ``pad_tokens_multiple`` = 32); None or a missing attribute:
+        no padding. The pad tokens count as text (see the Z-Image entry).
+    """
+    extra: tuple[tuple[str, int, int], ...] = ()
+    padded_to: Optional[str] = None
+
+    def tokens(self, diffusion_model, inputs: dict) -> Optional[int]:
+        """The text tokens of this model call, or None without a (B, T, C) context."""
+        context = inputs.get("context")
+        if getattr(context, "dim", lambda: 0)() != 3:
+            return None
+        total = int(context.shape[1])
+        for name, axis, times in self.extra:
+            value = inputs.get(name)
+            if hasattr(value, "shape"):
+                total += times * int(value.shape[axis])
+        multiple = getattr(diffusion_model, self.padded_to, None) if self.padded_to else None
+        if multiple:
+            total = -(-total // int(multiple)) * int(multiple)
+        return total
 
 
 @dataclass(frozen=True)
@@ -71,9 +106,15 @@ class Family:
     flags: dotted attribute path on the diffusion model → whether it must be truthy (a missing
         attribute reads as False), to tell apart families that share a class.
     hook: "unet" or "joint" (see ``HOOKS``).
-    text: where the text tokens are: "cross" (separate cross-attention) or "first" (at the
-        start of the joint sequence).
+    text: where the text tokens are: "cross" (a separate cross-attention whose keys are the
+        text), "first" or "last" (at the start or the end of the joint sequence).
+    text_length: how many text tokens a model call's attention holds (joint hook).
     modes: the first one is what "auto" picks.
+    all_blocks_only: every attention call of the diffusion model is the joint attention of one
+        of its blocks, and ComfyUI tells attention neither its block nor offers ``dit``
+        replaces: GAG can guide all blocks together (every attention call) or none.
+    refused: why GAG refuses this family (a recognised model it cannot guide); empty when it
+        is supported.
     """
     id: str
     display_name: str
@@ -85,6 +126,9 @@ class Family:
     layouts: tuple[Layout, ...]
     groups: tuple[BlockGroup, ...] = ()
     flags: dict[str, bool] = field(default_factory=dict)
+    text_length: TextLength = TextLength()
+    all_blocks_only: bool = False
+    refused: str = ""
 
     def group(self, name: str) -> BlockGroup:
         for group in self.groups:
@@ -116,13 +160,20 @@ UNET_PRESETS = {
 # cross-attention layers" in PLADIS; README has the measurements behind the modes.
 FLUX_PRESETS = {"paper": "double, single", "all": "all", "double": "double", "single": "single"}
 JOINT_PRESETS = {"paper": "joint", "all": "all", "joint": "joint"}
+SINGLE_PRESETS = {"paper": "single", "all": "all", "single": "single"}
 DIT_MODES = ("text", "joint")
 
+NEXTDIT_GROUPS = (BlockGroup("joint", "layers", "double", None),)
 FLUX_GROUPS = (
     BlockGroup("double", "double_blocks", "double", "double_block"),
     BlockGroup("single", "single_blocks", "single", "single_block", separate_text=False),
 )
 FLUX_MODEL = ("comfy.ldm.flux.model", "Flux")
+CHROMA_GROUPS = (
+    BlockGroup("double", "double_blocks", "double", "double_block", skip="skip_mmdit"),
+    BlockGroup("single", "single_blocks", "single", "single_block", separate_text=False,
+               skip="skip_dit"),
+)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -143,13 +194,19 @@ FAMILIES: tuple[Family, ...] = (
         ),
     ),
     Family(
+        # Chroma in pixel space (a NeRF head decodes patches; no attention there): Chroma's
+        # blocks, block info and replaces. Before Chroma, whose class it subclasses.
+        id="chroma_radiance", display_name="Chroma Radiance",
+        model_class=("comfy.ldm.chroma_radiance.model", "ChromaRadiance"),
+        hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=CHROMA_GROUPS,
+        layouts=(Layout("chroma_radiance", "Radiance", "Chroma1 Radiance",
+                        blocks={"double": 19, "single": 38}, file_hint=r"radiance"),),
+    ),
+    Family(
         # Chroma before FLUX: some ComfyUI versions build Chroma on FLUX's classes.
         id="chroma", display_name="Chroma",
         model_class=("comfy.ldm.chroma.model", "Chroma"),
-        hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES,
-        groups=(BlockGroup("double", "double_blocks", "double", "double_block", skip="skip_mmdit"),
-                BlockGroup("single", "single_blocks", "single", "single_block",
-                           separate_text=False, skip="skip_dit")),
+        hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=CHROMA_GROUPS,
         layouts=(Layout("chroma", "Chroma", "Chroma", blocks={"double": 19, "single": 38},
                         file_hint=r"chroma"),),
     ),
@@ -166,6 +223,27 @@ FAMILIES: tuple[Family, ...] = (
             Layout("flux2_klein_9b", "Klein 9B", "FLUX.2 klein 9B",
                    blocks={"double": 8, "single": 24}, file_hint=r"klein.*9b"),
         ),
+    ),
+    Family(
+        # LongCat-Image is FLUX.1's architecture with Qwen2.5-VL text on 2-D text positions
+        # (txt_ids_dims [1, 2]; FLUX.1 has none). Ovis shares those positions but has yak MLPs.
+        id="longcat_image", display_name="LongCat-Image", model_class=FLUX_MODEL,
+        flags={"params.global_modulation": False, "params.txt_ids_dims": True,
+               "params.yak_mlp": False},
+        hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
+        layouts=(Layout("longcat_image", "LongCat", "LongCat-Image",
+                        blocks={"double": 19, "single": 38}, file_hint=r"longcat"),),
+    ),
+    Family(
+        # One sequence [text | image | reference images]; ComfyUI marks the blocks "single"
+        # with img_slice. Its text-fusion blocks (across encoder layers, then over the text)
+        # run first, unmarked, and hold no image query: not offered.
+        id="krea2", display_name="Krea2",
+        model_class=("comfy.ldm.krea2.model", "SingleStreamDiT"),
+        hook="joint", text="first", presets=SINGLE_PRESETS, modes=DIT_MODES,
+        groups=(BlockGroup("single", "blocks", "single", None, separate_text=False),),
+        layouts=(Layout("krea2", "Krea2", "Krea2, Krea2 Turbo", blocks={"single": 28},
+                        file_hint=r"krea[-_ ]?2"),),
     ),
     Family(
         id="flux", display_name="FLUX.1", model_class=FLUX_MODEL,
@@ -194,6 +272,89 @@ FAMILIES: tuple[Family, ...] = (
         groups=(BlockGroup("joint", "transformer_blocks", "double", "double_block"),),
         layouts=(Layout("qwen_image", "Qwen-Image", "Qwen-Image, Qwen-Image-Edit",
                         blocks={"joint": 60}, file_hint=r"qwen"),),
+    ),
+    Family(
+        # NextDiT with the caption padded to a multiple of 32 by learned pad tokens. The pads
+        # count as text: they sit in the caption's position range, pass the caption refiner
+        # (attending to the caption), and the model itself cuts the sequence at the padded
+        # caption length; only the real caption would leave image queries' retrieval of them
+        # guided as if they were image keys. The image is padded too, at the end of the
+        # sequence: those queries are image-stream rows like the rest. The caption and noise
+        # refiners run first, unmarked, on text only or image only (no image query retrieves
+        # text there): not offered.
+        id="zimage", display_name="Z-Image",
+        model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": True},
+        hook="joint", text="first", text_length=TextLength(padded_to="pad_tokens_multiple"),
+        presets=JOINT_PRESETS, modes=DIT_MODES, groups=NEXTDIT_GROUPS,
+        layouts=(Layout("zimage", "Z-Image", "Z-Image Turbo, Z-Image", blocks={"joint": 30},
+                        file_hint=r"z[-_ ]?image"),),
+    ),
+    Family(
+        # Z-Image's architecture without padding; query heads share key heads (GQA), expanded
+        # by the model before attention.
+        id="lumina2", display_name="Lumina 2",
+        model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": False},
+        hook="joint", text="first", presets=JOINT_PRESETS, modes=DIT_MODES,
+        groups=NEXTDIT_GROUPS,
+        layouts=(Layout("lumina2", "Lumina 2", "Lumina Image 2.0, NetaYume Lumina",
+                        blocks={"joint": 26}, file_hint=r"lumina|neta"),),
+    ),
+    Family(
+        # FLUX-style blocks; the text is the Qwen2.5-VL tokens followed by the byT5 glyph tokens
+        # of quoted text in the prompt. HunyuanVideo shares the class: it has a pooled-vector
+        # input (1.0) or a vision input (1.5).
+        id="hunyuan_image21", display_name="HunyuanImage 2.1",
+        model_class=("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
+        flags={"vector_in": False, "vision_in_dim": False},
+        hook="joint", text="first", text_length=TextLength(extra=(("txt_byt5", 1, 1),)),
+        presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
+        layouts=(Layout("hunyuan_image21", "Hunyuan 2.1", "HunyuanImage 2.1",
+                        blocks={"double": 20, "single": 40}, file_hint=r"hunyuan[-_ ]?image"),),
+    ),
+    Family(
+        # Image tokens first, then the text (T5, the last Llama-3 layer, the block's own Llama-3
+        # layer). ComfyUI sets no block info for HiDream and offers no `dit` replaces, so an
+        # attention call cannot tell which block it is in (counting calls would guess from the
+        # forward's order, which ComfyUI does not promise). Every attention call of the model is
+        # one block's joint attention, so GAG guides all blocks together or none. The upstream
+        # change that opens single blocks: HiDream's forward setting block_type/block_index in
+        # transformer_options as the other DiTs' do.
+        id="hidream", display_name="HiDream",
+        model_class=("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"),
+        hook="joint", text="last", all_blocks_only=True,
+        text_length=TextLength(extra=(("encoder_hidden_states_llama3", 2, 2),)),
+        presets={"paper": "double, single", "all": "all"}, modes=DIT_MODES,
+        groups=(BlockGroup("double", "double_stream_blocks", None, None),
+                BlockGroup("single", "single_stream_blocks", None, None, separate_text=False)),
+        layouts=(Layout("hidream", "HiDream", "HiDream-I1 full / dev / fast",
+                        blocks={"double": 16, "single": 32}, file_hint=r"hidream"),),
+    ),
+    Family(
+        # Each visual block runs an image self-attention and then a cross-attention from the
+        # image to the text, both with the block's block_index: GAG guides the cross-attention
+        # (keys = text), as in a UNet. Its `dit` replace is broken in ComfyUI 0.33 (the block is
+        # called with keywords it does not take), so only the block info reaches it. The text
+        # blocks before it see only text: not offered. Kandinsky 5's video models share the
+        # class and the hook (untested).
+        id="kandinsky5", display_name="Kandinsky 5",
+        model_class=("comfy.ldm.kandinsky5.model", "Kandinsky5"),
+        hook="joint", text="cross",
+        presets={"paper": "visual", "all": "all", "visual": "visual"}, modes=("text",),
+        groups=(BlockGroup("visual", "visual_transformer_blocks", "double", None),),
+        layouts=(Layout("kandinsky5_image", "Kandinsky 5", "Kandinsky 5.0 Image Lite",
+                        blocks={"visual": 50}, file_hint=r"kandinsky"),),
+    ),
+    Family(
+        # ComfyUI 0.38+. Recognised so that it is refused by name rather than as unknown.
+        id="qwen_image21", display_name="Qwen-Image 2.1",
+        model_class=("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel"),
+        hook="joint", text="first", presets={}, modes=DIT_MODES, layouts=(),
+        refused=("its blocks call attention through a closure built from the model call's "
+                 "original transformer_options, one call per sequence segment (causally "
+                 "masked text segments, then the image queries against everything before "
+                 "them), and with its prefix cache later steps run the image queries alone "
+                 "against cached text keys; GAG does not yet read that layout and could not "
+                 "be tested against it"),
     ),
 )
 
@@ -248,8 +409,11 @@ def find_family(model_patcher) -> Family:
     """The family of this model, or a ValueError naming the model and what is supported."""
     for family in FAMILIES:
         if matches(family, model_patcher):
+            if family.refused:
+                raise ValueError(f"GAG does not support {family.display_name} models yet "
+                                 f"({model_name(model_patcher)}): {family.refused}")
             return family
-    supported = ", ".join(f.display_name for f in FAMILIES)
+    supported = ", ".join(f.display_name for f in FAMILIES if not f.refused)
     raise ValueError(f"GAG does not support this model ({model_name(model_patcher)}); "
                      f"supported families: {supported}")
 

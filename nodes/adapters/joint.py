@@ -29,6 +29,7 @@ unpatched computation. Applying GAG again removes all of this first (``uninstall
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Optional
 
@@ -191,12 +192,17 @@ class JointAttentionOverride(SharedObject):
     attention. It never defines ``container_function``: newer ComfyUI would call that without
     the wrapped function, bypassing both GAG and the previous override."""
 
-    def __init__(self, layers, runtime, mode: str, block_types: dict[str, str], previous=None):
+    def __init__(self, layers, runtime, mode: str, block_types: dict[str, str], previous=None,
+                 *, text: str = "first", all_blocks: bool = False):
         self.layers = frozenset(layers)
         self.runtime = runtime
         self.mode = mode
         self.block_types = dict(block_types)  # ComfyUI block_type → group, where it is trusted
         self.previous = previous              # the override installed before this one, if any
+        self.text = text                      # "first", "last" (joint sequence) or "cross"
+        # Guide every attention call of the model (a family whose every attention is a block's
+        # joint attention and whose calls cannot tell their block; see Family.all_blocks_only).
+        self.all_blocks = all_blocks
         # Memory estimates that read this attribute treat an unmarked override as the slow,
         # quadratic case. GAG's PyTorch path works in bounded query chunks, so GAG is as
         # memory-efficient as what it wraps.
@@ -207,8 +213,13 @@ class JointAttentionOverride(SharedObject):
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
 
-    def _target(self, options: dict) -> Optional[tuple[LayerRef, Optional[int], Optional[int]]]:
-        """(layer, text tokens, joint length) of the block this call belongs to, or None."""
+    def _target(self, options: dict
+                ) -> Optional[tuple[Optional[LayerRef], Optional[int], Optional[int]]]:
+        """(layer, text tokens, joint length) of the block this call belongs to, or None. The
+        layer is None where every call is guided (``all_blocks``): no call knows its block."""
+        if self.all_blocks:
+            text_tokens = options.get(TEXT_TOKENS_KEY)
+            return None, (None if text_tokens is None else int(text_tokens)), None
         mark = options.get(MARK_KEY)
         if isinstance(mark, BlockMark):
             if mark.consumed or mark.layer not in self.layers:
@@ -241,27 +252,53 @@ class JointAttentionOverride(SharedObject):
             return self._next(func, args, kwargs)
         layer, text_tokens, joint_tokens = target
         call = AttentionCall(args, kwargs)
-        length = call.query_tokens
-        if call.key_tokens != length or (joint_tokens is not None and length != joint_tokens):
-            return self._next(func, args, kwargs)  # not this block's joint attention
+        if not self._is_guided_attention(call, text_tokens, joint_tokens, layer):
+            return self._next(func, args, kwargs)  # another attention of the block
         mark = options.get(MARK_KEY)
         if isinstance(mark, BlockMark):
             mark.consumed += 1
         scale = self.runtime.step_scale(options)
         if scale is None:
             return self._next(func, args, kwargs)
-        if self.mode == "text" and text_tokens is None:
+        if self.mode == "text" and text_tokens is None and self.text != "cross":
             raise RuntimeError(
-                f"GAG text mode on {layer}: the number of text tokens in the joint sequence is "
-                f"unknown (ComfyUI gave no 'img_slice' and the model call's text context was "
-                f"not seen). Use mode 'joint' for this model.")
+                f"GAG text mode on {_where(layer)}: the number of text tokens in the joint "
+                f"sequence is unknown (ComfyUI gave no 'img_slice' and the model call's text "
+                f"context was not seen). Use mode 'joint' for this model.")
         return self.guide(layer, call, text_tokens, scale, func, args, kwargs)
 
-    def guide(self, layer: LayerRef, call: AttentionCall, text_tokens: Optional[int],
+    def _is_guided_attention(self, call: AttentionCall, text_tokens: Optional[int],
+                             joint_tokens: Optional[int], layer: Optional[LayerRef]) -> bool:
+        """Whether this call is the attention GAG guides in its block: the joint attention
+        (as many keys as queries, the whole sequence where its length is known), or, where the
+        text is a separate cross-attention, the call whose keys are not the queries' tokens.
+        A block may run other attentions with the same options (an image-only self-attention
+        in SD3.5's MMDiT-X blocks and in Kandinsky 5's blocks)."""
+        queries, keys = call.query_tokens, call.key_tokens
+        if self.text != "cross":
+            return keys == queries and (joint_tokens is None or queries == joint_tokens)
+        if keys != queries:
+            return text_tokens is None or keys == text_tokens
+        if text_tokens == queries:
+            raise RuntimeError(
+                f"GAG on {_where(layer)}: the image has as many tokens as the text ({queries}), "
+                f"so GAG cannot tell the block's self-attention from its cross-attention by "
+                f"their shapes. Change the image size or the prompt length by a token.")
+        return False
+
+    def guide(self, layer: Optional[LayerRef], call: AttentionCall, text_tokens: Optional[int],
               scale: float, func, args, kwargs):
-        """GAG on one joint attention call; returns what the attention function would."""
+        """GAG on one guided attention call; returns what the attention function would."""
         q, k, v = call.heads_qkv()
         runtime = self.runtime
+        if self.text == "cross":
+            # Image queries against the text keys alone, as in a UNet's cross-attention; the
+            # batched conditionings may be repeat-padded to one length (see key_periods).
+            if self.previous is None:
+                return call.from_heads(runtime.attention(q, k, v, scale, call.mask))
+            plain = call.output_to_heads(self._next(func, args, kwargs))
+            correction = runtime.correction(q, k, v, scale, call.mask)
+            return call.from_heads(plain + correction.to(plain.dtype))
         if self.mode == "joint":
             if self.previous is None:
                 out = runtime.attention(q, k, v, scale, call.mask, keys_may_repeat=False)
@@ -271,8 +308,13 @@ class JointAttentionOverride(SharedObject):
                 out = plain + correction.to(plain.dtype)
             return call.from_heads(out)
         plain = call.output_to_heads(self._next(func, args, kwargs))
-        out = runtime.text_attention(q, k, v, text_tokens, scale, call.mask, plain)
+        text_start = 0 if self.text == "first" else q.shape[2] - text_tokens
+        out = runtime.text_attention(q, k, v, text_tokens, scale, call.mask, plain, text_start)
         return call.from_heads(out.to(plain.dtype))
+
+
+def _where(layer: Optional[LayerRef]) -> str:
+    return "every block" if layer is None else str(layer)
 
 
 def _memory_efficient(previous) -> bool:
@@ -337,38 +379,79 @@ class DiTBlockPatch(SharedObject):
         return out
 
 
-def _transformer_options_of(args: tuple, kwargs: dict) -> Optional[dict]:
-    """DiT forwards take transformer_options as a keyword or as their last positional argument."""
-    options = kwargs.get("transformer_options")
-    if options is None and args and isinstance(args[-1], dict):
-        options = args[-1]
-    return options if isinstance(options, dict) else None
+def _model_inputs(executor, args: tuple, kwargs: dict) -> dict:
+    """The diffusion model's inputs by parameter name ("context", "transformer_options", …).
+
+    DiT forwards differ in their parameter order (HiDream's third is the pooled vector, not the
+    text), so the arguments are bound to the signature of the function the wrapper chain ends
+    in (``executor.original``, the model's ``_forward``). Where that cannot be read, the first
+    three are taken as x, timestep, context and transformer_options as the keyword or the last
+    positional dict.
+    """
+    try:
+        signature = inspect.signature(executor.original)
+        bound = signature.bind_partial(*args, **kwargs).arguments
+    except (AttributeError, TypeError, ValueError):
+        named = dict(zip(("x", "timestep", "context"), args))
+        named.update(kwargs)
+        if "transformer_options" not in named and args and isinstance(args[-1], dict):
+            named["transformer_options"] = args[-1]
+        return named
+    named = {}
+    for name, value in bound.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        else:
+            named[name] = value
+    return named
 
 
 class ModelCallWrapper(SharedObject):
-    """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call for the blocks
-    that get no ``img_slice``, and afterwards checks that GAG could see which block each
-    attention belongs to (block-info path only; on the ``dit`` path the block replaces check)."""
+    """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call (the family's
+    ``TextLength`` rule over the model's inputs) for the blocks that get no ``img_slice``, and
+    afterwards checks that GAG could act: on the block-info path, that attention could be told
+    its block; where every call is guided (``all_blocks``), that attention reached GAG at all.
+    On the ``dit`` path the block replaces check themselves."""
 
-    def __init__(self, runtime, relies_on_block_info: bool):
+    def __init__(self, runtime, relies_on_block_info: bool, text_length=None,
+                 all_blocks: bool = False, family_name: str = "this model"):
         self.runtime = runtime
         self.relies_on_block_info = relies_on_block_info
+        self.text_length = text_length
+        self.all_blocks = all_blocks
+        self.family_name = family_name
 
-    def __call__(self, executor, x, timestep, context, *args, **kwargs):
-        options = _transformer_options_of(args, kwargs)
+    def _text_tokens(self, executor, inputs: dict) -> Optional[int]:
+        if self.text_length is not None:
+            return self.text_length.tokens(getattr(executor, "class_obj", None), inputs)
+        context = inputs.get("context")
+        if torch.is_tensor(context) and context.dim() == 3:
+            return int(context.shape[1])
+        return None
+
+    def __call__(self, executor, *args, **kwargs):
+        inputs = _model_inputs(executor, args, kwargs)
+        options = inputs.get("transformer_options")
         record = None
-        if options is not None:
-            if torch.is_tensor(context) and context.dim() == 3:
-                options[TEXT_TOKENS_KEY] = int(context.shape[1])
+        if isinstance(options, dict):
+            text_tokens = self._text_tokens(executor, inputs)
+            if text_tokens is not None:
+                options[TEXT_TOKENS_KEY] = text_tokens
             record = options[CALL_KEY] = ModelCallRecord()
-        out = executor(x, timestep, context, *args, **kwargs)
-        if (record is not None and self.relies_on_block_info and record.attention_calls
-                and not record.calls_with_block and self.runtime.step_scale(options) is not None):
+        out = executor(*args, **kwargs)
+        if record is None or self.runtime.step_scale(options) is None:
+            return out
+        if self.relies_on_block_info and record.attention_calls and not record.calls_with_block:
             raise RuntimeError(
                 "GAG: the model ran its attention without telling it which block it is in "
                 "(ComfyUI's block_type/block_index were absent), so GAG could not act. Another "
                 "node probably replaced the model's forward (a step cache such as TeaCache or "
                 "First Block Cache does); ComfyUI's own EasyCache works with GAG.")
+        if self.all_blocks and not record.attention_calls:
+            raise RuntimeError(
+                f"GAG: {self.family_name} ran without its attention reaching GAG's attention "
+                f"override (this ComfyUI does not hand that attention its transformer_options, "
+                f"or another node replaced the model's forward), so GAG could not act.")
         return out
 
 
@@ -465,18 +548,31 @@ def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -
     block_info = model_sets_block_info(model_patcher.model.diffusion_model)
     trusted = {g.block_type: g.name for g in family.groups if block_info and g.block_type}
     via_dit = [ref for ref in layers if family.group(ref.group).block_type not in trusted]
-    for ref in via_dit:
-        if family.group(ref.group).dit_replace is None:
-            raise ValueError(f"GAG cannot reach the '{ref.group}' blocks of "
-                             f"{family.display_name} on this ComfyUI: it neither tells their "
-                             f"attention which block it is in nor offers a 'dit' block replace")
+    unreachable = [ref for ref in via_dit if family.group(ref.group).dit_replace is None]
+    all_blocks = False
+    if unreachable and family.all_blocks_only:
+        if set(layers) != set(available_layers(family, model_patcher)):
+            from .families import model_name
+            raise ValueError(
+                f"GAG guides {family.display_name} ({model_name(model_patcher)}) on all its "
+                f"blocks together or not at all (layer preset 'paper' or 'all'): ComfyUI tells "
+                f"its attention neither which block it is in nor offers 'dit' block replaces, "
+                f"so one block's attention cannot be told from another's")
+        all_blocks, via_dit = True, []
+    elif unreachable:
+        raise ValueError(f"GAG cannot reach the '{unreachable[0].group}' blocks of "
+                         f"{family.display_name} on this ComfyUI: it neither tells their "
+                         f"attention which block it is in nor offers a 'dit' block replace")
     options = _copy_transformer_options(model_patcher)
-    override = JointAttentionOverride(layers, runtime, mode, trusted, options.get(OVERRIDE_KEY))
+    override = JointAttentionOverride(layers, runtime, mode, trusted, options.get(OVERRIDE_KEY),
+                                      text=family.text, all_blocks=all_blocks)
     options[OVERRIDE_KEY] = override
     dit = options["patches_replace"]["dit"]
     for ref in via_dit:
         group = family.group(ref.group)
         key = (group.dit_replace, ref.block)
         dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key))
-    model_patcher.add_wrapper_with_key(_diffusion_model_wrapper_type(), WRAPPER_KEY,
-                                       ModelCallWrapper(runtime, relies_on_block_info=not via_dit))
+    wrapper = ModelCallWrapper(runtime, relies_on_block_info=not via_dit and not all_blocks,
+                               text_length=family.text_length, all_blocks=all_blocks,
+                               family_name=family.display_name)
+    model_patcher.add_wrapper_with_key(_diffusion_model_wrapper_type(), WRAPPER_KEY, wrapper)

@@ -55,6 +55,29 @@ def has_model_class(name: str) -> bool:
     return hasattr(sm, name)
 
 
+def comfyui_version() -> tuple[int, int, int]:
+    """The running ComfyUI's version (its comfyui_version.py), (0, 0, 0) where unknown."""
+    try:
+        import comfyui_version
+        return tuple(int(x) for x in comfyui_version.__version__.split(".")[:3])
+    except (ImportError, AttributeError, ValueError):
+        return (0, 0, 0)
+
+
+def unavailable(name: str):
+    """Why the tiny ``name`` model cannot be tested on this ComfyUI, or None. The 2026 families
+    are tested from ComfyUI 0.33: older versions lack most of the classes, and those they have
+    (Lumina 2, HiDream, HunyuanImage 2.1, Chroma Radiance) tell attention no block."""
+    version = comfyui_version()
+    if version < (0, 33, 0):
+        return (f"ComfyUI {'.'.join(map(str, version))}: the 2026 image families are tested from "
+                f"ComfyUI 0.33 on (older versions lack most of their classes and set no "
+                f"block_type/block_index/img_slice for attention)")
+    if not has_model_class(FAMILIES[name].model_class):
+        return f"this ComfyUI has no comfy.supported_models.{FAMILIES[name].model_class} ({name})"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # configs: the keys detection writes for the released checkpoint, at tiny widths
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +246,20 @@ FAMILIES = {
                               default_size=16),
     "longcat_image": Family("longcat_image", "LongCatImage", longcat_image_config, _text(32),
                             lambda b, s: (b, 16, s, s)),
+}
+
+
+# How the GAG tests use each family: the family table id GAG must recognise, and a selection of
+# blocks that leaves others out (HiDream: every block; GAG guides it all or nothing).
+GAG = {
+    "zimage": ("zimage", "joint 1"),
+    "lumina2": ("lumina2", "joint 0"),
+    "krea2": ("krea2", "single 1"),
+    "hunyuan_image21": ("hunyuan_image21", "double 0, single 1"),
+    "hidream": ("hidream", "double 0, double 1, single 0, single 1"),
+    "kandinsky5_image": ("kandinsky5", "visual 1"),
+    "chroma_radiance": ("chroma_radiance", "double 0, single 1"),
+    "longcat_image": ("longcat_image", "double 1, single 0"),
 }
 
 
