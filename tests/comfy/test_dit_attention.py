@@ -484,3 +484,207 @@ def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api
         patched.model_options["transformer_options"], optimized_attention_override=hide_block_info)
     with pytest.raises(RuntimeError, match="without telling it which block"):
         run(tm, patched, conditioning, kwargs)
+
+
+# --- the 2026 families (tests/comfy/tiny_models_2026.py; ComfyUI 0.33+) ------------------------
+
+JOINT_2026 = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "chroma_radiance",
+              "longcat_image"]
+# Text tokens attention holds with the tiny models' default conditioning: 7 text tokens;
+# Z-Image pads them to 32; HunyuanImage 2.1 appends 3 glyph tokens; HiDream adds its Llama-3
+# tokens (5) twice.
+TEXT_TOKENS_2026 = {"zimage": 32, "lumina2": 7, "krea2": 7, "hunyuan_image21": 10,
+                    "hidream": 17, "chroma_radiance": 7, "longcat_image": 7}
+
+
+@pytest.fixture(scope="module")
+def tm26():
+    import_pack()
+    import tiny_models_2026
+    return tiny_models_2026
+
+
+def build_2026(tm26, name):
+    reason = tm26.unavailable(name)
+    if reason:
+        pytest.skip(reason)
+    return tm26.FAMILIES[name], tm26.FAMILIES[name].build()
+
+
+def run_2026(tm26, record, patcher, steps=2, cfg=1.0, **cond):
+    return tm26.sample(record, patcher, record.conditioning(**cond),
+                       record.conditioning(seed=2, **cond), steps=steps, cfg=cfg)
+
+
+def text_span(pack, patcher, length, t):
+    """The text positions of a joint sequence of this model's family."""
+    first = pack["nodes.adapters"].find_family(patcher).text == "first"
+    return slice(0, t) if first else slice(length - t, length)
+
+
+@pytest.mark.parametrize("name", JOINT_2026)
+def test_2026_text_mode_guides_image_rows_by_the_formula_and_keeps_text_rows(tm26, api, pack,
+                                                                             name):
+    """Text mode on every block: the text length is the family's rule (padding, glyph and Llama
+    tokens), the text rows are the plain rows bit for bit wherever the text sits (first, or last
+    for HiDream), and the image rows are plain + w·(GAG over text keys − softmax over text keys),
+    recomputed in float64 from the q, k, v the model handed to its attention."""
+    core = pack["gag_core"]
+    record, patcher = build_2026(tm26, name)
+    patched = api.apply_gag(patcher, layers="all", mode="text", scale=6.0, eta=2.0)
+    spy = capture(patched)
+    run_2026(tm26, record, patched)
+    assert spy.records
+    for rec in spy.records:
+        call, t = rec["call"], rec["text_tokens"]
+        assert t == TEXT_TOKENS_2026[name]
+        q, k, v = (x.to(F64) for x in call.heads_qkv())
+        text = text_span(pack, patcher, q.shape[2], t)
+        image = torch.ones(q.shape[2], dtype=torch.bool)
+        image[text] = False
+        out = call.output_to_heads(rec["out"])
+        plain = call.output_to_heads(rec["plain"])
+        assert torch.equal(out[:, :, text], plain[:, :, text]), "text queries must be untouched"
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        w = torch.softmax(scores, -1)[:, :, image][..., text].sum(-1, keepdim=True)
+        dense, sparse = core.dense_sparse_attention(q[:, :, image], k[:, :, text], v[:, :, text])
+        guided = core.gag_combine(dense, sparse, scale=6.0, eta=2.0, zeta=0.0)
+        expected = plain[:, :, image].to(F64) + w * (guided - dense)
+        torch.testing.assert_close(out[:, :, image].to(F64), expected, atol=2e-4, rtol=2e-4)
+        assert not torch.allclose(out[:, :, image], plain[:, :, image], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", JOINT_2026)
+def test_2026_joint_mode_is_gag_attention_on_the_models_qkv(tm26, api, pack, name):
+    core = pack["gag_core"]
+    record, patcher = build_2026(tm26, name)
+    patched = api.apply_gag(patcher, mode="joint", scale=8.0, zeta=0.3)
+    spy = capture(patched)
+    run_2026(tm26, record, patched)
+    assert spy.records
+    for rec in spy.records:
+        q, k, v = rec["call"].heads_qkv()
+        assert q.shape[2] == k.shape[2] > rec["text_tokens"]  # every query, every key
+        expected = core.gag_attention(q, k, v, scale=8.0, eta=15.0, zeta=0.3, alpha=1.5)
+        torch.testing.assert_close(rec["call"].output_to_heads(rec["out"]), expected,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_zimage_pad_tokens_count_as_text(tm26, api):
+    """40 caption tokens are padded to 64 by the model: all 64 are text for GAG."""
+    record, patcher = build_2026(tm26, "zimage")
+    patched = api.apply_gag(patcher, layers="joint 0", mode="text")
+    spy = capture(patched)
+    run_2026(tm26, record, patched, tokens=40)
+    assert {r["text_tokens"] for r in spy.records} == {64}
+    assert {r["call"].query_tokens for r in spy.records} == {64 + 32}  # image 16, padded to 32
+
+
+def test_hunyuan_image21_text_without_glyphs_is_the_context(tm26, api):
+    """Without quoted text in the prompt there is no byT5 input: the text is the Qwen tokens."""
+    record, patcher = build_2026(tm26, "hunyuan_image21")
+    patched = api.apply_gag(patcher, mode="text")
+    spy = capture(patched)
+    run_2026(tm26, record, patched, glyph_tokens=0)
+    assert spy.records and {r["text_tokens"] for r in spy.records} == {7}
+
+
+def test_kandinsky5_guides_the_cross_attention_only(tm26, api, pack):
+    """Each visual block runs self-attention then cross-attention with the same block info;
+    GAG guides the cross-attention (image queries, text keys) as GAG attention over the text,
+    and the self-attention is ComfyUI's."""
+    core = pack["gag_core"]
+    record, patcher = build_2026(tm26, "kandinsky5_image")
+    patched = api.apply_gag(patcher, layers="visual 1", scale=8.0)
+    spy = capture(patched)
+    run_2026(tm26, record, patched)
+    assert [str(r["layer"]) for r in spy.records] == ["visual 1"] * 2  # 2 steps, one call each
+    for rec in spy.records:
+        q, k, v = rec["call"].heads_qkv()
+        assert (q.shape[2], k.shape[2]) == (16, 7)
+        expected = core.gag_attention(q, k, v, scale=8.0, eta=15.0, zeta=0.0, alpha=1.5)
+        torch.testing.assert_close(rec["call"].output_to_heads(rec["out"]), expected,
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mode 'joint' does not apply to Kandinsky 5"):
+        api.apply_gag(patcher, mode="joint")
+
+
+def test_kandinsky5_text_as_long_as_the_image_is_a_clear_error(tm26, api):
+    record, patcher = build_2026(tm26, "kandinsky5_image")
+    with pytest.raises(RuntimeError, match="as many tokens as the text \\(16\\).*self-attention "
+                                           "from its cross-attention"):
+        run_2026(tm26, record, api.apply_gag(patcher), tokens=16)
+
+
+def test_hidream_is_guided_on_all_blocks_together_or_refused(tm26, api):
+    record, patcher = build_2026(tm26, "hidream")
+    api.apply_gag(patcher, layers="paper")
+    api.apply_gag(patcher, layers="double 0-1, single")
+    for selection in ("double 0-1", "single 0"):
+        with pytest.raises(ValueError, match="HiDream .* on all its blocks together or not at "
+                                             "all.*neither which block"):
+            api.apply_gag(patcher, layers=selection)
+
+
+@pytest.mark.parametrize("name", JOINT_2026 + ["kandinsky5_image"])
+def test_2026_patches_installed_before_gag_still_run_inside_it(tm26, api, jh, pack, name):
+    """An attention override (and, where the family has them, a `dit` block replace) installed
+    before GAG: every call still goes through them, in the order they were wired, and removing
+    GAG puts them back exactly."""
+    record, patcher = build_2026(tm26, name)
+    entry = pack["nodes.adapters"].find_family(patcher)
+    events = []
+
+    def foreign_override(func, *args, **kwargs):
+        events.append("attention")
+        return func(*args, **kwargs)
+
+    def foreign_block(args, extra):
+        events.append("block")
+        return extra["original_block"](args)
+
+    base = patcher.clone()
+    base.model_options["transformer_options"] = dict(
+        base.model_options["transformer_options"], optimized_attention_override=foreign_override)
+    replace = entry.groups[0].dit_replace
+    if replace:
+        base.set_model_patch_replace(foreign_block, "dit", replace, 0)
+    plain = run_2026(tm26, record, base)
+    plain_events = list(events)
+    events.clear()
+    mode = entry.modes[0]
+    patched = api.apply_gag(base, mode=mode)
+    spy = capture(patched)
+    guided = run_2026(tm26, record, patched)
+    assert events == plain_events and events.count("block") == (2 if replace else 0)
+    assert spy.records and not torch.allclose(guided, plain, atol=1e-4)
+    restored = patched.clone()
+    jh.uninstall(restored)
+    options = restored.model_options["transformer_options"]
+    assert options["optimized_attention_override"] is foreign_override
+    assert options.get("patches_replace", {}).get("dit", {}) == (
+        {(replace, 0): foreign_block} if replace else {})
+    assert torch.equal(run_2026(tm26, record, restored), plain)
+
+
+def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):
+    """Qwen-Image 2.1 exists from ComfyUI 0.38 (not available here). Its entry names 0.38's
+    class, which this ComfyUI lacks, so it matches nothing here; the refusal itself is checked
+    by pointing a copy of the entry at a class this ComfyUI has (Qwen-Image's)."""
+    import dataclasses
+    families = importlib.import_module(f"{pack['nodes.adapters'].__name__}.families")
+    entry = families.family_by_id("qwen_image21")
+    assert entry.model_class == ("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel")
+    assert entry.refused and not entry.layouts
+    patcher = tm.tiny_qwen_image()
+    if families._class_of(entry) is None:
+        assert not families.matches(entry, patcher)
+    stand_in = dataclasses.replace(entry, model_class=("comfy.ldm.qwen_image.model",
+                                                       "QwenImageTransformer2DModel"))
+    monkeypatch.setattr(families, "FAMILIES", (stand_in,) + families.FAMILIES)
+    with pytest.raises(ValueError, match=r"does not support Qwen-Image 2\.1 models yet \(.*\): "
+                                         r"its blocks call attention through a closure"):
+        pack["nodes.api"].apply_gag(patcher)
+    with pytest.raises(ValueError, match="supported families") as unknown:
+        families.find_family(tm.tiny_auraflow())
+    assert "Qwen-Image 2.1" not in str(unknown.value)
