@@ -36,6 +36,7 @@ import torch
 from ...gag_core.joint import text_guided_attention
 from ...gag_core.layer_spec import LayerRef
 from .base import Adapter, model_name
+from .diagnose import missing_options_message, unconsumed_mark_cause
 
 __all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "BlockMark", "DiTBlockPatch", "JointAttentionOverride",
            "DiTAdapter", "AttentionCall", "uninstall_dit"]
@@ -203,10 +204,7 @@ class DiTBlockPatch:
 
     def __call__(self, args, extra):
         if "transformer_options" not in args or not isinstance(args["transformer_options"], dict):
-            raise RuntimeError(
-                f"GAG: this ComfyUI version does not pass transformer_options through the "
-                f"'dit' block replace of {self.layer}, so GAG cannot reach the block's attention. "
-                f"Update ComfyUI (0.3.60 or later) or remove the GAG node.")
+            raise RuntimeError(missing_options_message(self.layer, extra))
         options = args["transformer_options"]
         text_tokens, joint_tokens = self._layout(args, options)
         if self.stream == "double":
@@ -231,10 +229,8 @@ class DiTBlockPatch:
         if not mark.consumed:
             if self.previous is None:
                 raise RuntimeError(
-                    f"GAG: the attention of {self.layer} never saw the GAG mark: this ComfyUI "
-                    f"version does not hand transformer_options to the attention call of this "
-                    f"block, or an attention backend bypasses optimized_attention_override. "
-                    f"GAG cannot act on this model here.")
+                    f"GAG: the attention of {self.layer} never saw the GAG mark: "
+                    f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
             _warn_once(f"unconsumed:{self.layer}",
                        f"GAG: another patch on {self.layer} ran the block without its attention "
                        f"seeing GAG's mark; GAG did not act on that block for that call.")
