@@ -163,3 +163,42 @@ def test_fbcache_on_a_unet_keeps_gag_working(gag, sdxl):
     assert torch.isfinite(gag_then_cache).all()
     assert torch.equal(gag_then_cache, cache_then_gag)
     assert rel(gag_then_cache, alone_cache) > 1e-4, "GAG had no effect under First Block Cache"
+
+
+# ------------------------------------------------------------------------------------------
+# The diagnosis itself (nodes/adapters/diagnose.py)
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def diagnose(pack):
+    return importlib.import_module(f"{pack.__name__}.nodes.adapters.diagnose")
+
+
+def test_block_called_by_comfyui_itself_blames_the_comfyui_version(diagnose, flux):
+    """When ComfyUI's own forward called the block replace without options, the version is the
+    cause: the message keeps the advice to update ComfyUI and names no other node."""
+    from comfy.ldm.flux.model import Flux
+    message = diagnose.missing_options_message("double 0", {"original_block": Flux.forward_orig},
+                                               flux[0].model.diffusion_model)
+    assert "Update ComfyUI" in message and "another node" not in message, message
+
+
+def test_model_call_cause_names_the_cache_during_the_model_call(diagnose, flux):
+    """The check after a model call (a DIFFUSION_MODEL wrapper) finds the forward a step cache
+    put in place for that call, and the cache's model wrapper on the ModelPatcher."""
+    import comfy.patcher_extension
+    model = flux[0]
+    cache = peer_cache_or_skip("TeaCache", lambda apply: sample_flux(flux, apply(model), steps=2))
+    cached = cache(model)
+    assert "TeaCache" in diagnose.model_call_cause(cached)
+    assert diagnose.model_call_cause(model) is None
+    seen = []
+
+    def probe(executor, *args, **kwargs):
+        seen.append(diagnose.model_call_cause(executor.class_obj))
+        return executor(*args, **kwargs)
+
+    cached.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "probe", probe)
+    sample_flux(flux, cached, steps=2)
+    assert seen and all("forward_orig replaced by teacache_flux_forward" in s for s in seen), seen
+    assert diagnose.model_call_cause(model.model.diffusion_model) is None  # restored after
