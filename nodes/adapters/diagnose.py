@@ -28,8 +28,8 @@ KNOWN_STEP_CACHES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("wavespeed", "fbcache", "first_block_cache"), "First Block Cache from Comfy-WaveSpeed"),
 )
 
-EASYCACHE_ADVICE = ("Remove that node from the GAG model's path, or cache steps with ComfyUI's "
-                    "own EasyCache node instead (it skips whole model calls through ComfyUI's "
+EASYCACHE_ADVICE = ("Remove that node, or cache steps with ComfyUI's own EasyCache node "
+                    "instead (it skips whole model calls through ComfyUI's "
                     "wrappers and works with GAG, in either order).")
 
 # Attributes through which ComfyUI's diffusion models run; an instance attribute of the same
@@ -118,7 +118,11 @@ def replaced_model_code(diffusion_model) -> list[str]:
             continue
         module = type(child).__module__.split(".", 1)[0]
         if module not in ("torch", "comfy"):
-            origin = f"{type(child).__qualname__} in {_pack_folder(inspect.getfile(type(child)))}"
+            try:
+                where = _pack_folder(inspect.getfile(type(child)))
+            except TypeError:  # a class without a source file
+                where = type(child).__module__
+            origin = f"{type(child).__qualname__} in {where}"
             found.append(f"{name} replaced by {_describe(origin)}")
     return found
 
