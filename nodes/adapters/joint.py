@@ -35,6 +35,8 @@ from typing import Any, Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
+from .diagnose import (EASYCACHE_ADVICE, missing_options_message, model_call_cause,
+                       unconsumed_mark_cause)
 from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "CALL_KEY", "OVERRIDE_KEY", "BlockMark",
@@ -318,19 +320,15 @@ class DiTBlockPatch(SharedObject):
     def __call__(self, args, extra):
         options = args.get("transformer_options")
         if not isinstance(options, dict):
-            raise RuntimeError(
-                f"GAG: the 'dit' block replace of {self.layer} was called without "
-                f"transformer_options, so GAG cannot reach the block's attention.")
+            raise RuntimeError(missing_options_message(self.layer, extra))
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
         out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
         if not mark.consumed:
             if self.previous is None:
                 raise RuntimeError(
-                    f"GAG: the attention of {self.layer} never saw the GAG mark: this ComfyUI "
-                    f"version does not hand transformer_options to the attention call of this "
-                    f"block, or an attention backend bypasses optimized_attention_override. "
-                    f"GAG cannot act on this model here.")
+                    f"GAG: the attention of {self.layer} never saw the GAG mark: "
+                    f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
             _warn_once(f"unconsumed:{self.layer}",
                        f"GAG: another patch on {self.layer} ran the block without its attention "
                        f"seeing GAG's mark; GAG did not act on that block for that call.")
@@ -347,8 +345,8 @@ def _transformer_options_of(args: tuple, kwargs: dict) -> Optional[dict]:
 
 class ModelCallWrapper(SharedObject):
     """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call for the blocks
-    that get no ``img_slice``, and afterwards checks that GAG could see which block each
-    attention belongs to (block-info path only; on the ``dit`` path the block replaces check)."""
+    that get no ``img_slice``, and afterwards checks that GAG's override could tell which block
+    its attention calls belong to, so that GAG is never silently off."""
 
     def __init__(self, runtime, relies_on_block_info: bool):
         self.runtime = runtime
@@ -362,14 +360,29 @@ class ModelCallWrapper(SharedObject):
                 options[TEXT_TOKENS_KEY] = int(context.shape[1])
             record = options[CALL_KEY] = ModelCallRecord()
         out = executor(x, timestep, context, *args, **kwargs)
-        if (record is not None and self.relies_on_block_info and record.attention_calls
-                and not record.calls_with_block and self.runtime.step_scale(options) is not None):
+        if (record is not None and not record.calls_with_block
+                and self.runtime.step_scale(options) is not None):
+            self._refuse_silent_no_op(getattr(executor, "class_obj", None),
+                                      attention_ran=record.attention_calls > 0)
+        return out
+
+    def _refuse_silent_no_op(self, diffusion_model, attention_ran: bool) -> None:
+        """No attention call of this model call was inside a block GAG could identify (none at
+        all when a step cache skipped the call, or when another node's blocks run attention
+        without options). Raises when there is evidence of the cause; called while the model
+        call's replacements, if any, are still in place."""
+        cause = model_call_cause(diffusion_model) if diffusion_model is not None else None
+        if cause is not None:
+            raise RuntimeError(
+                f"GAG: the model ran without GAG reaching the attention of any chosen block: "
+                f"another node replaced the model's code ({cause}) and runs the blocks without "
+                f"their transformer_options. {EASYCACHE_ADVICE}")
+        if self.relies_on_block_info and attention_ran:
+            # The model's forward sets block info by design; its absence is evidence enough.
             raise RuntimeError(
                 "GAG: the model ran its attention without telling it which block it is in "
                 "(ComfyUI's block_type/block_index were absent), so GAG could not act. Another "
-                "node probably replaced the model's forward (a step cache such as TeaCache or "
-                "First Block Cache does); ComfyUI's own EasyCache works with GAG.")
-        return out
+                "node probably replaced the model's forward or its blocks. " + EASYCACHE_ADVICE)
 
 
 # ---------------------------------------------------------------------------------------------
