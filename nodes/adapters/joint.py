@@ -36,6 +36,8 @@ from typing import Any, Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
+from .diagnose import (EASYCACHE_ADVICE, missing_options_message, model_call_cause,
+                       unconsumed_mark_cause)
 from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "CALL_KEY", "OVERRIDE_KEY", "BlockMark",
@@ -360,19 +362,15 @@ class DiTBlockPatch(SharedObject):
     def __call__(self, args, extra):
         options = args.get("transformer_options")
         if not isinstance(options, dict):
-            raise RuntimeError(
-                f"GAG: the 'dit' block replace of {self.layer} was called without "
-                f"transformer_options, so GAG cannot reach the block's attention.")
+            raise RuntimeError(missing_options_message(self.layer, extra))
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
         out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
         if not mark.consumed:
             if self.previous is None:
                 raise RuntimeError(
-                    f"GAG: the attention of {self.layer} never saw the GAG mark: this ComfyUI "
-                    f"version does not hand transformer_options to the attention call of this "
-                    f"block, or an attention backend bypasses optimized_attention_override. "
-                    f"GAG cannot act on this model here.")
+                    f"GAG: the attention of {self.layer} never saw the GAG mark: "
+                    f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
             _warn_once(f"unconsumed:{self.layer}",
                        f"GAG: another patch on {self.layer} ran the block without its attention "
                        f"seeing GAG's mark; GAG did not act on that block for that call.")
@@ -409,9 +407,9 @@ def _model_inputs(executor, args: tuple, kwargs: dict) -> dict:
 class ModelCallWrapper(SharedObject):
     """``DIFFUSION_MODEL`` wrapper: notes the text length of this model call (the family's
     ``TextLength`` rule over the model's inputs) for the blocks that get no ``img_slice``, and
-    afterwards checks that GAG could act: on the block-info path, that attention could be told
-    its block; where every call is guided (``all_blocks``), that attention reached GAG at all.
-    On the ``dit`` path the block replaces check themselves."""
+    afterwards checks that GAG's override could act, so that GAG is never silently off: that
+    its attention calls could tell their block, or, where every call is guided
+    (``all_blocks``), that attention reached it at all."""
 
     def __init__(self, runtime, relies_on_block_info: bool, text_length=None,
                  all_blocks: bool = False, family_name: str = "this model"):
@@ -439,20 +437,36 @@ class ModelCallWrapper(SharedObject):
                 options[TEXT_TOKENS_KEY] = text_tokens
             record = options[CALL_KEY] = ModelCallRecord()
         out = executor(*args, **kwargs)
-        if record is None or self.runtime.step_scale(options) is None:
+        if record is None:
             return out
-        if self.relies_on_block_info and record.attention_calls and not record.calls_with_block:
+        identified = record.attention_calls if self.all_blocks else record.calls_with_block
+        if not identified and self.runtime.step_scale(options) is not None:
+            self._refuse_silent_no_op(getattr(executor, "class_obj", None),
+                                      attention_ran=record.attention_calls > 0)
+        return out
+
+    def _refuse_silent_no_op(self, diffusion_model, attention_ran: bool) -> None:
+        """No attention call of this model call was inside a block GAG could identify (none at
+        all when a step cache skipped the call, or when another node's blocks run attention
+        without options). Raises when there is evidence of the cause; called while the model
+        call's replacements, if any, are still in place."""
+        cause = model_call_cause(diffusion_model) if diffusion_model is not None else None
+        if cause is not None:
             raise RuntimeError(
-                "GAG: the model ran its attention without telling it which block it is in "
-                "(ComfyUI's block_type/block_index were absent), so GAG could not act. Another "
-                "node probably replaced the model's forward (a step cache such as TeaCache or "
-                "First Block Cache does); ComfyUI's own EasyCache works with GAG.")
-        if self.all_blocks and not record.attention_calls:
+                f"GAG: the model ran without GAG reaching the attention of any chosen block: "
+                f"another node replaced the model's code ({cause}) and runs the blocks without "
+                f"their transformer_options. {EASYCACHE_ADVICE}")
+        if self.all_blocks:
             raise RuntimeError(
                 f"GAG: {self.family_name} ran without its attention reaching GAG's attention "
                 f"override (this ComfyUI does not hand that attention its transformer_options, "
                 f"or another node replaced the model's forward), so GAG could not act.")
-        return out
+        if self.relies_on_block_info and attention_ran:
+            # The model's forward sets block info by design; its absence is evidence enough.
+            raise RuntimeError(
+                "GAG: the model ran its attention without telling it which block it is in "
+                "(ComfyUI's block_type/block_index were absent), so GAG could not act. Another "
+                "node probably replaced the model's forward or its blocks. " + EASYCACHE_ADVICE)
 
 
 # ---------------------------------------------------------------------------------------------

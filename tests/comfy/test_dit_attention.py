@@ -334,7 +334,7 @@ def _block_patch(jh, separate_text=True, previous=None):
 
 def test_block_replace_without_transformer_options_is_an_error(jh):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8)}
-    with pytest.raises(RuntimeError, match="without transformer_options"):
+    with pytest.raises(RuntimeError, match="transformer_options"):
         _block_patch(jh)(args, {"original_block": lambda a: a})
 
 
