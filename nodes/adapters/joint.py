@@ -1,4 +1,4 @@
-"""The hook for every joint-attention DiT family (FLUX.1, FLUX.2, Chroma, SD3, Qwen-Image, …).
+"""The hook for every DiT family (FLUX.1, FLUX.2, Chroma, SD3, Qwen-Image, Z-Image, HiDream, …).
 
 GAG needs, for each attention call, to know which block it belongs to and where the text tokens
 of the joint sequence are. It gets both through public ComfyUI patch points only:
@@ -16,12 +16,19 @@ of the joint sequence are. It gets both through public ComfyUI patch points only
    - Older ComfyUI (0.3.64) does not: a ``dit`` block replace on each chosen block copies the
      block's ``transformer_options``, puts a ``BlockMark`` into the copy and runs the block with
      it (through any ``dit`` replace installed before it).
+   - Where ComfyUI does neither (HiDream) and every attention call of the model is one
+     block's joint attention, GAG guides every call: all blocks together or none.
 3. The text length: ``img_slice`` where ComfyUI gives it, the block's own ``txt`` argument on
-   the ``dit`` path, and otherwise the length of the text context as the diffusion model
-   received it, noted once per model call by a ``DIFFUSION_MODEL`` wrapper (double-stream
-   blocks get no ``img_slice`` in the options attention sees). The same wrapper checks, after
-   each model call, that attention could be told its block, so that GAG is never silently
-   off (for example when another node replaced the model's forward).
+   the ``dit`` path, and otherwise the family's ``TextLength`` rule over the diffusion model's
+   inputs (the text context, plus inputs whose tokens join the text, padded as the model pads
+   it), noted once per model call by a ``DIFFUSION_MODEL`` wrapper (double-stream blocks get
+   no ``img_slice`` in the options attention sees). The same wrapper checks, after each model
+   call, that GAG could act, so that GAG is never silently off (for example when another node
+   replaced the model's forward).
+4. Where the text sits (the family's ``text``): at the start or at the end of a joint sequence
+   (text mode guides the other rows' retrieval of that span), or in a separate
+   cross-attention (Kandinsky 5), where GAG guides the call whose keys are the text, as in a
+   UNet, and leaves the block's self-attention alone.
 
 Outside the schedule window every call is left alone, so the attention is exactly the
 unpatched computation. Applying GAG again removes all of this first (``uninstall``).
@@ -514,12 +521,13 @@ def _check_comfyui(model_patcher, family) -> None:
                          "(ComfyUI 0.3.60 or later); this ComfyUI has none. Update ComfyUI.")
     diffusion = model_patcher.model.diffusion_model
     for group in family.groups:
-        # FLUX-style blocks can be built image-first; the joint sequence must be text-first.
-        if any(getattr(block, "flipped_img_txt", False) for block in getattr(diffusion, group.blocks)):
+        # FLUX-style blocks can be built image-first, against what the family entry says.
+        if family.text == "first" and any(getattr(block, "flipped_img_txt", False)
+                                          for block in getattr(diffusion, group.blocks)):
             from .families import model_name
             raise ValueError(f"{family.display_name} ({model_name(model_patcher)}) puts image "
-                             f"tokens before text tokens in its joint attention; GAG supports "
-                             f"text-first models only")
+                             f"tokens before text tokens in its joint attention, where GAG "
+                             f"expects {family.display_name}'s text first")
 
 
 def uninstall(model_patcher) -> int:

@@ -85,10 +85,14 @@ FULL_SIZE_DITS = {
 
 
 def _released_2026(name):
-    """A 2026 family's released model as ComfyUI's detection configures it (full widths: on the
-    meta device they cost nothing); a ComfyUI without the class raises AttributeError."""
+    """A 2026 family's released model as ComfyUI 0.33's detection configures it (full widths: on
+    the meta device they cost nothing). Checked from ComfyUI 0.33 on, like the families
+    themselves: elsewhere AttributeError (0.3.64 has some of the classes, with other configs)."""
     def make(sm):
         import tiny_models_2026 as tm26
+        reason = tm26.unavailable(name)
+        if reason:
+            raise AttributeError(reason)
         return getattr(sm, tm26.FAMILIES[name].model_class)(dict(tm26.FULL_SIZE[name]))
     return make
 

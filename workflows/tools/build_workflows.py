@@ -422,6 +422,27 @@ def qwen_text(wf, clip):
     return {"positive": (pos, 0), "negative": (neg, 0)}
 
 
+ZIMAGE_MODEL = model("z_image_turbo_bf16.safetensors",
+                     "Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
+                     "z_image_turbo_bf16.safetensors", "diffusion_models")
+ZIMAGE_TE = model("qwen_3_4b.safetensors",
+                  "Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
+                  "qwen_3_4b.safetensors", "text_encoders")
+ZIMAGE_VAE = model("ae.safetensors",
+                   "Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors", "vae")
+
+
+def zimage_loaders(wf):
+    m = wf.node("UNETLoader", (0, -40), (330, 82), [ZIMAGE_MODEL["name"], "default"],
+                models=[ZIMAGE_MODEL])
+    shift = wf.node("ModelSamplingAuraFlow", (0, 90), (330, 58), [3], title="Flow shift")
+    wf.link(m, 0, shift, "model")
+    c = wf.node("CLIPLoader", (0, 190), (330, 106), [ZIMAGE_TE["name"], "lumina2", "default"],
+                models=[ZIMAGE_TE])
+    v = wf.node("VAELoader", (0, 340), (330, 58), [ZIMAGE_VAE["name"]], models=[ZIMAGE_VAE])
+    return {"model": (shift, 0), "clip": (c, 0), "vae": (v, 0)}
+
+
 DIT_GAG_TEXT = """\
 GAG Model Patch: scale (λ) 10, eta (η) 15, zeta (ζ) 0 — the paper's defaults. GAG Layers
 'paper' + mode 'auto' = {layers}, guiding how image tokens retrieve text tokens inside each
@@ -513,6 +534,35 @@ WHAT TO LOOK FOR
 B should follow the prompt more closely (the three mushrooms, the sign's text) with crisper
 structure than A."""
 
+NOTE_ZIMAGE_TURBO = f"""GAG A/B — Z-Image Turbo (8 steps, CFG 1)
+
+A (top) samples plain Z-Image Turbo; B (bottom) the same model through GAG Model Patch. Both
+share seed, sampler, steps/schedule, prompt and latent. Outputs: output/GAG/z_image_turbo_A_…
+and …_B_…. Needs ComfyUI 0.33 or newer (Z-Image support; GAG tested there).
+
+MODEL FILES (Comfy-Org/z_image_turbo, split_files/…)
+• models/diffusion_models/z_image_turbo_bf16.safetensors
+• models/text_encoders/qwen_3_4b.safetensors (Qwen3-4B; CLIP type lumina2)
+• models/vae/ae.safetensors (the FLUX.1 autoencoder)
+
+SETTINGS AND WHY
+• 8 steps, res_multistep, simple schedule, flow shift 3 (ModelSamplingAuraFlow), 1024×1024:
+  ComfyUI's reference settings for Z-Image Turbo.
+• CFG 1: Turbo is distilled to run without CFG (ComfyUI's template feeds KSampler a zeroed
+  negative at CFG 1, which is one model pass: the Basic Guider here does the same). No second
+  pass is available to guide with, so GAG is the guidance, and it adds no model pass.
+• {DIT_GAG_TEXT.format(layers="all 30 main transformer layers")}
+
+WHAT TO CHANGE FIRST
+1. GAG Model Patch → scale: lower it (5–8) if B looks oversaturated or artefacty, raise it if
+   A and B look the same.
+2. GAG Layers → mode 'joint' for a stronger, broader effect.
+3. Prompt and seed.
+
+WHAT TO LOOK FOR
+Few-step distilled models tend to drop prompt details; B should keep more of them (the three
+mushrooms, the sign's text) at the same 8 steps."""
+
 WORKFLOWS = {
     "gag_sdxl_base_cfg": dict(
         loaders=sdxl_loaders(), text=sdxl_text(True), sampling=("euler", "normal", 30, 6.0),
@@ -537,6 +587,10 @@ WORKFLOWS = {
         loaders=qwen_loaders, text=qwen_text, sampling=("euler", "simple", 20, 2.5),
         gag=GAG_PAPER, note=NOTE_QWEN, latent=("EmptySD3LatentImage", 1328, 1328),
         prefix="qwen_image"),
+    "gag_z_image_turbo": dict(
+        loaders=zimage_loaders, text=flux_text(None), sampling=("res_multistep", "simple", 8, None),
+        gag=GAG_PAPER, note=NOTE_ZIMAGE_TURBO, latent=("EmptySD3LatentImage", 1024, 1024),
+        prefix="z_image_turbo"),
 }
 
 
@@ -562,6 +616,7 @@ TITLES = {
     "gag_flux1_dev": "FLUX.1-dev · guidance 3.5 · 20 steps",
     "gag_flux1_schnell": "FLUX.1-schnell · 4 steps",
     "gag_qwen_image": "Qwen-Image · CFG 2.5 · 20 steps",
+    "gag_z_image_turbo": "Z-Image Turbo · 8 steps · CFG 1",
 }
 TYPE_COLORS = {"MODEL": (180, 160, 255), "CLIP": (255, 215, 0), "VAE": (255, 100, 100),
                "CONDITIONING": (255, 170, 60), "LATENT": (255, 150, 200), "IMAGE": (100, 180, 255),

@@ -6,7 +6,7 @@ bundled workflow, convert it to API format and swap these in for the nodes that 
 multi-gigabyte files:
 
     CheckpointLoaderSimple  -> GAGTestTinyCheckpoint     (tiny SDXL UNet, CLIP stand-in, tiny VAE)
-    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / Qwen-Image / … DiT)
+    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / Qwen-Image / Z-Image … DiT)
     DualCLIPLoader, CLIPLoader -> GAGTestTinyTextEncoderLoader (CLIP stand-in)
     VAELoader               -> GAGTestTinyVAE             (real AutoencoderKL code, tiny widths)
     LoraLoaderModelOnly     -> GAGTestTinyLora            (a random low-rank weight patch)
@@ -44,6 +44,12 @@ class _Family:
         self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
 
 
+def _tiny_2026(name):
+    """A family of tiny_models_2026 (ComfyUI 0.33+), imported when first used."""
+    import tiny_models_2026
+    return tiny_models_2026.FAMILIES[name]
+
+
 FAMILIES = {
     "sdxl": _Family(tiny_models.tiny_sdxl, tiny_models.sdxl_conditioning, 4),
     "flux": _Family(tiny_models.tiny_flux, tiny_models.flux_conditioning, 16),
@@ -51,6 +57,8 @@ FAMILIES = {
                             tiny_models.flux_conditioning, 16),
     "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16,
                           video_latents=True),
+    "zimage": _Family(lambda seed=0: _tiny_2026("zimage").build(seed),
+                      lambda seed=1: _tiny_2026("zimage").conditioning(seed=seed), 16),
 }
 
 
