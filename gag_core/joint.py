@@ -10,7 +10,7 @@ the span is an image-stream token. Two ways to apply GAG to it:
 * text mode: only the image-query → text-key retrieval is guided. For an image query the
   softmax output splits exactly into its text and image parts,
 
-      O = w · O_d^txt + (1 − w) · O_d^img,    w = Σ_{j ∈ text} softmax(S)_j   (mass on text keys)
+      O = w · O_d^txt + (1 − w) · O_d^img,    w = Σ_{j ∈ text} softmax(S)_j  (text-key mass)
 
   where O_d^txt and O_d^img are softmax retrievals over the text keys alone and the image keys
   alone. Text mode replaces the text component by its GAG version, computed on the text keys

@@ -22,8 +22,8 @@ from typing import Optional
 from ...gag_core.layer_spec import LayerRef
 from . import joint, unet
 
-__all__ = ["BlockGroup", "Layout", "TextLength", "Family", "FAMILIES", "find_family", "family_by_id",
-           "all_presets", "model_name", "front_end_table"]
+__all__ = ["BlockGroup", "Layout", "TextLength", "Family", "FAMILIES", "find_family",
+           "family_by_id", "all_presets", "model_name", "front_end_table"]
 
 
 @dataclass(frozen=True)
