@@ -1,5 +1,6 @@
 """GAG on joint-attention DiTs, end to end through ComfyUI's real samplers: one tiny
-random-weight model per supported family (FLUX.1-dev, FLUX.1-schnell, Chroma, SD3.5, Qwen-Image).
+random-weight model per supported family (FLUX.1-dev, FLUX.1-schnell, Chroma, SD3.5, Qwen-Image,
+FLUX.2 dev and Klein).
 
 Each test samples a few steps and checks a property of the patched model against the same
 model unpatched: GAG changes the result, acts exactly on the selected blocks, is exactly off
@@ -41,7 +42,8 @@ def tm():
 
 
 # FLUX.1-schnell shares FLUX.1-dev's model class and hooks; it gets the smoke test only.
-FAMILIES = ["flux", "chroma", "sd3", "qwen_image"]
+# FLUX.2 dev and Klein skip where the ComfyUI has no FLUX.2 (0.3.64).
+FAMILIES = ["flux", "chroma", "sd3", "qwen_image", "flux2", "flux2_klein"]
 
 
 class Family:
@@ -154,8 +156,8 @@ def test_input_model_is_not_mutated(family, api):
 @pytest.mark.parametrize("mode", ["text", "joint"])
 def test_batch_equals_separate_runs(family, api, mode):
     patched = api.apply_gag(family.patcher, mode=mode)
-    frames = family.kwargs.get("frames")
-    shape = (2, 16) + ((frames,) if frames else ()) + (8, 8)
+    frames, size = family.kwargs.get("frames"), family.kwargs["size"]
+    shape = (2, family.kwargs.get("channels", 16)) + ((frames,) if frames else ()) + (size, size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(5))
     together = family.sample(patched, noise=noise)
     apart = torch.cat([family.sample(patched, noise=noise[i:i + 1]) for i in range(2)])
