@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_env import import_api  # noqa: E402
+from comfy_env import add_comfyui_option, import_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_gag"
@@ -117,7 +117,7 @@ def run_timing(args):
     cuda = not args.smoke
     if cuda and not torch.cuda.is_available():
         sys.exit("full-size timing needs a CUDA GPU; use --smoke for the tiny CPU run")
-    api = import_api(cpu=not cuda)
+    api = import_api(cpu=not cuda, path=args.comfyui)
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     config = FLUX_TINY if args.smoke else FLUX_DEV
@@ -163,7 +163,7 @@ class _AttentionDelta:
 
 
 def run_effect(args):
-    api = import_api(cpu=True)
+    api = import_api(cpu=True, path=args.comfyui)
     torch.set_num_threads(1)
     dc = importlib.import_module(f"{PACK}.nodes.adapters.dit_common")
     sys.path.insert(0, str(REPO_ROOT / "tests" / "comfy"))
@@ -220,6 +220,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3, help="models per family (--effect)")
     parser.add_argument("--json", action="store_true", help="also print the --effect rows as JSON")
+    add_comfyui_option(parser)
     args = parser.parse_args()
     if args.effect:
         run_effect(args)

@@ -55,32 +55,16 @@ FULL_SIZE_UNETS = {
 }
 
 
-def _flux_like(model_class, depth, single, **extra):
-    return lambda sm: getattr(sm, model_class)(dict(
-        in_channels=16, out_channels=16, context_in_dim=48, hidden_size=64, mlp_ratio=2.0,
-        num_heads=4, depth=depth, depth_single_blocks=single, axes_dim=[4, 6, 6], theta=10000,
-        patch_size=2, qkv_bias=True, **extra))
-
-
-def _sd3(depth):
-    return lambda sm: sm.SD3({**sm.SD3.unet_config, **dict(
-        in_channels=16, out_channels=16, patch_size=2, depth=depth, input_size=None,
-        adm_in_channels=32, pos_embed_max_size=32, num_patches=32 * 32,
-        context_embedder_config={"target": "torch.nn.Linear",
-                                 "params": {"in_features": 48, "out_features": 64 * depth}})})
-
-
+# DiTs at their released block counts, built like the tests' tiny models (tests/comfy/tiny_models.py:
+# ComfyUI's own detection from checkpoint key names) on the meta device. FLUX.2 dev where the
+# ComfyUI has FLUX.2 (not 0.3.64).
 FULL_SIZE_DITS = {
-    "flux": _flux_like("Flux", 19, 38, image_model="flux", guidance_embed=True, vec_in_dim=32),
-    "chroma": _flux_like("Chroma", 19, 38, image_model="chroma", in_dim=64, out_dim=64,
-                         hidden_dim=64, n_layers=2),
-    "sd3": _sd3(24),
-    "sd35_large": _sd3(38),
-    "qwen_image": lambda sm: sm.QwenImage(dict(
-        image_model="qwen_image", in_channels=64, out_channels=16, num_layers=60,
-        attention_head_dim=16, num_attention_heads=4, joint_attention_dim=48,
-        axes_dims_rope=(4, 6, 6))),
-    # "flux2": ComfyUI 0.3.64 has no FLUX.2 model; its layout (8 double, 48 single) is unchecked.
+    "flux": lambda tm: tm.tiny_flux(depth=19, single=38, device="meta"),
+    "chroma": lambda tm: tm.tiny_chroma(depth=19, single=38, device="meta"),
+    "sd3": lambda tm: tm.tiny_sd3(depth=24, device="meta"),
+    "sd35_large": lambda tm: tm.tiny_sd3(depth=38, device="meta"),
+    "qwen_image": lambda tm: tm.tiny_qwen_image(layers=60, device="meta"),
+    "flux2": lambda tm: tm.tiny_flux2(depth=8, single=48, device="meta"),
 }
 
 
@@ -534,7 +518,6 @@ def test_js_family_layouts_and_presets_match_the_adapters(browser_page, pack):
     import importlib
     import torch
     import comfy.ops
-    import comfy.supported_models as sm
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     page = browser_page
     url = f"{_pack_url_part(page.gag_server)}js/gag_families.js"
@@ -553,13 +536,13 @@ def test_js_family_layouts_and_presets_match_the_adapters(browser_page, pack):
         unet = UNetModel(**config, device=torch.device("meta"),
                          operations=comfy.ops.disable_weight_init)
         patchers[family_id] = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet))
+    import tiny_models as tm
     for family_id, make in FULL_SIZE_DITS.items():
-        model_config = make(sm)
-        model_config.set_inference_dtype(torch.float32, None)
-        with torch.device("meta"):
-            patchers[family_id] = types.SimpleNamespace(
-                model=model_config.get_model({}, device=torch.device("meta")))
-    assert set(by_id) - set(patchers) == {"flux2"}  # every layout but FLUX.2's is checked
+        if family_id.startswith("flux2") and not tm.comfyui_has_flux2():
+            continue  # ComfyUI 0.3.64 has no FLUX.2: its layout is checked on newer releases
+        patchers[family_id] = types.SimpleNamespace(model=make(tm))
+    unchecked = set(by_id) - set(patchers)
+    assert unchecked == (set() if tm.comfyui_has_flux2() else {"flux2"}), unchecked
     for family_id, patcher in patchers.items():
         adapter = adapter_module.find_adapter(patcher)
         assert adapter.family == by_id[family_id]["adapter"], family_id
