@@ -9,9 +9,12 @@ from __future__ import annotations
 import torch
 
 
-def _finish(model_config, seed: int):
+FP32 = (torch.float32, None)  # (weight dtype, manual-cast compute dtype or None)
+
+
+def _finish(model_config, seed: int, dtypes=FP32):
     import comfy.model_patcher
-    model_config.set_inference_dtype(torch.float32, None)
+    model_config.set_inference_dtype(*dtypes)
     model = model_config.get_model({}, device="cpu")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -21,9 +24,11 @@ def _finish(model_config, seed: int):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def tiny_sdxl(seed: int = 0):
+def tiny_sdxl(seed: int = 0, dtypes=FP32):
     """SDXL-family UNet (SDXL, Hyper-SDXL, DMD2 share it): cross-attention in input 5, the middle
-    block and output 0-5, one transformer each in this tiny config; context dim 64."""
+    block and output 0-5, one transformer each in this tiny config; context dim 64. ``dtypes``:
+    (weight dtype, manual-cast dtype or None), as ComfyUI's loaders pass them to the model
+    config."""
     import comfy.supported_models as sm
     cfg = dict(sm.SDXL.unet_config)
     cfg.update(model_channels=32, transformer_depth=[0, 0, 1, 1, 1, 1],
@@ -34,7 +39,7 @@ def tiny_sdxl(seed: int = 0):
                legacy=False)
     mc = sm.SDXL(cfg)
     mc.unet_config["num_head_channels"] = 16  # BASE.__init__ resets it to 64
-    return _finish(mc, seed)
+    return _finish(mc, seed, dtypes)
 
 
 def tiny_sdxl_deep(seed: int = 0):
@@ -152,13 +157,17 @@ def _random_weights(model, seed: int, random_buffers=()):
     return model
 
 
-def _dit(detection_keys: dict, tiny: dict, seed: int, random_buffers=(), device=None):
+def _dit(detection_keys: dict, tiny: dict, seed: int, random_buffers=(), device=None,
+         dtypes=FP32):
     """A ModelPatcher of the DiT that ComfyUI detects from ``detection_keys`` (see above); with
-    ``device="meta"`` just the model (no weights), for layout checks."""
+    ``device="meta"`` just the model (no weights), for layout checks. ``dtypes`` other than
+    float32 (weight dtype, manual-cast dtype or None) are set on the model config as ComfyUI's
+    loader sets them (the loader itself picks the cast from the device, so it is not used)."""
     import comfy.model_patcher
     import comfy.sd
     model_config, loadable = _detected_model_config(detection_keys, tiny)
-    model_config.set_inference_dtype(torch.float32, None)
+    loadable = loadable and dtypes == FP32
+    model_config.set_inference_dtype(*dtypes)
     if device is not None and torch.device(device).type == "meta":
         with torch.device("meta"):
             return model_config.get_model({}, device=torch.device("meta"))
@@ -196,13 +205,13 @@ def _flux_keys(hidden, context, *, guidance, vec_in=None, in_channels=64, flux2=
 
 
 def tiny_flux(seed: int = 0, schnell: bool = False, depth: int = 2, single: int = 2,
-              device=None):
+              device=None, dtypes=FP32):
     """FLUX.1-dev (guidance-distilled) or, with ``schnell``, FLUX.1-schnell: ``depth`` double and
     ``single`` single blocks, hidden 256 = 2 heads of 128 (FLUX fixes the head size), context
     dim 48, pooled dim 32; 16-channel latents."""
     keys = _flux_keys(256, 48, guidance=not schnell, vec_in=32, depth=depth, single=single)
     return _dit(keys, dict(hidden_size=256, num_heads=2, context_in_dim=48), seed,
-                            device=device)
+                device=device, dtypes=dtypes)
 
 
 def comfyui_has_flux2() -> bool:
@@ -231,7 +240,7 @@ def tiny_flux2(seed: int = 0, klein: bool = False, depth: int | None = None,
     keys = _flux_keys(256, 48, guidance=not klein, in_channels=128, flux2=True, depth=depth,
                       single=single)
     return _dit(keys, dict(hidden_size=256, num_heads=2, context_in_dim=48), seed,
-                            device=device)
+                device=device)
 
 
 def tiny_flux2_klein(seed: int = 0, **kwargs):
