@@ -111,7 +111,7 @@ def _unit_norms_of(diffusion_model):
                 continue
             for name in ("weight", "scale"):
                 gain = getattr(module, name, None)
-                if isinstance(gain, torch.nn.Parameter) and gain.device.type != "meta":
+                if isinstance(gain, torch.nn.Parameter):
                     gain.fill_(1.0)
     return diffusion_model
 
@@ -146,7 +146,8 @@ def _detected_model_config(detection_keys: dict, tiny: dict):
 
 
 def _random_weights(model, seed: int, random_buffers=()):
-    """Weights drawn from ``seed`` (ComfyUI skips initialisation), norm gains at 1."""
+    """Weights drawn from ``seed`` (ComfyUI skips initialisation), and the named buffers that
+    the model creates uninitialised."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
