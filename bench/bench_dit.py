@@ -40,11 +40,28 @@ FLUX_TINY = dict(FLUX_DEV, vec_in_dim=32, context_in_dim=48, hidden_size=64, mlp
                  num_heads=4, depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6])
 
 
+def flux_model_config(config: dict):
+    """ComfyUI's model config for a FLUX.1-dev architecture of ``config``'s sizes. ComfyUI's own
+    detection, run on the checkpoint key names, fills in the fields each release needs (0.33 added
+    txt_ids_dims); ``config`` sets the sizes."""
+    import comfy.model_detection as md
+    hidden, head = config["hidden_size"], config["hidden_size"] // config["num_heads"]
+    shapes = {"img_in.weight": (hidden, config["in_channels"] * 4),
+              "txt_in.weight": (hidden, config["context_in_dim"]),
+              "vector_in.in_layer.weight": (hidden, config["vec_in_dim"]),
+              "guidance_in.in_layer.weight": (hidden, 256)}
+    shapes.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (head,)
+                   for i in range(config["depth"])})
+    shapes.update({f"single_blocks.{i}.norm.key_norm.scale": (head,)
+                   for i in range(config["depth_single_blocks"])})
+    keys = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+    return md.model_config_from_unet_config(dict(md.detect_unet_config(keys, ""), **config), keys)
+
+
 def build_flux(config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """A ModelPatcher around FLUX.1-dev's architecture with random weights (norm gains 1)."""
     import comfy.model_patcher
-    import comfy.supported_models as sm
-    model_config = sm.Flux(dict(config))
+    model_config = flux_model_config(config)
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, device=device)
     model.to(device)
