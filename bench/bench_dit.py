@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_env import import_api  # noqa: E402
+from comfy_env import add_comfyui_option, import_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_gag"
@@ -39,11 +39,28 @@ FLUX_TINY = dict(FLUX_DEV, vec_in_dim=32, context_in_dim=48, hidden_size=64, mlp
                  num_heads=4, depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6])
 
 
+def flux_model_config(config: dict):
+    """ComfyUI's model config for a FLUX.1-dev architecture of ``config``'s sizes. ComfyUI's own
+    detection, run on the checkpoint key names, fills in the fields each release needs (0.33 added
+    txt_ids_dims); ``config`` sets the sizes."""
+    import comfy.model_detection as md
+    hidden, head = config["hidden_size"], config["hidden_size"] // config["num_heads"]
+    shapes = {"img_in.weight": (hidden, config["in_channels"] * 4),
+              "txt_in.weight": (hidden, config["context_in_dim"]),
+              "vector_in.in_layer.weight": (hidden, config["vec_in_dim"]),
+              "guidance_in.in_layer.weight": (hidden, 256)}
+    shapes.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (head,)
+                   for i in range(config["depth"])})
+    shapes.update({f"single_blocks.{i}.norm.key_norm.scale": (head,)
+                   for i in range(config["depth_single_blocks"])})
+    keys = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+    return md.model_config_from_unet_config(dict(md.detect_unet_config(keys, ""), **config), keys)
+
+
 def build_flux(config: dict, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """A ModelPatcher around FLUX.1-dev's architecture with random weights (norm gains 1)."""
     import comfy.model_patcher
-    import comfy.supported_models as sm
-    model_config = sm.Flux(dict(config))
+    model_config = flux_model_config(config)
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, device=device)
     model.to(device)
@@ -116,7 +133,7 @@ def run_timing(args):
     cuda = not args.smoke
     if cuda and not torch.cuda.is_available():
         sys.exit("full-size timing needs a CUDA GPU; use --smoke for the tiny CPU run")
-    api = import_api(cpu=not cuda)
+    api = import_api(cpu=not cuda, path=args.comfyui)
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     config = FLUX_TINY if args.smoke else FLUX_DEV
@@ -156,7 +173,7 @@ class _AttentionDelta:
 
 
 def run_effect(args):
-    api = import_api(cpu=True)
+    api = import_api(cpu=True, path=args.comfyui)
     torch.set_num_threads(1)
     sys.path.insert(0, str(REPO_ROOT / "tests" / "comfy"))
     import tiny_models as tm
@@ -211,6 +228,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3, help="models per family (--effect)")
     parser.add_argument("--json", action="store_true", help="also print the --effect rows as JSON")
+    add_comfyui_option(parser)
     args = parser.parse_args()
     if args.effect:
         run_effect(args)

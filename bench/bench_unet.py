@@ -62,7 +62,7 @@ from typing import Callable, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_env import find_comfyui, import_api  # noqa: E402
+from comfy_env import add_comfyui_option, comfyui_path, import_api  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_gag"
@@ -736,6 +736,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="markdown file to append to (default "
                              f"{DEFAULT_OUT.relative_to(REPO_ROOT)} on CUDA, none with --smoke)")
+    add_comfyui_option(parser)
     args = parser.parse_args(argv)
 
     cuda = not args.smoke
@@ -756,8 +757,8 @@ def main(argv=None) -> int:
                      f"halves it three times); got {size}")
     out_path = args.out if args.out is not None else (DEFAULT_OUT if cuda else None)
 
-    comfy_root = find_comfyui()
-    api = import_api(cpu=not cuda)
+    comfy_root = comfyui_path(args.comfyui)
+    api = import_api(cpu=not cuda, path=comfy_root)
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         torch.set_num_threads(1)  # tiny tensors: threads cost more than they save

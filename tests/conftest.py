@@ -48,6 +48,20 @@ def find_comfyui() -> Path | None:
 
 
 COMFYUI_PATH = find_comfyui()
+
+
+def comfyui_version(path: Path | None = COMFYUI_PATH) -> str | None:
+    """The version a ComfyUI checkout declares in its comfyui_version.py (None if unreadable)."""
+    import re
+    try:
+        text = (path / "comfyui_version.py").read_text(encoding="utf-8")
+    except (OSError, TypeError):
+        return None
+    found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+    return found.group(1) if found else None
+
+
+COMFYUI_VERSION = comfyui_version()
 SKIP_NO_COMFY = ("ComfyUI not found (looked at $COMFYUI_PATH, the folder two levels above the "
                  "pack, ~/ComfyUI: " + ", ".join(str(p) for p in comfyui_candidates()) + ")")
 
@@ -103,6 +117,8 @@ def pytest_terminal_summary(terminalreporter):
     stats = terminalreporter.stats
     def count(kind):
         return sum(1 for r in stats.get(kind, []) if "tests/comfy/" in r.nodeid)
+    where = (f"ComfyUI {COMFYUI_VERSION or '(unknown version)'} at {COMFYUI_PATH}"
+             if COMFYUI_PATH else "ComfyUI NOT FOUND")
     terminalreporter.write_line(
-        f"ComfyUI integration tests: {count('passed')} passed, {count('failed')} failed, "
-        f"{count('skipped')} skipped (ComfyUI at {COMFYUI_PATH or 'NOT FOUND'})")
+        f"ComfyUI integration tests on {where}: {count('passed')} passed, "
+        f"{count('failed')} failed, {count('error')} errors, {count('skipped')} skipped")

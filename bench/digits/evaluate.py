@@ -43,12 +43,13 @@ FEW_STEPS = 4
 REGRESSION = dict(samples=200, seed=1234, steps=FEW_STEPS, cfg=1.0)
 
 
-def import_pack():
-    """The repository imported as package comfyui_gag (as ComfyUI loads it), with its API."""
+def import_pack(comfyui=None):
+    """The repository imported as package comfyui_gag (as ComfyUI loads it), with its API;
+    ``comfyui``: the ComfyUI checkout (default: bench/comfy_env.py's search)."""
     import importlib
-    sys.path.insert(0, str(digits.REPO_ROOT / "tests"))
-    import conftest
-    pack = conftest.import_pack()
+    sys.path.insert(0, str(digits.REPO_ROOT / "bench"))
+    import comfy_env
+    pack = comfy_env.import_pack(cpu=True, path=comfyui)
     importlib.import_module(pack.__name__ + ".nodes.api")
     importlib.import_module(pack.__name__ + ".nodes.adapters.unet")
     return pack
@@ -209,13 +210,16 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("multi", "few"), default=None)
     parser.add_argument("--unet", type=Path, default=digits.UNET_WEIGHTS)
     parser.add_argument("--judge", type=Path, default=digits.JUDGE_WEIGHTS)
+    parser.add_argument("--comfyui", type=Path, default=None, metavar="PATH",
+                        help="ComfyUI checkout (default: $COMFYUI_PATH, ../.. of the pack, "
+                             "~/ComfyUI)")
     args = parser.parse_args(argv)
     if args.samples < 10 or args.samples % digits.NUM_CLASSES:
         parser.error(f"--samples must be a positive multiple of 10; got {args.samples}")
     torch.set_num_threads(args.threads)
     started = time.time()
 
-    pack = import_pack()
+    pack = import_pack(args.comfyui)
     generator = Generator(pack, args.unet)
     judge = digits.load_judge(args.judge)
     train_x, train_y, test_x, test_y = digits.load_split()

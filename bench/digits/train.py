@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import digits_model as digits  # noqa: E402
 
 
-def import_comfy_cpu():
-    sys.path.insert(0, str(digits.REPO_ROOT / "tests"))
-    import conftest  # the repo's ComfyUI finder
-    conftest.import_comfy()
+def import_comfy_cpu(comfyui=None):
+    sys.path.insert(0, str(digits.REPO_ROOT / "bench"))
+    import comfy_env  # the bench scripts' ComfyUI finder
+    comfy_env.import_comfy(cpu=True, path=comfyui)
 
 
 def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1):
@@ -149,10 +149,13 @@ def main(argv=None):
                         help="train both (default) or one; each is seeded on its own, so training "
                              "one part alone gives the same weights as in a full run")
     parser.add_argument("--out", type=Path, default=digits.HERE)
+    parser.add_argument("--comfyui", type=Path, default=None, metavar="PATH",
+                        help="ComfyUI checkout (default: $COMFYUI_PATH, ../.. of the pack, "
+                             "~/ComfyUI)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    import_comfy_cpu()
+    import_comfy_cpu(args.comfyui)
     from safetensors.torch import save_file
 
     train_x, train_y, test_x, test_y = digits.load_split()

@@ -179,7 +179,7 @@ def missing_options_message(layer: Any, extra: Any, diffusion_model=None) -> str
     if cause is None:
         return (f"GAG: this ComfyUI version does not pass transformer_options through the "
                 f"'dit' block replace of {layer}, so GAG cannot reach the block's attention. "
-                f"Update ComfyUI (0.3.60 or later) or remove the GAG node.")
+                f"Update ComfyUI (0.3.64 or later) or remove the GAG node.")
     return (f"GAG cannot reach the attention of {layer}: another node replaced the diffusion "
             f"model's forward — {cause} — and its copy calls the blocks without "
             f"transformer_options, which GAG (like every attention patch) needs to reach the "

@@ -514,11 +514,11 @@ def _check_comfyui(model_patcher, family) -> None:
     import comfy.ldm.modules.attention as attention
     if not hasattr(attention, "wrap_attn"):
         raise ValueError("GAG on joint-attention DiTs needs ComfyUI's optimized_attention_override "
-                         "(ComfyUI 0.3.60 or later); this ComfyUI has none. Update ComfyUI.")
+                         "(ComfyUI 0.3.64 or later); this ComfyUI has none. Update ComfyUI.")
     if _diffusion_model_wrapper_type() is None or not hasattr(model_patcher,
                                                               "add_wrapper_with_key"):
         raise ValueError("GAG on joint-attention DiTs needs ComfyUI's model wrappers "
-                         "(ComfyUI 0.3.60 or later); this ComfyUI has none. Update ComfyUI.")
+                         "(ComfyUI 0.3.64 or later); this ComfyUI has none. Update ComfyUI.")
     diffusion = model_patcher.model.diffusion_model
     for group in family.groups:
         # FLUX-style blocks can be built image-first, against what the family entry says.

@@ -44,10 +44,12 @@ def tm():
     return tiny_models
 
 
-FAMILIES = ["flux", "chroma", "sd3", "qwen_image"]
+# FLUX.2 dev and Klein skip where the ComfyUI has no FLUX.2 (0.3.64).
+FAMILIES = ["flux", "chroma", "sd3", "qwen_image", "flux2", "flux2_klein"]
 # Selections that include every block kind of the family.
 ALL_KINDS = {"flux": "double 1, single 0, single 1", "chroma": "double 0, single 0",
-             "sd3": "joint 0, joint 1", "qwen_image": "joint 0, joint 1"}
+             "sd3": "joint 0, joint 1", "qwen_image": "joint 0, joint 1",
+             "flux2": "double 1, single 0, single 1", "flux2_klein": "double 0, single 1"}
 
 
 def build(tm, name):
@@ -270,21 +272,39 @@ def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(tm,
 
 @pytest.mark.parametrize("name,family", [("flux", "flux"), ("flux_schnell", "flux"),
                                          ("chroma", "chroma"), ("sd3", "sd3"),
-                                         ("qwen_image", "qwen_image")])
+                                         ("qwen_image", "qwen_image"), ("flux2", "flux2"),
+                                         ("flux2_klein", "flux2")])
 def test_detection(tm, pack, name, family):
     patcher = tm.DIT_FAMILIES[name][0]()
     assert pack["nodes.adapters"].find_family(patcher).id == family
 
 
-def test_flux2_is_recognised_by_its_global_modulation_flag(tm, api, pack):
-    """0.3.64 has no FLUX.2; newer ComfyUI builds it on the FLUX class with
-    params.global_modulation. Only the detection and the shared hooks are exercised here."""
-    patcher, conditioning, kwargs = build(tm, "flux")
-    patcher.model.diffusion_model.params.global_modulation = True
-    assert pack["nodes.adapters"].find_family(patcher).id == "flux2"
-    plain = run(tm, patcher, conditioning, kwargs)
-    assert not torch.allclose(run(tm, api.apply_gag(patcher), conditioning, kwargs), plain,
-                              atol=1e-4)
+@pytest.mark.parametrize("name", ["flux2", "flux2_klein"])
+def test_flux2_blocks_keep_their_modulation_and_padded_text(tm, api, name):
+    """Real FLUX.2 (ComfyUI's Flux with global_modulation): its double blocks get ``vec`` as a
+    tuple of shared modulations, which must reach the blocks untouched (through GAG's block
+    replace where it has one, and through a replace installed before GAG); text mode finds the text where ComfyUI's
+    Flux2.extra_conds put it, front-padded to 512 tokens."""
+    patcher, conditioning, kwargs = build(tm, name)
+    assert patcher.model.diffusion_model.params.global_modulation
+    seen = []
+
+    def foreign_block(args, extra):
+        seen.append(type(args["vec"]))
+        return extra["original_block"](args)
+
+    base = patcher.clone()
+    base.set_model_patch_replace(foreign_block, "dit", "double_block", 0)
+    plain = run(tm, base, conditioning, kwargs)
+    patched = api.apply_gag(base, layers=ALL_KINDS[name], mode="text")
+    spy = capture(patched)
+    guided = run(tm, patched, conditioning, kwargs)
+    assert seen and set(seen) == {tuple}
+    assert {r["text_tokens"] for r in spy.records} == {512}
+    assert {str(r["layer"]) for r in spy.records} == {
+        item.strip() for item in ALL_KINDS[name].split(",")}
+    assert torch.isfinite(guided).all()
+    assert not torch.allclose(guided, plain, atol=1e-4)
 
 
 def test_unsupported_architecture_is_named(tm, api):

@@ -1,7 +1,8 @@
 """GAG on joint-attention DiTs, end to end through ComfyUI's real samplers: one tiny
 random-weight model per supported family (FLUX.1-dev, FLUX.1-schnell, Chroma, SD3.5, Qwen-Image,
-and from ComfyUI 0.33 the 2026 families of tests/comfy/tiny_models_2026.py: Z-Image, Lumina 2,
-Krea2, HunyuanImage 2.1, HiDream, Kandinsky 5 Image, Chroma Radiance, LongCat-Image).
+and from ComfyUI 0.33 FLUX.2 dev and Klein and the 2026 families of
+tests/comfy/tiny_models_2026.py: Z-Image, Lumina 2, Krea2, HunyuanImage 2.1, HiDream,
+Kandinsky 5 Image, Chroma Radiance, LongCat-Image).
 
 Each test samples a few steps and checks a property of the patched model against the same
 model unpatched: GAG changes the result, acts exactly on the selected blocks, is exactly off
@@ -43,7 +44,8 @@ def tm():
 
 
 # FLUX.1-schnell shares FLUX.1-dev's model class and hooks; it gets the smoke test only.
-FAMILIES = ["flux", "chroma", "sd3", "qwen_image"]
+# FLUX.2 dev and Klein skip where the ComfyUI has no FLUX.2 (0.3.64).
+FAMILIES = ["flux", "chroma", "sd3", "qwen_image", "flux2", "flux2_klein"]
 FAMILIES_2026 = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "kandinsky5_image",
                  "chroma_radiance", "longcat_image"]
 
@@ -59,8 +61,10 @@ class Family:
         self.conditioning = conditioning
         # 8×8 latents (16 image tokens) and 2 steps keep each run to a few tens of ms.
         self.kwargs = dict(dict(size=8, steps=2), **sample_kwargs)
-        frames = self.kwargs.get("frames")
-        self.noise_shape = lambda batch: (batch, 16) + ((frames,) if frames else ()) + (8, 8)
+        frames, size = self.kwargs.get("frames"), self.kwargs["size"]
+        channels = self.kwargs.get("channels", 16)
+        self.noise_shape = lambda batch: ((batch, channels) + ((frames,) if frames else ())
+                                          + (size, size))
 
     def sample(self, patcher=None, *, noise=None, **overrides):
         """One prompt (ComfyUI repeats it over a batch of noise)."""

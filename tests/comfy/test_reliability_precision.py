@@ -47,17 +47,11 @@ def gag(pack):
     return importlib.import_module(f"{pack.__name__}.nodes.api")
 
 
-def build(builder, weight_dtype, manual_cast, monkeypatch, seed=0):
-    """A tiny model from tiny_models, built in the given dtypes the way ComfyUI's loaders do it:
-    set_inference_dtype(weight, manual_cast), then get_model picks comfy.ops for them."""
-    import comfy.supported_models_base as smb
-    original = smb.BASE.set_inference_dtype
-    monkeypatch.setattr(smb.BASE, "set_inference_dtype",
-                        lambda self, dtype, cast: original(self, weight_dtype, manual_cast))
-    try:
-        return builder(seed)
-    finally:
-        monkeypatch.undo()
+def build(builder, weight_dtype, manual_cast, seed=0):
+    """A tiny model from tiny_models in the given dtypes, set on its model config the way
+    ComfyUI's loaders do it (set_inference_dtype(weight, manual_cast); get_model then picks
+    comfy.ops for them)."""
+    return builder(seed, dtypes=(weight_dtype, manual_cast))
 
 
 def module(gag, name):
@@ -110,7 +104,7 @@ def test_unet_samples_in_each_weight_dtype(gag, monkeypatch, precision):
     weight, cast, _, _ = PRECISIONS[precision]
     if weight is None:
         pytest.skip("this torch has no float8_e4m3fn")
-    patcher = build(tm.tiny_sdxl, weight, cast, monkeypatch)
+    patcher = build(tm.tiny_sdxl, weight, cast)
     if weight == F8:
         layer = patcher.model.diffusion_model.output_blocks[3][1].transformer_blocks[0].attn2.to_q
         assert layer.weight.dtype == F8 and type(layer).__module__ == "comfy.ops"
@@ -124,7 +118,7 @@ def test_flux_samples_in_low_precision(gag, monkeypatch, precision):
     weight, cast, _, _ = PRECISIONS[precision]
     if weight is None:
         pytest.skip("this torch has no float8_e4m3fn")
-    patcher = build(tm.tiny_flux, weight, cast, monkeypatch)
+    patcher = build(tm.tiny_flux, weight, cast)
     pos = tm.flux_conditioning(seed=1)
     # Joint mode hands the whole joint attention to gag_attention (through the runtime in
     # nodes/guidance.py), where the spy sees it; the default text mode (gag_core.joint) is

@@ -6,7 +6,7 @@ bundled workflow, convert it to API format and swap these in for the nodes that 
 multi-gigabyte files:
 
     CheckpointLoaderSimple  -> GAGTestTinyCheckpoint     (tiny SDXL UNet, CLIP stand-in, tiny VAE)
-    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / Qwen-Image / Z-Image … DiT)
+    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / FLUX.2 / Qwen-Image / Z-Image DiT)
     DualCLIPLoader, CLIPLoader -> GAGTestTinyTextEncoderLoader (CLIP stand-in)
     VAELoader               -> GAGTestTinyVAE             (real AutoencoderKL code, tiny widths)
     LoraLoaderModelOnly     -> GAGTestTinyLora            (a random low-rank weight patch)
@@ -37,11 +37,12 @@ CATEGORY = "_gag_test"
 
 
 class _Family:
-    def __init__(self, build, conditioning, latent_channels, video_latents=False):
+    def __init__(self, build, conditioning, latent_channels, video_latents=False, downscale=8):
         self.build = build                  # seed -> ModelPatcher
         self.conditioning = conditioning    # seed -> [[cond, extras]]
         self.latent_channels = latent_channels
         self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
+        self.downscale = downscale          # image pixels per latent pixel
 
 
 def _tiny_2026(name):
@@ -59,6 +60,10 @@ FAMILIES = {
                           video_latents=True),
     "zimage": _Family(lambda seed=0: _tiny_2026("zimage").build(seed),
                       lambda seed=1: _tiny_2026("zimage").conditioning(seed=seed), 16),
+    # FLUX.2 (ComfyUI releases that have it): 128-channel latents at 1/16 scale
+    "flux2": _Family(tiny_models.tiny_flux2, tiny_models.flux2_conditioning, 128, downscale=16),
+    "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
+                           128, downscale=16),
 }
 
 
@@ -77,13 +82,16 @@ class TinyTextEncoder:
         return [[cond, extras]]
 
 
-def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0):
-    """A real comfy.sd.VAE (AutoencoderKL, 8× down/up-scaling) with 32-wide layers and random
-    weights, so VAEDecode runs its normal code path in a fraction of a second."""
+def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0,
+             downscale: int = 8):
+    """A real comfy.sd.VAE (AutoencoderKL, ``downscale``× down/up-scaling: 8, or 16 for FLUX.2's
+    latents) with 32-wide layers and random weights, so VAEDecode runs its normal code path in a
+    fraction of a second."""
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
+    levels = downscale.bit_length()  # one level more than the number of 2× steps
     config = {"ddconfig": {"double_z": True, "z_channels": latent_channels, "resolution": 256,
-                           "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 1, 1],
+                           "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1] * levels,
                            "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
               "embed_dim": latent_channels}
     # Variance-preserving weights (std 1/sqrt(fan_in)), unit norms and zero biases, so that
@@ -138,7 +146,7 @@ class GAGTestTinyCheckpoint:
     def load(self, ckpt_name, family="sdxl"):
         spec = FAMILIES[family]
         return (spec.build(0), TinyTextEncoder(family),
-                tiny_vae(spec.latent_channels, spec.video_latents))
+                tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale))
 
 
 class GAGTestTinyDiffusionModel:
@@ -183,7 +191,7 @@ class GAGTestTinyVAE:
 
     def load(self, vae_name, family="flux"):
         spec = FAMILIES[family]
-        return (tiny_vae(spec.latent_channels, spec.video_latents),)
+        return (tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale),)
 
 
 class GAGTestTinyLora:
