@@ -33,7 +33,6 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ...gag_core.joint import text_guided_attention
 from ...gag_core.layer_spec import LayerRef
 from .base import Adapter, model_name
 
@@ -146,17 +145,17 @@ class JointAttentionOverride:
             # DiT prompts are never repeat-padded (their c_crossattn is a CONDRegular, batched
             # only at equal length), so the runtime's repeat check is skipped.
             if self.previous is None:
-                out = runtime.attention(q, k, v, mark.scale, call.mask, keys_may_repeat=False)
+                out = runtime.attention(q, k, v, mark.scale, call.mask, keys_may_repeat=False,
+                                        layer=mark.layer)
             else:
                 plain = call.to_heads(self._next(func, args, kwargs), input_layout=False)
                 correction = runtime.correction(q, k, v, mark.scale, call.mask,
-                                                keys_may_repeat=False)
+                                                keys_may_repeat=False, layer=mark.layer)
                 out = plain + correction.to(plain.dtype)
             return call.from_heads(out)
-        s = runtime.settings
         plain = call.to_heads(self._next(func, args, kwargs), input_layout=False)
-        out = text_guided_attention(q, k, v, mark.text_tokens, scale=mark.scale, eta=s.eta,
-                                    zeta=s.zeta, alpha=s.alpha, mask=call.mask, plain=plain)
+        out = runtime.text_attention(q, k, v, mark.text_tokens, mark.scale, call.mask, plain,
+                                     layer=mark.layer)
         return call.from_heads(out.to(plain.dtype))
 
 
