@@ -68,8 +68,8 @@ class RunReadout:
 
     def line(self) -> str:
         o = self.overall
-        groups = ", ".join(f"{name} ×{f.median:.1f}" for name, f in self.groups.items())
-        return (f"GAG: attention gain ×{o.median:.1f} median, ×{o.p95:.1f} p95, cap active on "
+        groups = ", ".join(f"{name} {_times(f.median)}" for name, f in self.groups.items())
+        return (f"GAG: attention gain {_times(o.median)} median, {_times(o.p95)} p95, cap active on "
                 f"{_percent(o.capped)} of tokens ({self.layers} layer{'s' * (self.layers != 1)}, "
                 f"{len(self.steps)} step{'s' * (len(self.steps) != 1)}"
                 + (f"; {groups}" if len(self.groups) > 1 else "") + ")")
@@ -87,7 +87,7 @@ class RunReadout:
     def hint(self) -> Optional[str]:
         if self.overall.median < HINT_GAIN:
             return None
-        text = f"GAG is multiplying attention outputs by ×{self.overall.median:.1f}"
+        text = f"GAG is multiplying attention outputs by {_times(self.overall.median)}"
         scales = self.suggested_scales()
         if scales is not None:
             text += f" — try scale {scales[0]:g}–{scales[1]:g}"
@@ -106,6 +106,11 @@ class RunReadout:
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
             "hint_gain": HINT_GAIN, "good_gain": list(GOOD_GAIN),
         }
+
+
+def _times(gain: float) -> str:
+    """×2.1; two decimals below ×2, where gains of a few percent would all read ×1.0."""
+    return f"×{gain:.2f}" if gain < 2 else f"×{gain:.1f}"
 
 
 def _percent(share: float) -> str:
