@@ -94,13 +94,23 @@ class RunReadout:
         return text + f" (about ×{GOOD_GAIN[0]:g}–×{GOOD_GAIN[1]:g} worked best in our tests)"
 
     def text(self) -> str:
-        """What the node shows: the log line and the hint, if any."""
+        """What the node shows: the log line's figures on short lines (nodes are narrow), and
+        the hint, if any."""
+        o = self.overall
+        lines = [f"GAG attention gain {_times(o.median)} median, {_times(o.p95)} p95",
+                 f"cap active on {_percent(o.capped)} of tokens",
+                 f"{self.layers} layer{'s' * (self.layers != 1)}, {len(self.steps)} "
+                 f"step{'s' * (len(self.steps) != 1)}"]
+        if len(self.groups) > 1:
+            lines[-1] += ": " + ", ".join(f"{name} {_times(f.median)}"
+                                          for name, f in self.groups.items())
         hint = self.hint()
-        return self.line() + (f"\n{hint}" if hint else "")
+        return "\n".join(lines + ([hint] if hint else []))
 
     def as_dict(self) -> dict:
         return {
-            "line": self.line(), "hint": self.hint(), "overall": self.overall.as_dict(),
+            "line": self.line(), "text": self.text(), "hint": self.hint(),
+            "overall": self.overall.as_dict(),
             "groups": {name: f.as_dict() for name, f in self.groups.items()},
             "steps": [dict(step=i, **f.as_dict()) for i, f in self.steps],
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
