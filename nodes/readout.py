@@ -32,11 +32,13 @@ _log = logging.getLogger("comfyui_gag")
 WRAPPER_KEY = "gag_readout"
 MESSAGE_TYPE = "gag.readout"   # the front-end event web/js/gag_readout.js listens to
 
-# From bench/digits/readout_study.py (bench/RESULTS.md, "Readout vs quality"): on the digits
-# model the best judge accuracy and FD came with a median gain of about ×1.6–×2.5, and both got
-# worse from a median gain of ×3 on, in the 4-step CFG-1 and the 20-step CFG-3 regimes alike.
+# From bench/digits/readout_study.py (bench/results_readout.md; summary in bench/RESULTS.md):
+# on the digits model the best judge accuracy and FD came at median gains ×1.66–×1.99 (λ 2–3)
+# in both regimes (4 steps CFG 1; 20 steps CFG 3). At ×2.66 (λ 5) GAG was still better than no
+# GAG without CFG; from ×3.3 (λ 7) FD was 1.7× the best and with CFG accuracy fell below CFG
+# alone; at ×4.3 (λ 10, the paper's default) both were worse than no GAG. So: hint from ×3.
 HINT_GAIN = 3.0
-GOOD_GAIN = (1.6, 2.5)
+GOOD_GAIN = (1.6, 2.0)
 
 # torch.quantile takes at most 2^24 values; larger pools are thinned evenly first.
 _QUANTILE_LIMIT = 2 ** 24
