@@ -35,8 +35,8 @@ MESSAGE_TYPE = "gag.readout"   # the front-end event web/js/gag_readout.js liste
 # From bench/digits/readout_study.py (bench/results_readout.md; summary in bench/RESULTS.md):
 # on the digits model the best judge accuracy and FD came at median gains ×1.66–×1.99 (λ 2–3)
 # in both regimes (4 steps CFG 1; 20 steps CFG 3). At ×2.66 (λ 5) GAG was still better than no
-# GAG without CFG; from ×3.3 (λ 7) FD was 1.7× the best and with CFG accuracy fell below CFG
-# alone; at ×4.3 (λ 10, the paper's default) both were worse than no GAG. So: hint from ×3.
+# GAG without CFG; at ×3.3 (λ 7) FD was 1.7× the best; at ×4.3 (λ 10, the paper's default) both
+# regimes were worse than no GAG. So: hint from ×3, between the last good and the first bad.
 HINT_GAIN = 3.0
 GOOD_GAIN = (1.6, 2.0)
 
