@@ -71,9 +71,10 @@ class RunReadout:
     def line(self) -> str:
         o = self.overall
         groups = ", ".join(f"{name} {_times(f.median)}" for name, f in self.groups.items())
-        return (f"GAG: attention gain {_times(o.median)} median, {_times(o.p95)} p95, cap active on "
-                f"{_percent(o.capped)} of tokens ({self.layers} layer{'s' * (self.layers != 1)}, "
-                f"{len(self.steps)} step{'s' * (len(self.steps) != 1)}"
+        return (f"GAG: attention gain {_times(o.median)} median, {_times(o.p95)} p95, cap active "
+                f"on {_percent(o.capped)} of tokens ({self.layers} "
+                f"layer{'s' * (self.layers != 1)}, {len(self.steps)} "
+                f"step{'s' * (len(self.steps) != 1)}"
                 + (f"; {groups}" if len(self.groups) > 1 else "") + ")")
 
     def suggested_scales(self) -> Optional[tuple[float, float]]:
@@ -134,7 +135,7 @@ def _percent(share: float) -> str:
 
 
 def _nice(scale: float) -> float:
-    """Round a suggested λ for display: 0.1 steps below 1, 0.5 steps below 10, whole numbers above."""
+    """Round a suggested λ for display: steps of 0.1 below 1, of 0.5 below 10, then of 1."""
     if scale < 1:
         return max(0.1, round(scale, 1))
     if scale < 10:
@@ -195,17 +196,18 @@ class GainReadout:
         steps, self._steps = self._steps, []
         if not steps:
             return None
-        layers = {layer for _, records in steps for layer, _, _ in records}
-        group_order = list(dict.fromkeys(_group_of(layer) for _, records in steps
-                                         for layer, _, _ in records))
+        flat = [record for _, records in steps for record in records]
+        layers = {layer for layer, _, _ in flat}
+        group_order = list(dict.fromkeys(_group_of(layer) for layer, _, _ in flat))
+        # One pool per step, then per group (model order), then all: reduced on the device,
+        # stacked, read back in one transfer.
         pools: list[tuple[list, list]] = []
         for _, records in steps:
             pools.append(([g for _, g, _ in records], [c for _, _, c in records]))
         for group in group_order:
-            pools.append(([g for _, rec in steps for layer, g, _ in rec if _group_of(layer) == group],
-                          [c for _, rec in steps for layer, _, c in rec if _group_of(layer) == group]))
-        everything = ([g for _, rec in steps for _, g, _ in rec],
-                      [c for _, rec in steps for _, _, c in rec])
+            mine = [record for record in flat if _group_of(record[0]) == group]
+            pools.append(([g for _, g, _ in mine], [c for _, _, c in mine]))
+        everything = ([g for _, g, _ in flat], [c for _, _, c in flat])
         pools.append(everything)
         figures = torch.stack([_reduce(gains, capped) for gains, capped in pools]).cpu().tolist()
         as_figures = [GainFigures(*row) for row in figures]
@@ -250,11 +252,10 @@ def _prompt_server():
 
 
 def report(result: RunReadout, node_id: Optional[str]) -> None:
-    """Log the run's line (and hint); show both on the node ``node_id`` when a server runs."""
-    _log.info(result.line())
+    """Log the run's line (with the hint, if any: one record per run); show the summary on the
+    node ``node_id`` when a server runs."""
     hint = result.hint()
-    if hint:
-        _log.info("GAG hint: %s", hint)
+    _log.info(result.line() + (f" — {hint}" if hint else ""))
     server = _prompt_server()
     if server is None or node_id is None:
         return
@@ -301,7 +302,8 @@ class ReadoutWrapper:
             args[self._CALLBACK_INDEX] = step_done
         else:
             kwargs["callback"] = step_done
-        sigmas = args[self._SIGMAS_INDEX] if len(args) > self._SIGMAS_INDEX else kwargs.get("sigmas")
+        sigmas = (args[self._SIGMAS_INDEX] if len(args) > self._SIGMAS_INDEX
+                  else kwargs.get("sigmas"))
         total_steps = max(0, len(sigmas) - 1) if sigmas is not None else 0
         readout.begin_run()
         try:
@@ -331,7 +333,8 @@ def install_readout(model_patcher, runtime, node_id: Optional[str] = None) -> bo
     model_patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
     if runtime.readout is None:
         return False
-    model_patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, ReadoutWrapper(runtime, node_id))
+    model_patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY,
+                                       ReadoutWrapper(runtime, node_id))
     return True
 
 

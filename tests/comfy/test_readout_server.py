@@ -122,7 +122,7 @@ def test_node_shows_the_readout_and_its_plot_in_chromium(page, server):
     assert len(lines) == 1, server.log_tail()
     # The node shows what the log says, and the hint exactly when the median gain calls for
     # one (the test pack's random-weight model has flat text attention: a small gain even at
-    # λ 40; tests/comfy/test_readout.py checks the hint on a model that reaches it).
+    # λ 40; tests/comfy/test_readout_runs.py checks the hint on a model that reaches it).
     assert shown is not None, "the GAG node shows no progress text"
     assert shown == data["text"] and data["line"] in lines[0], data
     gain = re.search(r"GAG: attention gain (×[0-9.]+) median, (×[0-9.]+) p95", lines[0]).groups()

@@ -180,7 +180,9 @@ def test_one_log_line_per_run_and_none_without_guided_steps(gag, sdxl, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(LINE)]
     assert len(lines) == 2 and lines[0] == lines[1]
     assert f"{STEPS} steps" in lines[0] and "layers" in lines[0]
-    assert lines[0] == gag.readout.last_readout(patched).line()
+    result = gag.readout.last_readout(patched)
+    hint = result.hint()  # one record per run: the hint, when there is one, rides on the line
+    assert lines[0] == result.line() + (f" — {hint}" if hint else "")
 
 
 
