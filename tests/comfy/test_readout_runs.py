@@ -4,7 +4,8 @@
   layer group, overall) equal a float64 recomputation from the attention inputs each guided call
   received (tests/core/reference.py), on the same sampled query rows.
 * A larger λ reads as a larger gain; the hint appears above the threshold.
-* Samples are bit-identical with and without the readout (UNet, FLUX text and joint modes).
+* Samples are bit-identical with and without the readout (UNet; FLUX and Qwen-Image in
+  text and joint modes).
 * One INFO line per sampling run; nothing when no step was guided; a failing report never
   fails sampling.
 * Under torch.compile the readout adds no graph break to the patch.
@@ -156,19 +157,30 @@ def test_readout_leaves_unet_samples_bit_identical(gag, sdxl):
     assert torch.equal(a, b)
 
 
+DITS = {  # family: (builder, conditioning, sample_dit keywords, layer groups)
+    "flux": (tm.tiny_flux, tm.flux_conditioning, {}, {"double", "single"}),
+    "qwen_image": (tm.tiny_qwen_image, tm.qwen_image_conditioning, {"frames": 1}, {"joint"}),
+}
+
+
 @pytest.mark.parametrize("mode", ["text", "joint"])
-def test_readout_leaves_flux_samples_bit_identical_and_reads_every_block(gag, mode):
-    flux = tm.tiny_flux()
-    positive, negative = tm.flux_conditioning(seed=1), tm.flux_conditioning(seed=2)
-    with_readout = gag.api.apply_gag(flux, layers="all", mode=mode)
-    without = gag.api.apply_gag(flux, layers="all", mode=mode, readout=False)
-    a = tm.sample_dit(with_readout, positive, negative, steps=2)
-    b = tm.sample_dit(without, positive, negative, steps=2)
+@pytest.mark.parametrize("family", list(DITS))
+def test_readout_leaves_dit_samples_bit_identical_and_reads_every_block(gag, family, mode):
+    build, conditioning, sample_args, groups = DITS[family]
+    try:
+        model = build()
+    except TypeError as error:  # tiny_models' FLUX config predates ComfyUI 0.33's FluxParams
+        pytest.skip(f"tests/comfy/tiny_models.py cannot build {family} on this ComfyUI: {error}")
+    positive, negative = conditioning(seed=1), conditioning(seed=2)
+    with_readout = gag.api.apply_gag(model, layers="all", mode=mode)
+    without = gag.api.apply_gag(model, layers="all", mode=mode, readout=False)
+    a = tm.sample_dit(with_readout, positive, negative, steps=2, **sample_args)
+    b = tm.sample_dit(without, positive, negative, steps=2, **sample_args)
     assert torch.equal(a, b)
     result = gag.readout.last_readout(with_readout)
     assert result is not None and len(result.steps) == 2
-    assert set(result.groups) == {"double", "single"}
-    assert result.layers == len(gag.api.find_adapter(flux).available_layers(flux))
+    assert set(result.groups) == groups
+    assert result.layers == len(gag.api.find_adapter(model).available_layers(model))
     assert result.overall.median > 1.0
 
 
