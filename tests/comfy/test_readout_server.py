@@ -35,10 +35,21 @@ def readout_lines(server) -> list[str]:
     return [line for line in server.log().splitlines() if LINE.search(line)]
 
 
+def new_readout_lines(server, before: int, timeout: float = 15.0) -> list[str]:
+    """Readout lines logged after the first ``before`` ones, once at least one is there (the
+    server's log reaches its file a moment after the prompt's messages reach the client)."""
+    deadline = time.time() + timeout
+    while True:
+        lines = readout_lines(server)[before:]
+        if lines or time.time() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
 def test_prompt_run_logs_one_readout_line(server):
     before = len(readout_lines(server))
     server.run_prompt(gag_prompt(seed=7, scale=4.0), timeout=120)
-    lines = readout_lines(server)[before:]
+    lines = new_readout_lines(server, before)
     assert len(lines) == 1, server.log_tail()
     layers, steps = LINE.search(lines[0]).groups()
     assert int(steps) == 2 and int(layers) > 0  # gag_prompt samples 2 steps, paper layers
@@ -118,7 +129,7 @@ def test_node_shows_the_readout_and_its_plot_in_chromium(page, server):
         time.sleep(0.2)
     data = page.evaluate("(id) => JSON.parse(JSON.stringify(window.gagTest.node(id).gagReadout))",
                          ids["gag"])
-    lines = readout_lines(server)[before:]
+    lines = new_readout_lines(server, before)
     assert len(lines) == 1, server.log_tail()
     # The node shows what the log says, and the hint exactly when the median gain calls for
     # one (the test pack's random-weight model has flat text attention: a small gain even at
