@@ -268,3 +268,39 @@ def test_readout_adds_no_graph_break_under_compile(gag, sdxl):
     eager_step, traced_step, compiled_step = (f for _, f in result.steps)
     assert compiled_step.median == pytest.approx(eager_step.median, rel=1e-5)
     assert traced_step.median == pytest.approx(eager_step.median, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["text", "joint"])
+def test_readout_in_the_dit_override_adds_no_graph_break(gag, pack, mode):
+    """The joint-attention override as ComfyUI's attention calls it (post-RoPE q, k in
+    (B, H, L, D), skip_reshape, the block's mark), with the readout collecting."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    from comfy.ldm.modules.attention import attention_pytorch
+    from test_reliability_compile import break_sites
+    dit = importlib.import_module(f"{pack.__name__}.nodes.adapters.dit_common")
+    patched = gag.api.apply_gag(tm.tiny_qwen_image(), mode=mode)
+    options = patched.model_options["transformer_options"]
+    override = options["optimized_attention_override"]
+    block = options["patches_replace"]["dit"][("double_block", 0)]
+    g = torch.Generator().manual_seed(1)
+    text, image, heads, dim = 20, 64, 4, 16
+    q, k, v = (torch.randn(1, heads, text + image, dim, generator=g) * 2 for _ in range(3))
+
+    def attend(q, k, v):
+        mark = dit.BlockMark(override, block.layer, mode, block.runtime, 10.0, text, text + image)
+        return override(attention_pytorch, q, k, v, heads, skip_reshape=True,
+                        transformer_options={dit.MARK_KEY: mark})
+
+    readout = runtime_of(gag, patched).readout
+    readout.begin_run()
+    eager = attend(q, k, v)
+    readout.end_step(0)
+    dynamo.reset()
+    explanation = dynamo.explain(attend)(q, k, v)
+    assert explanation.graph_break_count == 0, break_sites(explanation)
+    readout.end_step(1)
+    result = readout.end_run(scale=10.0, total_steps=2)
+    (_, eager_step), (_, traced_step) = result.steps
+    assert traced_step.median == pytest.approx(eager_step.median, rel=1e-5)
+    assert result.groups.keys() == {"joint"} and result.layers == 1
+    assert torch.isfinite(eager).all()
