@@ -1,21 +1,24 @@
 """The effective-strength readout: how hard GAG pushed during a sampling run, told to the user.
 
 While a sampler runs a GAG-patched model, every guided attention call hands its gains
-(``gag_core.readout``: 1 + λ·min(1, η/‖g‖)·c for a sample of query tokens, every head) to the
-model's ``GainReadout``, which only keeps the tensors (no device-to-host read per layer). The
-sampler's step callback closes a step; at the end of the run the per-step, per-group and overall
-figures are reduced on the device and read back once. Then:
+(``gag_core.readout``: 1 + λ·min(1, η/‖g‖)·c and whether η bound, for 64 evenly spaced query
+rows and every head) to the model's ``GainReadout``, which only keeps the tensors (no
+device-to-host read per layer). The sampler's step callback closes a step; at the end of the run
+the per-step, per-group and overall figures are reduced on the device and read back once. Then:
 
-* one INFO line in ComfyUI's log, e.g.
+* one INFO record in ComfyUI's log, e.g.
   ``GAG: attention gain ×2.1 median, ×3.8 p95, cap active on 0% of tokens (7 layers, 20 steps;
-  input ×2.3, output ×1.9)``, and a hint when the median gain is in the range that hurt images in
-  the digits study (``HINT_GAIN``);
-* the same text on the GAG Model Patch node (ComfyUI's progress text), and the per-step figures as
-  a ``gag.readout`` message that web/js/gag_readout.js plots on that node.
+  input ×2.3, output ×1.9)``, followed on the same line by a hint when the median gain is in
+  the range that hurt images in the digits study (``HINT_GAIN``);
+* the same figures, on short lines, as ComfyUI's progress text on the GAG Model Patch node, and
+  the per-step figures as a ``gag.readout`` message that web/js/gag_readout.js plots there.
 
-The run is found through an OUTER_SAMPLE wrapper (``comfy.patcher_extension.WrappersMP``), which
-wraps one whole ``CFGGuider.sample`` call. Without a server (scripts, tests) only the log line
-is written; nothing here can make sampling fail.
+The gain rows are recomputed on the PyTorch path beside the guided call, whatever backend
+computed the call itself (the PyTorch path or the fused kernel): the readout covers every
+backend and never changes an output. The run is found through an OUTER_SAMPLE wrapper
+(``comfy.patcher_extension.WrappersMP``), which wraps one whole ``CFGGuider.sample`` call.
+Without a server (scripts, tests) only the log line is written; nothing here can make sampling
+fail.
 """
 
 from __future__ import annotations
