@@ -44,7 +44,8 @@ from .rule import check_alpha, check_guidance_params, gag_combine
 from .sparse import compute_dtype
 
 __all__ = ["check_text_tokens", "text_key_mass", "joint_attention_with_text_mass",
-           "text_retrieval_correction", "text_guided_attention", "INDICATOR_WIDTH"]
+           "text_retrieval_operands", "text_retrieval_correction", "text_guided_attention",
+           "INDICATOR_WIDTH"]
 
 # Head dims that are multiples of 8 keep SDPA on its fused kernels.
 INDICATOR_WIDTH = 8
@@ -145,6 +146,27 @@ def joint_attention_with_text_mass(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     augmented = torch.cat([v, _indicator(k, text_tokens, width, text_start).to(v.dtype)], dim=-1)
     out = F.scaled_dot_product_attention(q, k, augmented, attn_mask=_sdpa_mask(mask, q, k))
     return out[..., :dv], out[..., dv:dv + 1].to(compute_dtype(q.dtype))
+
+
+def text_retrieval_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_tokens: int,
+                            mask: Optional[torch.Tensor] = None, text_start: int = 0):
+    """What text mode guides: the image queries against the text keys.
+
+    q, k, v (B, H, L, ·) in joint order, text at [text_start, text_start + T). Returns q_img
+    (B, H, L − T, D), k_txt (B, H, T, D), v_txt (B, H, T, Dv) and the mask restricted to (image
+    queries, text keys), rank 4 or None: the operands ``text_guided_attention`` hands to
+    ``text_retrieval_correction``.
+    """
+    _check_joint(q, k, v)
+    length = k.shape[2]
+    text_tokens = check_text_tokens(text_tokens, length, text_start)
+    text = slice(text_start, text_start + text_tokens)
+    rows = _image_rows(length, text_start, text_tokens)
+    if torch.is_tensor(rows):
+        rows = rows.to(q.device)
+    full_mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], length)
+    txt_mask = _slice_mask(_slice_mask(full_mask, rows=rows), cols=text)
+    return q[:, :, rows], k[:, :, text], v[:, :, text], txt_mask
 
 
 def text_retrieval_correction(q_img: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,

@@ -3,10 +3,13 @@ scripts, benchmarks and other packs can call directly."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
 from .adapters import all_presets, available_layers, find_family, model_name
 from .adapters.families import HOOKS
 from .guidance import GuidanceRuntime
+from .readout import install_readout
 from .settings import GAGSettings, LayerChoice, Schedule
 
 __all__ = ["patch_model", "apply_gag", "layer_selection_text"]
@@ -23,10 +26,15 @@ def layer_selection_text(family, choice: LayerChoice, model_patcher) -> str:
     return family.presets[choice.preset]
 
 
-def patch_model(model_patcher, settings: GAGSettings):
+def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
+                report_to: Optional[str] = None):
     """A clone of ``model_patcher`` with GAG installed as ``settings`` say; the input is untouched.
 
-    Raises ValueError for a model no adapter supports, a preset or mode that does not apply to
+    readout: after each sampling run, log how strongly GAG pushed (nodes/readout.py); it never
+    changes the samples. report_to: the id of the GAG Model Patch node that shows it in the
+    browser.
+
+    Raises ValueError for a model no family supports, a preset or mode that does not apply to
     its family, or a selection that names layers the model does not have.
     """
     family = find_family(model_patcher)
@@ -37,14 +45,17 @@ def patch_model(model_patcher, settings: GAGSettings):
     hook = HOOKS[family.hook]
     patched = model_patcher.clone()
     hook.uninstall(patched)
-    runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"))
+    runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"),
+                              readout=readout)
     hook.install(patched, family, layers, runtime, mode)
+    install_readout(patched, runtime, report_to)
     return patched
 
 
 def apply_gag(model_patcher, *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
               alpha: float = 1.5, layers: str = "paper", mode: str = "auto",
-              start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant"):
+              start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant",
+              readout: bool = True):
     """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text."""
     if layers == "custom":
         raise ValueError("layers='custom' is the node's switch to its text box; pass the "
@@ -54,4 +65,4 @@ def apply_gag(model_patcher, *, scale: float = 10.0, eta: float = 15.0, zeta: fl
                          custom="" if is_preset else layers, mode=mode)
     settings = GAGSettings(scale=scale, eta=eta, zeta=zeta, alpha=alpha, layers=choice,
                            schedule=Schedule(start_percent, end_percent, ramp))
-    return patch_model(model_patcher, settings)
+    return patch_model(model_patcher, settings, readout=readout)

@@ -2,7 +2,9 @@
 
 ``GuidanceRuntime`` turns the settings and the model's noise schedule into two answers per
 denoiser call: "is GAG on at this step, and with which λ?" and "run the guided attention".
-Adapters own the hooking; this owns the behaviour, so every family behaves alike.
+Adapters own the hooking; this owns the behaviour, so every family behaves alike. Each guided
+call also feeds the strength readout (nodes/readout.py) while a sampling run collects; the
+readout never changes what the call returns.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import torch
 
 from ..gag_core import dense_sparse_attention, gag_attention, gag_combine
 from ..gag_core.joint import text_guided_attention
+from ..gag_core.layer_spec import LayerRef
+from ..gag_core.readout import attention_gain, text_attention_gain
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
 from .adapters.shared import SharedObject
+from .readout import GainReadout
 from .settings import GAGSettings
 
 
@@ -24,8 +29,10 @@ class GuidanceRuntime(SharedObject):
     decision for the current denoiser call (keyed by the identity of its σ tensor, so the
     device-to-host read of σ happens once per call rather than once per patched layer)."""
 
-    def __init__(self, settings: GAGSettings, model_sampling):
+    def __init__(self, settings: GAGSettings, model_sampling, *, readout: bool = True):
         self.settings = settings
+        # None: no readout (patch_model(readout=False), or a ComfyUI without run wrappers).
+        self.readout: Optional[GainReadout] = GainReadout() if readout else None
         schedule = settings.schedule
         self._percent_to_sigma = model_sampling.percent_to_sigma
         self.sigma_start = float(self._percent_to_sigma(schedule.start_percent))
@@ -59,19 +66,30 @@ class GuidanceRuntime(SharedObject):
             self._cached_sigmas = None
         return scale
 
+    def _record_gain(self, layer: Optional[LayerRef], gain_fn, *args, **kwargs) -> None:
+        """Hand the gain of this call to the readout, when a sampling run is collecting."""
+        readout = self.readout
+        if readout is None or not readout.collecting:
+            return
+        s = self.settings
+        gain, capped = gain_fn(*args, eta=s.eta, zeta=s.zeta, alpha=s.alpha, **kwargs)
+        readout.record(layer, gain, capped)
+
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                  mask: Optional[torch.Tensor] = None, *,
-                  keys_may_repeat: bool = True) -> torch.Tensor:
+                  mask: Optional[torch.Tensor] = None, *, keys_may_repeat: bool = True,
+                  layer: Optional[LayerRef] = None) -> torch.Tensor:
         """GAG attention, (B, H, Lq, D) layout in and out (q's dtype).
 
         keys_may_repeat: the keys may be a repeat-padded batch of prompts (UNet
         cross-attention; see key_periods), so exact repeats are removed first. Joint DiT
         attention is never repeat-padded (its conditioning batches only at equal length) and
         passes False to skip that check's passes over k and v.
+        layer: which layer this is, for the readout's per-group figures and layer count.
         """
         s = self.settings
 
         def guided(q, k, v, mask):
+            self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
             return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                                  mask=mask)
         if not keys_may_repeat:
@@ -79,17 +97,18 @@ class GuidanceRuntime(SharedObject):
         return _without_repeated_keys(guided, q, k, v, mask)
 
     def correction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                   mask: Optional[torch.Tensor] = None, *,
-                   keys_may_repeat: bool = True) -> torch.Tensor:
+                   mask: Optional[torch.Tensor] = None, *, keys_may_repeat: bool = True,
+                   layer: Optional[LayerRef] = None) -> torch.Tensor:
         """GAG output minus the plain softmax output, (B, H, Lq, D) in q's dtype.
 
         Used to add GAG on top of another patch's attention (see the adapters): if that patch
         computes softmax attention plus extra terms, adding this keeps its terms and adds GAG's.
-        keys_may_repeat as in ``attention``.
+        keys_may_repeat and layer as in ``attention``.
         """
         s = self.settings
 
         def correction(q, k, v, mask):
+            self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
             dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=mask)
             guided = gag_combine(dense, sparse, scale=scale, eta=s.eta, zeta=s.zeta)
             return (guided - dense).to(q.dtype)
@@ -97,15 +116,18 @@ class GuidanceRuntime(SharedObject):
             return correction(q, k, v, mask)
         return _without_repeated_keys(correction, q, k, v, mask)
 
-
     def text_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       text_tokens: int, scale: float, mask: Optional[torch.Tensor],
-                       plain: torch.Tensor, text_start: int = 0) -> torch.Tensor:
+                       text_tokens: int, scale: float, mask: Optional[torch.Tensor] = None,
+                       plain: Optional[torch.Tensor] = None, text_start: int = 0, *,
+                       layer: Optional[LayerRef] = None) -> torch.Tensor:
         """Text-mode GAG on a joint attention whose positions [text_start, text_start +
-        text_tokens) are text: the image queries' retrieval of the text keys is guided,
-        everything else is ``plain`` (the unguided attention output), (B, H, L, D) in and out.
-        See gag_core.joint."""
+        text_tokens) are text (``gag_core.joint.text_guided_attention``): the other rows'
+        retrieval of the text keys is guided, everything else is ``plain`` (the unguided
+        attention output, if the caller has it). (B, H, L, D) in, (B, H, L, Dv) out in q's
+        dtype. layer as in ``attention``."""
         s = self.settings
+        self._record_gain(layer, text_attention_gain, q, k, v, text_tokens, scale=scale,
+                          mask=mask, text_start=text_start)
         return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
                                      alpha=s.alpha, mask=mask, plain=plain, text_start=text_start)
 

@@ -46,6 +46,8 @@ class GAGModelPatch(io.ComfyNode):
                                       "Default: every step at full strength."),
             ],
             outputs=[io.Model.Output()],
+            # The node's id: the strength readout of each sampling run is shown on this node.
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -55,4 +57,5 @@ class GAGModelPatch(io.ComfyNode):
                                alpha=(sparsity or Sparsity()).alpha,
                                layers=layers or LayerChoice(),
                                schedule=schedule or Schedule())
-        return io.NodeOutput(patch_model(model, settings))
+        node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
+        return io.NodeOutput(patch_model(model, settings, report_to=node_id))

@@ -304,21 +304,24 @@ class JointAttentionOverride(SharedObject):
             # Image queries against the text keys alone, as in a UNet's cross-attention; the
             # batched conditionings may be repeat-padded to one length (see key_periods).
             if self.previous is None:
-                return call.from_heads(runtime.attention(q, k, v, scale, call.mask))
+                return call.from_heads(runtime.attention(q, k, v, scale, call.mask, layer=layer))
             plain = call.output_to_heads(self._next(func, args, kwargs))
-            correction = runtime.correction(q, k, v, scale, call.mask)
+            correction = runtime.correction(q, k, v, scale, call.mask, layer=layer)
             return call.from_heads(plain + correction.to(plain.dtype))
         if self.mode == "joint":
             if self.previous is None:
-                out = runtime.attention(q, k, v, scale, call.mask, keys_may_repeat=False)
+                out = runtime.attention(q, k, v, scale, call.mask, keys_may_repeat=False,
+                                        layer=layer)
             else:
                 plain = call.output_to_heads(self._next(func, args, kwargs))
-                correction = runtime.correction(q, k, v, scale, call.mask, keys_may_repeat=False)
+                correction = runtime.correction(q, k, v, scale, call.mask, keys_may_repeat=False,
+                                                layer=layer)
                 out = plain + correction.to(plain.dtype)
             return call.from_heads(out)
         plain = call.output_to_heads(self._next(func, args, kwargs))
         text_start = 0 if self.text == "first" else q.shape[2] - text_tokens
-        out = runtime.text_attention(q, k, v, text_tokens, scale, call.mask, plain, text_start)
+        out = runtime.text_attention(q, k, v, text_tokens, scale, call.mask, plain, text_start,
+                                     layer=layer)
         return call.from_heads(out.to(plain.dtype))
 
 

@@ -30,6 +30,15 @@ def _replace_dict(model_patcher) -> dict:
     return options.setdefault("patches_replace", {}).setdefault("attn2", {})
 
 
+def _layer_of(extra_options) -> Optional[LayerRef]:
+    """The layer ComfyUI is running, from the options it hands an attn2 replace ("block" is
+    (group, number), "block_index" the transformer within it); None if they are absent."""
+    block = extra_options.get("block")
+    if not isinstance(block, tuple) or len(block) != 2:
+        return None
+    return LayerRef(block[0], block[1], extra_options.get("block_index", 0))
+
+
 class UNetCrossAttentionPatch(SharedObject):
     """An attn2 replace that runs GAG on one transformer block's cross-attention."""
 
@@ -69,10 +78,12 @@ class UNetCrossAttentionPatch(SharedObject):
         # reshape, not view: a replace that wraps this one may pass non-contiguous slices
         to_heads = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
         qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
+        layer = _layer_of(extra_options)
         if self.previous is None:
-            out = self.runtime.attention(qh, kh, vh, scale)
+            out = self.runtime.attention(qh, kh, vh, scale, layer=layer)
             return out.transpose(1, 2).reshape(batch, lq, -1)
-        correction = self.runtime.correction(qh, kh, vh, scale).transpose(1, 2).reshape(batch, lq, -1)
+        correction = self.runtime.correction(qh, kh, vh, scale, layer=layer)
+        correction = correction.transpose(1, 2).reshape(batch, lq, -1)
         return self.previous(q, k, v, extra_options) + correction
 
 

@@ -339,6 +339,7 @@ def _runtime():
     class AlwaysOn(GuidanceRuntime):
         def __init__(self):
             self.settings = GAGSettings()
+            self.readout = None
 
         def step_scale(self, options):
             return self.settings.scale

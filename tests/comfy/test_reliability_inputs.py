@@ -377,7 +377,8 @@ def test_repeat_masking_on_gpu_and_under_compile_equals_cutting(gag):
     class Settings:
         eta, zeta, alpha = 2.0, 0.3, 1.5
 
-    holder = type("Holder", (), {"settings": Settings()})()
+    holder = gag.guidance.GuidanceRuntime.__new__(gag.guidance.GuidanceRuntime)
+    holder.settings, holder.readout = Settings(), None  # no schedule, no readout: just the op
     cut = runtime_attention(holder, q, k, v, 10.0)
     keep = gag.guidance._first_period_keep_mask(k, v)
     assert keep[0].sum() == 77 and keep[1].sum() == 231

@@ -123,6 +123,22 @@ def ref_combine(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: fl
     return o_s + scale * cap * g
 
 
+def ref_gain(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: float,
+             zeta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The readout's figures per row, in float64: gain 1 + λ·min(1, η/‖g‖)·c with
+    c = ⟨Δ, O_s⟩/‖O_s‖² (c = 0 where O_s = 0), and capped = ‖g‖ > η. Shapes (..., 1)."""
+    o_d, o_s = dense.to(F64), sparse.to(F64)
+    delta = o_s - o_d
+    os_sq = (o_s * o_s).sum(-1, keepdim=True)
+    safe_sq = torch.where(os_sq > 0, os_sq, 1.0)
+    coeff = torch.where(os_sq > 0, (delta * o_s).sum(-1, keepdim=True) / safe_sq, 0.0)
+    g = coeff * o_s + zeta * (delta - coeff * o_s)
+    g_norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+    capped = g_norm > eta
+    cap = torch.where(capped, eta / torch.where(g_norm > 0, g_norm, 1.0), 1.0)
+    return 1 + scale * cap * coeff, capped
+
+
 def ref_gag_attention(q, k, v, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
                       alpha: float = 1.5, mask=None) -> torch.Tensor:
     """GAG output in float64, (B, H, Lq, Dv)."""
