@@ -84,7 +84,7 @@ def _released_2026(name):
         model_config = getattr(sm, tm26.FAMILIES[name].model_class)(dict(tm26.FULL_SIZE[name]))
         model_config.set_inference_dtype(torch.float32, None)
         with torch.device("meta"):
-            return types.SimpleNamespace(model=model_config.get_model({}, device=torch.device("meta")))
+            return model_config.get_model({}, device=torch.device("meta"))
     return make
 
 
@@ -281,8 +281,10 @@ def test_bundled_workflows_load(browser_page):
         pytest.skip("workflows/ holds no UI-format workflow yet; the other checks build their "
                     "graph through the app's API")
     # file-name key -> family (first match wins: "flux2" before "flux")
-    families = {"flux2": "flux2", "flux": "flux", "qwen": "qwen_image", "sdxl": "sdxl",
-                "sd15": "sd15", "chroma": "chroma", "sd3": "sd3"}
+    # workflow name part → the layout its loader's file name should pick (first match wins)
+    families = {"flux2_klein": "flux2_klein_4b", "flux2": "flux2", "flux": "flux",
+                "qwen": "qwen_image", "sdxl": "sdxl", "sd15": "sd15", "chroma": "chroma",
+                "sd3": "sd3", "z_image": "zimage"}
     # Workflows for nodes an older supported ComfyUI lacks (its front end would open a
     # missing-nodes dialog over the canvas); test_workflows.py checks them where they exist.
     newer_comfyui_only = {"gag_flux2_klein_4step"}
@@ -580,7 +582,7 @@ def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(brow
             lacking.add(layout_id)  # ComfyUI 0.3.64 has no FLUX.2: checked on newer releases
             continue
         try:
-            patchers[layout_id] = make(tm)
+            patchers[layout_id] = types.SimpleNamespace(model=make(tm))
         except AttributeError:
             lacking.add(layout_id)  # a 2026 family this ComfyUI lacks: checked from 0.33 on
     unchecked = set(by_id) - set(patchers)

@@ -168,10 +168,11 @@ def build(name, object_info, *, comfyui, loaders, text, sampling, gag, note, lat
                         title="Steps and schedule (shared)")
         wf.link(*src["model"], sched, "model")
 
-    layers = wf.node("GAGLayers", (880, 560), (300, 340), ["paper", "", gag.get("mode", "auto")],
+    # The layer map grows with the family table (a chip per released layout): room to spare.
+    layers = wf.node("GAGLayers", (880, 560), (300, 440), ["paper", "", gag.get("mode", "auto")],
                      color=GAG)
-    sparsity = wf.node("GAGSparsity", (880, 950), (300, 58), [gag.get("alpha", 1.5)], color=GAG)
-    schedule = wf.node("GAGSchedule", (880, 1058), (300, 250), [0.0, 1.0, "constant"], color=GAG)
+    sparsity = wf.node("GAGSparsity", (880, 1050), (300, 58), [gag.get("alpha", 1.5)], color=GAG)
+    schedule = wf.node("GAGSchedule", (880, 1158), (300, 250), [0.0, 1.0, "constant"], color=GAG)
     patch = wf.node("GAGModelPatch", (1220, 560), (300, 150),
                     [gag["scale"], gag["eta"], gag["zeta"]], color=GAG)
     wf.link(*src["model"], patch, "model")
@@ -211,7 +212,7 @@ def build(name, object_info, *, comfyui, loaders, text, sampling, gag, note, lat
         wf.link(decode, 0, save, "images")
         branches.append(save)
     wf.group("A: without GAG", [1200, -120, 1140, 640], "#3f789e")
-    wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, 1480, 878], "#8A8")
+    wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, 1480, 978], "#8A8")
     return wf.finish()
 
 
