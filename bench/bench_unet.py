@@ -22,7 +22,7 @@ Cases (batch = images in one model call; 2 by default):
     plain            one plain forward, batch B
     gag-<preset>     one forward with GAG on the preset's cross-attention layers (paper, all,
                      input, output; λ 10, η 15, ζ 0, α 1.5, every step)
-    gag-paper-nochk  gag-paper with the repeated-key check (nodes/guidance.py key_periods) short-
+    gag-paper-nochk  gag-paper with the repeated-key check (nodes/adapters/prompt_repeats.py key_periods) short-
                      circuited: a diagnostic of what that check costs (its host syncs and small
                      kernels) and of GAG's GPU time in a CUDA graph; the inputs have no repeated
                      keys, so the output is gag-paper's (checked)
@@ -237,6 +237,7 @@ def call_counts(pack):
     set_model_options_patch_replace (PAG's identity on attn1)."""
     import comfy.model_patcher
     guidance = importlib.import_module(f"{pack}.nodes.guidance")
+    repeats = importlib.import_module(f"{pack}.nodes.adapters.prompt_repeats")
     attention = importlib.import_module(f"{pack}.gag_core.attention")
     counts = {"gag": 0, "key_checks": 0, "fused": 0, "replace_calls": 0}
 
@@ -258,8 +259,8 @@ def call_counts(pack):
         for name in ("attention", "correction"):
             original = runtime.__dict__[name]
             stack.enter_context(patched_attr(runtime, name, counting(original, "gag")))
-        stack.enter_context(patched_attr(guidance, "key_periods",
-                                         counting(guidance.key_periods, "key_checks")))
+        stack.enter_context(patched_attr(repeats, "key_periods",
+                                         counting(repeats.key_periods, "key_checks")))
         stack.enter_context(patched_attr(attention, "select_backend",
                                          counting(attention.select_backend, "fused",
                                                   lambda out: out is not None)))
@@ -273,8 +274,8 @@ def call_counts(pack):
 def without_key_check(pack):
     """key_periods answering "no repeats" without looking: what GAG would cost if the check
     needed no host reads. Only valid for inputs without repeated keys (checked by the caller)."""
-    guidance = importlib.import_module(f"{pack}.nodes.guidance")
-    with patched_attr(guidance, "key_periods", lambda k, v: None):
+    repeats = importlib.import_module(f"{pack}.nodes.adapters.prompt_repeats")
+    with patched_attr(repeats, "key_periods", lambda k, v: None):
         yield
 
 
@@ -521,11 +522,11 @@ def build_cases(api, patcher, positive, negative, x, sigma, pack: str) -> list[C
 
 def check_no_repeated_keys(pack: str, conds) -> None:
     """gag-paper-nochk is only gag-paper if no conditioning repeats along its tokens."""
-    guidance = importlib.import_module(f"{pack}.nodes.guidance")
+    repeats = importlib.import_module(f"{pack}.nodes.adapters.prompt_repeats")
     for entries in conds:
         for entry in entries:
             context = entry["model_conds"]["c_crossattn"].cond[:, None]  # (B, 1, L, C)
-            if guidance.key_periods(context, context) is not None:
+            if repeats.key_periods(context, context) is not None:
                 raise RuntimeError("the benchmark's context repeats along its tokens; the "
                                    "gag-paper-nochk diagnostic would not match gag-paper")
 

@@ -76,45 +76,31 @@ class GuidanceRuntime(SharedObject):
         readout.record(layer, gain, capped)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                  mask: Optional[torch.Tensor] = None, *, keys_may_repeat: bool = True,
+                  mask: Optional[torch.Tensor] = None, *,
                   layer: Optional[LayerRef] = None) -> torch.Tensor:
         """GAG attention, (B, H, Lq, D) layout in and out (q's dtype).
 
-        keys_may_repeat: the keys may be a repeat-padded batch of prompts (UNet
-        cross-attention; see key_periods), so exact repeats are removed first. Joint DiT
-        attention is never repeat-padded (its conditioning batches only at equal length) and
-        passes False to skip that check's passes over k and v.
         layer: which layer this is, for the readout's per-group figures and layer count.
         """
         s = self.settings
-
-        def guided(q, k, v, mask):
-            self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
-            return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
-                                 mask=mask)
-        if not keys_may_repeat:
-            return guided(q, k, v, mask)
-        return _without_repeated_keys(guided, q, k, v, mask)
+        self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
+        return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
+                             mask=mask)
 
     def correction(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                   mask: Optional[torch.Tensor] = None, *, keys_may_repeat: bool = True,
+                   mask: Optional[torch.Tensor] = None, *,
                    layer: Optional[LayerRef] = None) -> torch.Tensor:
         """GAG output minus the plain softmax output, (B, H, Lq, D) in q's dtype.
 
-        Used to add GAG on top of another patch's attention (see the adapters): if that patch
+        Used to add GAG on top of another patch's attention (see the hooks): if that patch
         computes softmax attention plus extra terms, adding this keeps its terms and adds GAG's.
-        keys_may_repeat and layer as in ``attention``.
+        layer as in ``attention``.
         """
         s = self.settings
-
-        def correction(q, k, v, mask):
-            self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
-            dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=mask)
-            guided = gag_combine(dense, sparse, scale=scale, eta=s.eta, zeta=s.zeta)
-            return (guided - dense).to(q.dtype)
-        if not keys_may_repeat:
-            return correction(q, k, v, mask)
-        return _without_repeated_keys(correction, q, k, v, mask)
+        self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
+        dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=mask)
+        guided = gag_combine(dense, sparse, scale=scale, eta=s.eta, zeta=s.zeta)
+        return (guided - dense).to(q.dtype)
 
     def text_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        text_tokens: int, scale: float, mask: Optional[torch.Tensor] = None,
@@ -130,95 +116,3 @@ class GuidanceRuntime(SharedObject):
                           mask=mask, text_start=text_start)
         return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
                                      alpha=s.alpha, mask=mask, plain=plain, text_start=text_start)
-
-
-# ComfyUI repeats a conditioning at most 4× against any other one it is batched with; a few of
-# different lengths can need more. Periods of up to this many repeats are looked for.
-MAX_KEY_REPEATS = 16
-
-
-def _candidate_periods(lk: int) -> list[int]:
-    """Periods p = Lk / r, r = 2 … MAX_KEY_REPEATS, ascending."""
-    return [lk // r for r in range(MAX_KEY_REPEATS, 1, -1) if lk % r == 0]
-
-
-def _repeats_with_period(k: torch.Tensor, v: torch.Tensor, period: int) -> torch.Tensor:
-    """(B,) bool: keys and values of the row repeat exactly with this period."""
-    same_k = (k[:, :, period:] == k[:, :, :-period]).flatten(1).all(1)
-    same_v = (v[:, :, period:] == v[:, :, :-period]).flatten(1).all(1)
-    return same_k & same_v
-
-
-def key_periods(k: torch.Tensor, v: torch.Tensor) -> Optional[list[int]]:
-    """Per batch row, the shortest period with which keys AND values repeat along the token
-    axis (Lk where they don't); None when no row repeats. k, v: (B, H, Lk, D).
-
-    ComfyUI batches conditionings of different lengths by repeating the shorter ones up to a
-    common multiple (comfy/conds.py ``CONDCrossAttn.concat``: "padding with repeat doesn't
-    change result"). That holds for softmax, not for α-entmax: r copies of a key set lower the
-    threshold and spread the sparse map, so GAG's output would depend on the other prompt's
-    length and on whether free memory let ComfyUI batch cond and uncond together.
-    """
-    lk = k.shape[2]
-    periods = _candidate_periods(lk)
-    if not periods or k.shape[0] == 0 or v.shape[2] != lk:
-        return None
-    # Cheap filter: the key one period in against the first key. Multi-chunk prompts pass it
-    # too (every CLIP chunk starts with the same BOS state), so survivors get the full check.
-    offsets = torch.tensor(periods, device=k.device)
-    first_match = (k.index_select(2, offsets) == k[:, :, :1]).all(-1).all(1)     # (B, P)
-    survivors = [p for p, hit in zip(periods, first_match.any(0).tolist()) if hit]
-    if not survivors:
-        return None
-    repeats = torch.stack([_repeats_with_period(k, v, p) for p in survivors]).cpu()  # (S, B)
-    if not bool(repeats.any()):
-        return None
-    found = []
-    for row in range(k.shape[0]):
-        hits = repeats[:, row].nonzero()
-        found.append(survivors[int(hits[0])] if len(hits) else lk)
-    return found
-
-
-def _first_period_keep_mask(k: torch.Tensor, v: torch.Tensor) -> Optional[torch.Tensor]:
-    """key_periods without a device-to-host read, as a (B, 1, 1, Lk) keep-mask of each row's
-    first period: what torch.compile can trace without a graph break."""
-    lk = k.shape[2]
-    periods = _candidate_periods(lk)
-    if not periods or v.shape[2] != lk:
-        return None
-    first = torch.full((k.shape[0],), lk, device=k.device, dtype=torch.long)
-    for period in reversed(periods):  # the shortest period is written last and wins
-        first = torch.where(_repeats_with_period(k, v, period), period, first)
-    keep = torch.arange(lk, device=k.device) < first[:, None]
-    return keep[:, None, None, :]
-
-
-def _without_repeated_keys(fn, q, k, v, mask):
-    """fn(q, k, v, mask) on each batch row's first period of keys and values (see key_periods).
-
-    A masked call is left alone: its mask already decides which keys count.
-    """
-    if mask is not None:
-        return fn(q, k, v, mask)
-    if torch.compiler.is_compiling() or k.is_cuda:
-        # Masking the copies gives the same maps as cutting them (−inf scores get no mass in
-        # either branch) and keeps shapes static. On a GPU that also avoids the device-to-host
-        # reads of key_periods (two per patched layer), which stall the launch queue and
-        # prevent CUDA-graph capture; on the CPU those reads are free and cutting is cheaper.
-        return fn(q, k, v, _first_period_keep_mask(k, v))
-    periods = key_periods(k, v)
-    if periods is None:
-        return fn(q, k, v, None)
-    rows_by_period: dict[int, list[int]] = {}
-    for row, period in enumerate(periods):
-        rows_by_period.setdefault(period, []).append(row)
-    out = None
-    for period, rows in rows_by_period.items():
-        index = torch.tensor(rows, device=q.device)
-        part = fn(q.index_select(0, index), k.index_select(0, index)[:, :, :period],
-                  v.index_select(0, index)[:, :, :period], None)
-        if out is None:
-            out = part.new_empty((q.shape[0],) + tuple(part.shape[1:]))
-        out.index_copy_(0, index, part)
-    return out

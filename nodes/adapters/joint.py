@@ -45,6 +45,7 @@ import torch
 from ...gag_core.layer_spec import LayerRef
 from .diagnose import (EASYCACHE_ADVICE, missing_options_message, model_call_cause,
                        unconsumed_mark_cause)
+from .prompt_repeats import without_repeated_keys
 from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "TEXT_TOKENS_KEY", "CALL_KEY", "OVERRIDE_KEY", "BlockMark",
@@ -300,23 +301,20 @@ class JointAttentionOverride(SharedObject):
         """GAG on one guided attention call; returns what the attention function would."""
         q, k, v = call.heads_qkv()
         runtime = self.runtime
-        if self.text == "cross":
-            # Image queries against the text keys alone, as in a UNet's cross-attention; the
-            # batched conditionings may be repeat-padded to one length (see key_periods).
-            if self.previous is None:
-                return call.from_heads(runtime.attention(q, k, v, scale, call.mask, layer=layer))
-            plain = call.output_to_heads(self._next(func, args, kwargs))
-            correction = runtime.correction(q, k, v, scale, call.mask, layer=layer)
-            return call.from_heads(plain + correction.to(plain.dtype))
-        if self.mode == "joint":
-            if self.previous is None:
-                out = runtime.attention(q, k, v, scale, call.mask, keys_may_repeat=False,
-                                        layer=layer)
+        if self.text == "cross" or self.mode == "joint":
+            # The whole call is guided: image queries against the text keys alone (a separate
+            # cross-attention, as in a UNet), or every query against every key (joint mode).
+            # GAG's output, or only its correction when an override installed before GAG
+            # supplies the attention.
+            guide = runtime.attention if self.previous is None else runtime.correction
+            run = lambda q, k, v, mask: guide(q, k, v, scale, mask, layer=layer)
+            if self.text == "cross":  # batched prompts may be repeat-padded to one length
+                out = without_repeated_keys(run, q, k, v, call.mask)
             else:
+                out = run(q, k, v, call.mask)
+            if self.previous is not None:
                 plain = call.output_to_heads(self._next(func, args, kwargs))
-                correction = runtime.correction(q, k, v, scale, call.mask, keys_may_repeat=False,
-                                                layer=layer)
-                out = plain + correction.to(plain.dtype)
+                out = plain + out.to(plain.dtype)
             return call.from_heads(out)
         plain = call.output_to_heads(self._next(func, args, kwargs))
         text_start = 0 if self.text == "first" else q.shape[2] - text_tokens

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from ...gag_core.layer_spec import LayerRef
+from .prompt_repeats import without_repeated_keys
 from .shared import SharedObject
 
 
@@ -79,12 +80,15 @@ class UNetCrossAttentionPatch(SharedObject):
         to_heads = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
         qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
         layer = _layer_of(extra_options)
+        # GAG's output, or only its correction when a replace installed before GAG supplies
+        # the attention; either on the keys without ComfyUI's prompt repeats.
+        guide = self.runtime.attention if self.previous is None else self.runtime.correction
+        out = without_repeated_keys(lambda q, k, v, mask: guide(q, k, v, scale, mask, layer=layer),
+                                    qh, kh, vh, None)
+        out = out.transpose(1, 2).reshape(batch, lq, -1)
         if self.previous is None:
-            out = self.runtime.attention(qh, kh, vh, scale, layer=layer)
-            return out.transpose(1, 2).reshape(batch, lq, -1)
-        correction = self.runtime.correction(qh, kh, vh, scale, layer=layer)
-        correction = correction.transpose(1, 2).reshape(batch, lq, -1)
-        return self.previous(q, k, v, extra_options) + correction
+            return out
+        return self.previous(q, k, v, extra_options) + out
 
 
 def available_layers(family, model_patcher) -> list[LayerRef]:

@@ -27,7 +27,7 @@ def gag(pack):
     return type("Gag", (), dict(
         api=mod("api"), Patch=mod("model_patch").GAGModelPatch, Layers=mod("layers").GAGLayers,
         Sparsity=mod("sparsity").GAGSparsity, Schedule=mod("schedule").GAGSchedule,
-        guidance=mod("guidance")))
+        guidance=mod("guidance"), repeats=mod("adapters.prompt_repeats")))
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def test_multi_chunk_prompts_batched_or_not_give_the_same_result(gag, sdxl, monk
     """ComfyUI batches cond and uncond of different lengths by repeating the shorter one
     (comfy/conds.py); whether it batches at all depends on free memory. Softmax attention is
     blind to the repeats, α-entmax is not: GAG must drop them so the sample is the same either
-    way (nodes/guidance.py key_periods)."""
+    way (nodes/adapters/prompt_repeats.py)."""
     model = sdxl[0]
     pos = tm.sdxl_conditioning(seed=1, tokens=pos_tokens)
     neg = tm.sdxl_conditioning(seed=2, tokens=neg_tokens)
@@ -357,11 +357,11 @@ def test_repeat_detection_cuts_only_exact_periods(gag):
     chunks[:, :, 77] = chunks[:, :, 154] = chunks[:, :, 0]  # same first token in every chunk
     k = torch.cat([repeated, chunks])
     v = torch.cat([repeated * 2, torch.randn(1, 2, 231, 8, generator=g)])
-    assert gag.guidance.key_periods(k, v) == [77, 231]
-    assert gag.guidance.key_periods(chunks, chunks) is None
+    assert gag.repeats.key_periods(k, v) == [77, 231]
+    assert gag.repeats.key_periods(chunks, chunks) is None
     v_differs = v.clone()
     v_differs[0, :, 200] += 1.0                             # keys repeat, values don't
-    assert gag.guidance.key_periods(k, v_differs) is None
+    assert gag.repeats.key_periods(k, v_differs) is None
 
 
 def test_repeat_masking_on_gpu_and_under_compile_equals_cutting(gag):
@@ -372,17 +372,11 @@ def test_repeat_masking_on_gpu_and_under_compile_equals_cutting(gag):
     k = torch.cat([base.repeat(1, 1, 3, 1), torch.randn(1, 2, 231, 16, generator=g)])
     v = torch.cat([(base * 2).repeat(1, 1, 3, 1), torch.randn(1, 2, 231, 16, generator=g)])
     q = torch.randn(2, 2, 40, 16, generator=g) * 3
-    runtime_attention = gag.guidance.GuidanceRuntime.attention
-
-    class Settings:
-        eta, zeta, alpha = 2.0, 0.3, 1.5
-
-    holder = gag.guidance.GuidanceRuntime.__new__(gag.guidance.GuidanceRuntime)
-    holder.settings, holder.readout = Settings(), None  # no schedule, no readout: just the op
-    cut = runtime_attention(holder, q, k, v, 10.0)
-    keep = gag.guidance._first_period_keep_mask(k, v)
-    assert keep[0].sum() == 77 and keep[1].sum() == 231
     gag_core = importlib.import_module(f"{gag.api.__name__.rsplit('.', 2)[0]}.gag_core")
-    masked = gag_core.gag_attention(q, k, v, scale=10.0, eta=2.0, zeta=0.3, alpha=1.5,
-                                        mask=keep)
+    guided = lambda q, k, v, mask: gag_core.gag_attention(q, k, v, scale=10.0, eta=2.0, zeta=0.3,
+                                                          alpha=1.5, mask=mask)
+    cut = gag.repeats.without_repeated_keys(guided, q, k, v, None)  # CPU: cut
+    keep = gag.repeats._first_period_keep_mask(k, v)
+    assert keep[0].sum() == 77 and keep[1].sum() == 231
+    masked = guided(q, k, v, keep)
     assert rel(cut, masked) < 1e-6, rel(cut, masked)
