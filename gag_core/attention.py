@@ -138,7 +138,7 @@ def _retrievals(q_chunk: torch.Tensor, k: torch.Tensor, v_c: torch.Tensor,
     row_max = scores.amax(dim=-1, keepdim=True)
     dense = torch.matmul(torch.softmax(scores, dim=-1), v_c)
     # Softmax of an all −inf row is NaN; such a query attends to nothing and retrieves zeros.
-    dense = dense.masked_fill_(~torch.isfinite(row_max), 0.0)
+    dense = dense.masked_fill_(row_max == float("-inf"), 0.0)
     if alpha in (1.5, 2.0) and not torch.compiler.is_compiling():
         sparse_probs = entmax_from_scores_(scores, row_max, alpha)
     else:

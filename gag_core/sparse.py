@@ -160,7 +160,8 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
     convex and decreasing in θ, so every step is a lower bound that never passes the root; for
     α = 2 the mass is piecewise linear and each step is the exact root on the current support
     (Michelot's algorithm); for α = 1.5 it is piecewise quadratic and C¹, so steps converge
-    quadratically. Each step costs four passes over the working rows (subtract, clamp, two
+    quadratically (a step that rounding carries past the root is undone from the right).
+    Each step costs four passes over the working rows (subtract, clamp, two
     row reductions), with no sort; rows that have converged leave the working set. A row
     stops once its residual is at rounding level, after applying that last step.
     """
@@ -181,11 +182,13 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
         else:
             residual = x.sum(-1, keepdim=True) - target
             slope = x.sign_().sum(-1, keepdim=True)
-        # Rows with no mass left (fully masked) have residual −target and slope 0: step 0.
-        # NaN scores keep a NaN θ and stop (garbage in stays visible).
-        step = (residual / slope).clamp_(min=0.0)
+        # Rows with no mass left (fully masked) have slope 0: no step. A residual below zero
+        # is rounding in a step that crossed the root (the subtraction θ + step near |θ| ~ 1):
+        # the same Newton step then leads back from the right. NaN scores keep a NaN θ and stop
+        # (garbage in stays visible).
+        step = torch.where(slope > 0, residual / slope, 0.0)
         work_theta = work_theta + step
-        pending = (residual > stop).squeeze(-1)
+        pending = (residual.abs() > stop).squeeze(-1) & (slope > 0).squeeze(-1)
         if work_rows is None:
             theta = work_theta
         else:
@@ -205,10 +208,11 @@ def entmax_from_scores_(scores: torch.Tensor, row_max: torch.Tensor, alpha: floa
     probabilities. For α = 1.5 and 2 (the eager attention path; see ``newton_threshold``).
 
     scores: compute-dtype scores (−inf for masked keys); row_max: their (..., 1) row maximum,
-    which the caller already has. Rows of all −inf become zeros.
+    which the caller already has. Rows of all −inf become zeros; a row holding a NaN becomes NaN.
     """
     shape = scores.shape
-    safe_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    # All −inf rows shift by 0 and stay −inf (zero mass); a NaN maximum makes the row NaN.
+    safe_max = row_max.masked_fill(row_max == float("-inf"), 0.0)
     gaps = scores.sub_(safe_max).view(-1, shape[-1])
     theta = newton_threshold(gaps, alpha)
     gaps.sub_(theta).clamp_(min=0.0)
