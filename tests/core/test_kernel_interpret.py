@@ -26,6 +26,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 # from the candidate lists; the overflow cases set list_cap = 16, far below the candidates a
 # 300-key random row has at these α, so τ comes from the score-recomputing fallback.
 SMALL_STREAM = dict(block_m=16, block_n=32, list_block=16, list_cap=320, num_programs=2)
+# Flat rows: q·k/√D of std 0.5 over 1200 keys (0.25 for α = 2, whose band is half as wide).
+FLAT_KEYS, FLAT_GAIN = 1200, 0.5
 
 
 def _qkv(gen, b, h, lq, lk, d, dv, dtype, q_gain=1.0):
@@ -56,7 +58,8 @@ def build_cases() -> dict[str, dict]:
             config=None, compile=False):
         mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
         cases[name] = dict(q=q, k=k, v=v, mask=mask, alpha=alpha, scale=scale, eta=eta,
-                           zeta=zeta, path=path, config=config, compile=compile)
+                           zeta=zeta, path=path, config=config, compile=compile,
+                           stats=not compile)
 
     # Short rows (whole row in registers), the kernel's own block sizes.
     for dtype in TOLERANCE:
@@ -115,6 +118,14 @@ def build_cases() -> dict[str, dict]:
     add("stream-fp32-rising-max", q.float(), k, v.float(), path="stream", config=SMALL_STREAM)
     # The kernel's own streaming block sizes (auto path: Lk > 256).
     add("stream-fp16-default-config", *_qkv(gen, 1, 1, 70, 300, 64, 64, torch.float16))
+    # A partial last query tile (65 = 64 + 1 rows): the 63 padded rows must not list keys.
+    add("stream-fp32-partial-tile", *_qkv(gen, 1, 1, 65, 600, 32, 32, torch.float32))
+    # Flat heads: scores of std 0.5 put most keys within 1/(α−1) of the row maximum, far more
+    # than the lists hold; the lower-bound cut must keep τ on the lists.
+    add("stream-fp32-flat", *_qkv(gen, 1, 1, 16, FLAT_KEYS, 32, 32, torch.float32,
+                                  q_gain=FLAT_GAIN))
+    add("stream-fp16-flat-alpha2", *_qkv(gen, 1, 1, 16, FLAT_KEYS, 32, 32, torch.float16,
+                                         q_gain=FLAT_GAIN / 2), alpha=2.0)
     return cases
 
 
@@ -183,3 +194,39 @@ def test_sparse_only_output_is_an_entmax_average(interpreter_results):
     hi = case["v"].amax(dim=2, keepdim=True)
     assert ((out >= lo - 1e-5) & (out <= hi + 1e-5)).all()
 
+
+
+def _stats(interpreter_results, name):
+    result = interpreter_results[name]
+    if "error" in result:
+        pytest.fail(result["error"], pytrace=False)
+    return result["stats"]
+
+
+def _band_width(case) -> int:
+    """The longest row band z > −1 (scores within 1/(α−1) of the row maximum): what the
+    lists would have to hold without the lower-bound cut."""
+    q, k = case["q"].double(), case["k"].double()
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return int(((case["alpha"] - 1) * (s - s.amax(-1, keepdim=True)) > -1).sum(-1).max())
+
+
+@pytest.mark.parametrize("name", ["stream-fp32-partial-tile", "stream-fp32-flat",
+                                  "stream-fp16-flat-alpha2", "stream-fp32-alpha1.5",
+                                  "stream-fp16-default-config"])
+def test_list_path_is_kept(interpreter_results, name):
+    from gag_core.kernels.config import kernel_config
+    case = CASES[name]
+    stats = _stats(interpreter_results, name)
+    assert stats["fallback_tiles"] == 0, stats
+    if "flat" in name:
+        cap = kernel_config(16, FLAT_KEYS, 32, 32, case["q"].dtype).list_cap
+        assert _band_width(case) > 1.5 * cap  # without the cut every tile would fall back
+        assert stats["longest_list"] <= cap
+
+
+@pytest.mark.parametrize("name", ["stream-fp32-overflow-alpha1.75",
+                                  "stream-fp16-overflow-alpha1.5"])
+def test_forced_overflow_takes_the_recompute_fallback(interpreter_results, name):
+    stats = _stats(interpreter_results, name)
+    assert stats["fallback_tiles"] == stats["tiles"] > 0, stats
