@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gag_core import gag_attention  # noqa: E402
+from gag_core.kernels.config import SHORT_MAX_KEYS  # noqa: E402
 
 GAG_PARAMS = dict(scale=10.0, eta=15.0, zeta=0.0)
 
@@ -250,7 +251,8 @@ def cpu_ratio_table(rows: list[dict], alpha: float, threads: int, reps: int) -> 
 
 
 def tune_gpu(shapes, alpha: float, reps: int) -> list[str]:
-    from gag_core.kernels.triton_gag import fused_gag_attention, kernel_config
+    from gag_core.kernels.config import kernel_config
+    from gag_core.kernels.triton_gag import fused_gag_attention
     lines = ["| shape | path | block_m | block_n | warps | stages | list_cap | ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape in shapes:
@@ -384,7 +386,7 @@ def _tau_steps(z: torch.Tensor, alpha: float, max_steps: int = 64) -> int:
 
 
 def roofline(shape: Shape, alpha: float) -> dict:
-    short_path = shape.lk <= 256  # triton_gag.SHORT_MAX_KEYS, without importing triton
+    short_path = shape.lk <= SHORT_MAX_KEYS
     elt = shape.dtype.itemsize
     d = shape.head_dim
     scores = shape.batch * shape.heads * shape.lq * shape.lk
