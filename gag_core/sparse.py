@@ -176,6 +176,7 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha == 1.5:
         theta = _start_from_the_right(gaps, theta, buffer, target)
     work, work_theta, work_rows = gaps, theta, None
+    active = torch.ones_like(theta, dtype=torch.bool)
     for _ in range(_NEWTON_MAX_STEPS):
         x = torch.sub(work, work_theta, out=buffer[:work.shape[0]]).clamp_(min=0.0)
         # (One fused reduction each: vector_norm, sum, and sum of sign_ for the count.)
@@ -190,8 +191,11 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
         # the same Newton step then leads back from the right. NaN scores keep a NaN θ and stop
         # (garbage in stays visible).
         step = torch.where(slope > 0, residual / slope, 0.0)
-        work_theta = work_theta + step
-        pending = (residual.abs() > stop).squeeze(-1) & (slope > 0).squeeze(-1)
+        # A row's last step is taken; after that it stays put, so its θ depends on its own
+        # scores alone, not on which rows share its chunk (batch 1 and batch N agree).
+        work_theta = torch.where(active, work_theta + step, work_theta)
+        active = active & (residual.abs() > stop) & (slope > 0)
+        pending = active.squeeze(-1)
         if work_rows is None:
             theta = work_theta
         else:
@@ -201,7 +205,7 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
             break
         if 2 * n_pending <= work.shape[0]:
             keep = pending.nonzero().squeeze(-1)
-            work, work_theta = work[keep], work_theta[keep]
+            work, work_theta, active = work[keep], work_theta[keep], active[keep]
             work_rows = keep if work_rows is None else work_rows[keep]
     return theta
 

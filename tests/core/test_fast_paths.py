@@ -109,3 +109,15 @@ def test_out_of_range_rows_take_the_rescaled_rule(monkeypatch, sparse_scale):
     calls.clear()
     rule.combine_checked(*_pair((2, 8, 16), seed=6, dtype=torch.float32), 10.0, 15.0, 0.0)
     assert calls == []
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_each_row_is_independent_of_the_rows_beside_it(alpha):
+    # Batch 1 and batch N must agree bitwise: a row's θ may not depend on how long other rows
+    # of its chunk keep iterating, nor on when the working set shrinks.
+    scores = _hard_rows(200, seed=7).float()
+    together = entmax_from_scores_(scores.clone(), scores.amax(-1, keepdim=True), alpha)
+    for i in range(scores.shape[0]):
+        row = scores[i:i + 1].clone()
+        alone = entmax_from_scores_(row, row.amax(-1, keepdim=True), alpha)
+        assert torch.equal(alone, together[i:i + 1]), i
