@@ -4,7 +4,9 @@
 
 Its solution is  p_i = [(α − 1)·z_i − τ]_+^{1/(α−1)}  with τ chosen so that Σ p_i = 1.
 α → 1 gives softmax, α = 2 gives sparsemax. α = 1.5 and α = 2 have exact sort-based forms;
-other α use bisection on τ.
+other α use bisection on τ. The eager attention path uses a sort-free form for α = 1.5 and 2
+instead (``entmax_from_scores_``: Newton's method on τ, in place on the scores), which agrees
+with the sort-based forms to rounding.
 
 Every function here maps scores of shape (..., N) to probabilities of the same shape, computes
 in float32 (float64 stays float64) and returns that computation dtype; the caller casts.
@@ -157,14 +159,14 @@ def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
     docstring, kept in score units so that no pass rescales the scores.
 
     Newton's method from θ = −1/(α − 1) (the maximum alone carries mass 1 there; for α = 1.5
-    first improved by ``_start_from_the_right``). The mass is
-    convex and decreasing in θ, so every step is a lower bound that never passes the root; for
-    α = 2 the mass is piecewise linear and each step is the exact root on the current support
-    (Michelot's algorithm); for α = 1.5 it is piecewise quadratic and C¹, so steps converge
-    quadratically (a step that rounding carries past the root is undone from the right).
-    Each step costs four passes over the working rows (subtract, clamp, two
-    row reductions), with no sort; rows that have converged leave the working set. A row
-    stops once its residual is at rounding level, after applying that last step.
+    first improved by ``_start_from_the_right``). The mass is convex and decreasing in θ, so
+    every step is a lower bound that never passes the root; for α = 2 the mass is piecewise
+    linear and each step is the exact root on the current support (Michelot's algorithm); for
+    α = 1.5 it is piecewise quadratic and C¹, so steps converge quadratically (a step that
+    rounding carries past the root is undone from the right). Each step costs four passes over
+    the working rows (subtract, clamp, two row reductions), with no sort; rows that have
+    converged leave the working set once half of them have. A row stops once its residual is
+    at rounding level, after applying that last step.
     """
     if alpha not in (1.5, 2.0):
         raise ValueError(f"newton_threshold handles alpha 1.5 and 2; got {alpha!r}")
@@ -240,6 +242,9 @@ def entmax_from_scores_(scores: torch.Tensor, row_max: torch.Tensor, alpha: floa
     scores: compute-dtype scores (−inf for masked keys); row_max: their (..., 1) row maximum,
     which the caller already has. Rows of all −inf become zeros; a row holding a NaN becomes NaN.
     """
+    if not scores.is_contiguous():
+        raise ValueError("entmax_from_scores_ works in place on a contiguous score tensor; "
+                         f"got strides {scores.stride()} for shape {tuple(scores.shape)}")
     shape = scores.shape
     # All −inf rows shift by 0 and stay −inf (zero mass); a NaN maximum makes the row NaN.
     safe_max = row_max.masked_fill(row_max == float("-inf"), 0.0)
