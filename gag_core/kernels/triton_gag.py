@@ -401,11 +401,11 @@ def _gag_stream_kernel(
                     cols = start_l + offs_l
                     sl = tl.load(list_rows[:, None] + cols[None, :],
                                  mask=cols[None, :] < list_len[:, None], other=float("-inf"))
-                    z = _shift_scores(sl, safe_max, alpha_m1)
+                    z_list = _shift_scores(sl, safe_max, alpha_m1)
                     # Slots past a row's list and stale entries (now at the clamp floor −1)
                     # go too.
-                    keep = ((cols[None, :] < list_len[:, None]) & (z > -1.0)
-                            & (z > floor[:, None]))
+                    keep = ((cols[None, :] < list_len[:, None]) & (z_list > -1.0)
+                            & (z_list > floor[:, None]))
                     new_slot = kept[:, None] + tl.cumsum(keep.to(tl.int32), axis=1) - 1
                     tl.debug_barrier()
                     tl.store(list_rows[:, None] + new_slot, sl, mask=keep)
