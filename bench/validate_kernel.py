@@ -173,21 +173,22 @@ def big_cases() -> dict[str, dict]:
     return cases
 
 
-def reference64(case) -> torch.Tensor:
-    """gag_attention's PyTorch path in float64 on the case's (already rounded) inputs."""
+def reference64(case, device: str = "cpu") -> torch.Tensor:
+    """gag_attention's PyTorch path in float64 on the case's (already rounded) inputs, computed
+    on ``device`` (the GPU for the big shapes: float64 on a CPU would take minutes), on CPU."""
     mask = case["mask"]
-    if mask is not None and mask.dtype != torch.bool:
-        mask = mask.double()
-    return gag_attention(case["q"].double(), case["k"].double(), case["v"].double(),
-                         scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
-                         alpha=case["alpha"], mask=mask, backend="torch")
+    if mask is not None:
+        mask = (mask if mask.dtype == torch.bool else mask.double()).to(device)
+    q, k, v = (case[n].to(device, torch.float64) for n in ("q", "k", "v"))
+    return gag_attention(q, k, v, scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
+                         alpha=case["alpha"], mask=mask, backend="torch").cpu()
 
 
 def relative_error(out, ref) -> float:
     return ((out.double() - ref).norm() / ref.norm().clamp(min=1e-300)).item()
 
 
-def check_case(name: str, case: dict, result: dict) -> list[str]:
+def check_case(name: str, case: dict, result: dict, device: str = "cpu") -> list[str]:
     """Failures of one kernel result (empty when it passes): error, shape, dtype, finiteness,
     float64 error, zeros on fully masked rows, and the τ path its ``expect`` names."""
     if "error" in result:
@@ -198,7 +199,7 @@ def check_case(name: str, case: dict, result: dict) -> list[str]:
     if not torch.isfinite(out).all():
         return [f"{name}: non-finite output"]
     failures = []
-    ref = reference64(case)
+    ref = reference64(case, device)
     error = relative_error(out, ref)
     if not error < TOLERANCE[q.dtype]:
         failures.append(f"{name}: relative error {error:.2e} ≥ {TOLERANCE[q.dtype]:.0e}")
@@ -249,11 +250,11 @@ def run_cuda(cases: dict[str, dict]) -> list[dict]:
     return results
 
 
-def validate(cases: dict[str, dict], results: list[dict]) -> list[str]:
+def validate(cases: dict[str, dict], results: list[dict], device: str = "cpu") -> list[str]:
     """check_case for every case, plus determinism where it was measured; prints one line each."""
     failures = []
     for (name, case), result in zip(cases.items(), results):
-        problems = check_case(name, case, result)
+        problems = check_case(name, case, result, device)
         if result.get("deterministic") is False:
             problems.append(f"{name}: two identical calls gave different outputs")
         failures += problems
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
     else:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
         results = run_cuda(cases)
-    failures = validate(cases, results)
+    failures = validate(cases, results, "cpu" if args.interpret else "cuda")
     if failures:
         print(f"\n{len(failures)} failure(s):\n" + "\n".join(failures))
         return 1

@@ -3,7 +3,8 @@
 ``select_backend`` is how gag_core.attention asks whether a fused kernel can take a call; the
 PyTorch path in attention.py stays the reference every kernel is tested against.
 
-The fused kernel (``triton_gag.fused_gag_attention``) needs Triton and a CUDA device. Triton is
+The fused kernel (``triton_gag.fused_gag_attention``) needs Triton and an NVIDIA GPU of compute
+capability 8.0 or newer (``device_unsupported_reason`` says why a GPU is refused). Triton is
 imported only when a call could use it, so gag_core imports and runs where Triton is absent
 (macOS, CPU-only PyTorch builds) and never pays Triton's import time on CPU.
 
