@@ -45,14 +45,21 @@ def _pow2_at_least(n: int, floor: int = 16) -> int:
 
 
 def shared_memory_bytes(config: KernelConfig, dtype: torch.dtype) -> int:
-    """Estimated shared memory of one program: Triton stages both operands of each dot there
-    (K and V tiles once per pipeline stage). Checked against ptxas/Triton for sm_90: the short
-    path at D = 256, Lk 256 (16 × 256 queries tile) needs 16·256 + 256·256 fp16 values = 139 KB."""
-    elt = 4 if dtype == torch.float32 else 2
+    """Estimated shared memory of one program, at or above what Triton allocates: the operands
+    of each dot are staged there (the streaming kernel keeps q and its pipelined K and V tiles
+    at once), and float32's tf32x3 dots stage hi and lo halves, so count 8 bytes per value.
+    Against Triton 3.8's sm_90 compiles (tests/core/test_kernel_compile.py): exact for the
+    fp16/bf16 short tiles (D = 256, Lk 256: 139 KB) and the D = 64 streaming tile, up to 2×
+    above for the others (float32 most)."""
+    elt = 8 if dtype == torch.float32 else 2
     stages = max(config.num_stages, 1)
-    qk = config.block_m * config.block_d + stages * config.block_d * config.block_n
-    pv = config.block_m * config.block_n + stages * config.block_n * config.block_dv
-    return max(qk, pv) * elt
+    if config.path == "stream":
+        values = (config.block_m * config.block_d
+                  + stages * config.block_n * (config.block_d + config.block_dv))
+    else:
+        values = max(config.block_m * config.block_d + config.block_d * config.block_n,
+                     config.block_m * config.block_n + config.block_n * config.block_dv)
+    return values * elt
 
 
 def kernel_config(lq: int, lk: int, d: int, dv: int, dtype: torch.dtype, *,

@@ -95,3 +95,16 @@ def test_config_chosen_for_a_99_kib_gpu_fits_its_shared_memory():
                                           shared_memory_limit=limit)
     assert config.path == "stream"
     assert compiled.metadata.shared <= limit
+
+
+@pytest.mark.parametrize("path, dtype, head_dim, keys", [
+    ("short", torch.float16, 256, 256), ("short", torch.float32, 64, 77),
+    ("stream", torch.bfloat16, 128, 4608), ("stream", torch.float32, 128, 4608),
+    ("stream", torch.float16, 64, 4608),
+])
+def test_shared_memory_estimate_covers_the_compiled_kernel(path, dtype, head_dim, keys):
+    # Dispatch refuses GPUs by this estimate (no GPU needed): it must never fall below what
+    # Triton actually allocates, or a consumer GPU would get a kernel that fails to launch.
+    from gag_core.kernels.config import shared_memory_bytes
+    config, compiled = compile_for_target(path, dtype, head_dim, head_dim, keys, arch=90)
+    assert shared_memory_bytes(config, dtype) >= compiled.metadata.shared
