@@ -12,6 +12,10 @@
                                                      # per shape for an H100 (see KERNEL_NOTES.md)
     python bench/bench_attention_op.py --tune        # CUDA: the fused kernel under several block
                                                      # configurations, per shape
+    python bench/bench_attention_op.py --cpu         # CPU: the PyTorch GAG path against SDPA at
+                                                     # the four CPU_SHAPES, fp32, 2 threads,
+                                                     # calls interleaved, median of 5: the
+                                                     # GAG/SDPA ratio table
 
 Options: --alpha A (default 1.5), --shapes NAME,... (default all), --no-torch-gag-above L (skip
 the slow PyTorch GAG path when Lk exceeds L), --out FILE (markdown), --reps N (>= 10).
@@ -35,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gag_core import gag_attention  # noqa: E402
+from gag_core.kernels.config import SHORT_MAX_KEYS  # noqa: E402
 
 GAG_PARAMS = dict(scale=10.0, eta=15.0, zeta=0.0)
 
@@ -72,6 +77,18 @@ SHAPES = [
           "FLUX joint attention at 2048² (16384 + 512 tokens)"),
     Shape("flux-text-1024", 1, 24, 4096, 512, 128, torch.bfloat16,
           "FLUX image-query → text-key mode at 1024²"),
+]
+
+# The CPU ratio table (issue 14): what the default PyTorch path costs next to one SDPA call.
+CPU_SHAPES = [
+    Shape("sdxl-cross-1024", 2, 20, 1024, 77, 64, torch.float32,
+          "SDXL cross-attention at 1024² (32×32 tokens in the 2nd stage, 77 text keys)"),
+    Shape("sdxl-cross-4096", 2, 10, 4096, 77, 64, torch.float32,
+          "SDXL cross-attention, 4096 image tokens (1st stage at 1024²)"),
+    Shape("flux-text-256", 1, 24, 1024, 256, 128, torch.float32,
+          "FLUX image-query → text-key mode (1024 image tokens, 256 text keys)"),
+    Shape("flux-joint-512", 1, 24, _flux_tokens(512) - 256, _flux_tokens(512) - 256, 128,
+          torch.float32, "FLUX joint attention at 512² with 256 text tokens (1280 tokens)"),
 ]
 
 SMOKE_SHAPES = [
@@ -193,8 +210,49 @@ def measure_smoke(alpha: float, reps: int) -> list[dict]:
     return rows
 
 
+def measure_cpu(shapes, alpha: float, reps: int, threads: int) -> list[dict]:
+    """SDPA and the PyTorch GAG path on CPU, their calls interleaved (SDPA, GAG, SDPA, …) so that
+    load from other processes hits both alike; median milliseconds of ``reps`` calls each."""
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    rows = []
+    for shape in shapes:
+        q, k, v = make_inputs(shape, "cpu")
+        ops = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
+               "torch": lambda: gag_attention(q, k, v, alpha=alpha, backend="torch",
+                                              **GAG_PARAMS)}
+        for fn in ops.values():
+            fn()  # warm-up
+        times = {name: [] for name in ops}
+        for _ in range(reps):
+            for name, fn in ops.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
+        row = {"shape": shape}
+        row.update({f"{name}_ms": statistics.median(t) for name, t in times.items()})
+        rows.append(row)
+        print(f"  {shape.name}: SDPA {row['sdpa_ms']:.2f} ms, GAG {row['torch_ms']:.2f} ms "
+              f"({row['torch_ms'] / row['sdpa_ms']:.1f}×)", file=sys.stderr)
+    return rows
+
+
+def cpu_ratio_table(rows: list[dict], alpha: float, threads: int, reps: int) -> list[str]:
+    lines = [f"CPU, {threads} threads, torch {torch.__version__}; α = {alpha}, λ = 10, η = 15, "
+             f"ζ = 0, no mask; wall time, calls interleaved, median of {reps}.", "",
+             "| shape | (B, H, Lq, Lk, D) | SDPA ms | GAG ms | GAG / SDPA |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        s = row["shape"]
+        lines.append(f"| {s.note} | ({s.batch}, {s.heads}, {s.lq}, {s.lk}, {s.head_dim}) "
+                     f"| {row['sdpa_ms']:.2f} | {row['torch_ms']:.2f} "
+                     f"| {row['torch_ms'] / row['sdpa_ms']:.1f}× |")
+    return lines
+
+
 def tune_gpu(shapes, alpha: float, reps: int) -> list[str]:
-    from gag_core.kernels.triton_gag import fused_gag_attention, kernel_config
+    from gag_core.kernels.config import kernel_config
+    from gag_core.kernels.triton_gag import fused_gag_attention
     lines = ["| shape | path | block_m | block_n | warps | stages | list_cap | ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape in shapes:
@@ -328,7 +386,7 @@ def _tau_steps(z: torch.Tensor, alpha: float, max_steps: int = 64) -> int:
 
 
 def roofline(shape: Shape, alpha: float) -> dict:
-    short_path = shape.lk <= 256  # triton_gag.SHORT_MAX_KEYS, without importing triton
+    short_path = shape.lk <= SHORT_MAX_KEYS
     elt = shape.dtype.itemsize
     d = shape.head_dim
     scores = shape.batch * shape.heads * shape.lq * shape.lk
@@ -392,21 +450,27 @@ def main(argv=None) -> int:
     mode.add_argument("--smoke", action="store_true", help="tiny shapes on CPU")
     mode.add_argument("--roofline", action="store_true", help="H100 estimates, no device")
     mode.add_argument("--tune", action="store_true", help="fused kernel block configurations")
+    mode.add_argument("--cpu", action="store_true",
+                      help="CPU ratio table: PyTorch GAG path / SDPA at the CPU shapes")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for --cpu")
     parser.add_argument("--alpha", type=float, default=1.5)
     parser.add_argument("--shapes", default="", help="comma-separated shape names")
-    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed calls per op (default 20 on CUDA, 5 with --cpu)")
     parser.add_argument("--no-torch-gag-above", type=int, default=20000, metavar="LK",
                         help="skip the PyTorch GAG path for Lk above this")
     parser.add_argument("--out", default=None, help="markdown file (default: "
                         "bench/results_attention_op.md for GPU runs, none otherwise)")
     args = parser.parse_args(argv)
-    if args.reps < 10:
-        parser.error(f"--reps must be >= 10 (median of at least 10 timed calls); got {args.reps}")
+    if args.reps is None:
+        args.reps = 5 if args.cpu else 20
+    if args.reps < (5 if args.cpu else 10):
+        parser.error(f"--reps must be >= 10 (>= 5 with --cpu); got {args.reps}")
     if not 1.0 < args.alpha <= 2.0:
         parser.error(f"--alpha must be in (1, 2]; got {args.alpha}")
-    shapes = SHAPES
+    shapes = CPU_SHAPES if args.cpu else SHAPES
     if args.shapes:
-        known = {s.name: s for s in SHAPES + SMOKE_SHAPES}
+        known = {s.name: s for s in SHAPES + SMOKE_SHAPES + CPU_SHAPES}
         unknown = [n for n in args.shapes.split(",") if n not in known]
         if unknown:
             parser.error(f"unknown shape(s) {unknown}; choose from {sorted(known)}")
@@ -414,6 +478,9 @@ def main(argv=None) -> int:
 
     if args.roofline:
         lines = roofline_table(shapes, args.alpha)
+    elif args.cpu:
+        rows = measure_cpu(shapes, args.alpha, args.reps, args.threads)
+        lines = cpu_ratio_table(rows, args.alpha, args.threads, args.reps)
     elif args.smoke:
         lines = results_table(measure_smoke(args.alpha, args.reps), "CPU (smoke: tiny shapes; "
                               "fused kernel through TRITON_INTERPRET)", args.alpha, smoke=True)

@@ -14,9 +14,9 @@ from typing import Optional
 
 import torch
 
-from .rule import check_alpha, check_guidance_params, gag_combine
+from .rule import check_alpha, check_guidance_params, combine_checked
 from .kernels import select_backend
-from .sparse import alpha_entmax, compute_dtype
+from .sparse import alpha_entmax, compute_dtype, entmax_from_scores_
 
 __all__ = ["gag_attention", "dense_sparse_attention", "attention_scores", "normalize_mask",
            "DEFAULT_CHUNK_BYTES"]
@@ -27,6 +27,10 @@ __all__ = ["gag_attention", "dense_sparse_attention", "attention_scores", "norma
 # 72 queries per chunk. Override per call with ``chunk_bytes``.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 _BYTES_PER_SCORE = 8 * 4
+# On CPU a chunk is further capped to about this many scores (16 MiB of float32), so that the
+# score tile and its work buffer stay in the last-level cache through the 20–30 passes the
+# sparse branch makes over them; larger chunks run those passes at main-memory speed.
+_CPU_CHUNK_SCORES = 2**22
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -84,32 +88,29 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tens
     dtype = compute_dtype(q.dtype)
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.matmul(q.to(dtype), k.to(dtype).transpose(-1, -2)) * softmax_scale
+    # Scaling q (Lq·D values) instead of the scores (Lq·Lk) saves a pass over the scores.
+    scores = torch.matmul(q.to(dtype) * softmax_scale, k.to(dtype).transpose(-1, -2))
     if mask is not None:
         if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores.masked_fill_(~mask, float("-inf"))
         else:
-            scores = scores + mask.to(dtype)
+            scores.add_(mask.to(dtype))
     return scores
 
 
-def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis; a fully masked (all −inf) row maps to zeros, not NaN."""
-    row_max = scores.amax(dim=-1, keepdim=True)
-    has_support = torch.isfinite(row_max)
-    probs = torch.softmax(scores, dim=-1)
-    return torch.where(has_support, probs, torch.zeros_like(probs))
-
-
-def _query_chunk(batch: int, heads: int, lq: int, lk: int, chunk_bytes: int) -> int:
-    per_query = max(batch * heads * lk * _BYTES_PER_SCORE, 1)
-    return max(1, min(lq, chunk_bytes // per_query))
+def _query_chunk(batch: int, heads: int, lq: int, lk: int, chunk_bytes: int,
+                 on_cpu: bool = False) -> int:
+    per_query = max(batch * heads * lk, 1)
+    step = chunk_bytes // (per_query * _BYTES_PER_SCORE)
+    if on_cpu:
+        step = min(step, _CPU_CHUNK_SCORES // per_query)
+    return max(1, min(lq, step))
 
 
 def _chunked(q, k, v, mask, chunk_bytes, fn):
-    """Run fn(q_chunk, mask_chunk) over query chunks and concatenate along Lq."""
+    """Run fn(q_chunk, mask_chunk) over query chunks and collect the results in a list."""
     batch, heads, lq, _ = q.shape
-    step = _query_chunk(batch, heads, lq, k.shape[2], chunk_bytes)
+    step = _query_chunk(batch, heads, lq, k.shape[2], chunk_bytes, on_cpu=q.device.type == "cpu")
     outs = []
     # max(lq, 1): an empty query axis still runs once, on an empty chunk, so the result keeps
     # its (B, H, 0, Dv) shape instead of torch.cat failing on an empty list.
@@ -122,6 +123,37 @@ def _chunked(q, k, v, mask, chunk_bytes, fn):
     return outs
 
 
+def _retrievals(q_chunk: torch.Tensor, k: torch.Tensor, v_c: torch.Tensor,
+                mask_chunk: Optional[torch.Tensor], alpha: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense and sparse retrievals of one query chunk from one score matrix: (B, H, c, Dv) each.
+
+    Passes over the (B, H, c, Lk) scores, eager α ∈ {1.5, 2}: the q·kᵀ product (with the mask),
+    the row maximum, softmax (one op, about three passes inside) and its P·V; then in place on
+    the scores: subtract the maximum, the Newton threshold (a 10-pass start for α = 1.5, then 4
+    passes per step over the rows still pending: 20–26 in all on random rows), 4 to form the
+    entmax weights, and their P·V. Other α use the bisection map (two passes per halving);
+    under torch.compile the sort-based maps keep the traced graph free of data-dependent loops.
+    """
+    scores = attention_scores(q_chunk, k, mask_chunk)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    dense = torch.matmul(torch.softmax(scores, dim=-1), v_c)
+    # Softmax of an all −inf row is NaN; such a query attends to nothing and retrieves zeros.
+    dense = dense.masked_fill_(row_max == float("-inf"), 0.0)
+    if alpha in (1.5, 2.0) and not torch.compiler.is_compiling():
+        sparse_probs = entmax_from_scores_(scores, row_max, alpha)
+    else:
+        sparse_probs = alpha_entmax(scores, alpha)
+    return dense, torch.matmul(sparse_probs, v_c)
+
+
+def _prepare(q, k, v, mask, alpha):
+    """Validate once per call: α, the shapes, the mask; returns (α, rank-4 mask)."""
+    alpha = check_alpha(alpha)
+    _check_qkv(q, k, v)
+    return alpha, normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+
+
 def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                            alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
                            chunk_bytes: int = DEFAULT_CHUNK_BYTES
@@ -132,18 +164,10 @@ def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     compute dtype (float32; float64 for float64 inputs). Queries are processed in chunks so the
     working memory stays under ``chunk_bytes`` (at least one query row at a time).
     """
-    alpha = check_alpha(alpha)
-    _check_qkv(q, k, v)
-    mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    alpha, mask = _prepare(q, k, v, mask, alpha)
     v_c = v.to(compute_dtype(q.dtype))
-
-    def both(q_chunk, mask_chunk):
-        scores = attention_scores(q_chunk, k, mask_chunk)
-        dense = torch.matmul(_softmax_rows(scores), v_c)
-        sparse = torch.matmul(alpha_entmax(scores, alpha), v_c)
-        return dense, sparse
-
-    pairs = _chunked(q, k, v, mask, chunk_bytes, both)
+    pairs = _chunked(q, k, v, mask, chunk_bytes,
+                     lambda q_chunk, mask_chunk: _retrievals(q_chunk, k, v_c, mask_chunk, alpha))
     return torch.cat([p[0] for p in pairs], dim=2), torch.cat([p[1] for p in pairs], dim=2)
 
 
@@ -166,9 +190,7 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: f
     requires the kernel and raises ValueError where none applies.
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
-    alpha = check_alpha(alpha)
-    _check_qkv(q, k, v)
-    mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    alpha, mask = _prepare(q, k, v, mask, alpha)
     if backend not in ("auto", "torch", "fused"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
     if backend != "torch":
@@ -182,10 +204,7 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: f
     v_c = v.to(compute_dtype(q.dtype))
 
     def guided(q_chunk, mask_chunk):
-        scores = attention_scores(q_chunk, k, mask_chunk)
-        dense = torch.matmul(_softmax_rows(scores), v_c)
-        sparse = torch.matmul(alpha_entmax(scores, alpha), v_c)
-        del scores
-        return gag_combine(dense, sparse, scale=scale, eta=eta, zeta=zeta).to(q.dtype)
+        dense, sparse = _retrievals(q_chunk, k, v_c, mask_chunk, alpha)
+        return combine_checked(dense, sparse, scale, eta, zeta).to(q.dtype)
 
     return torch.cat(_chunked(q, k, v, mask, chunk_bytes, guided), dim=2)

@@ -21,7 +21,7 @@ import torch
 # check_alpha lives with the entmax maps, which validate α themselves; it is re-exported here.
 from .sparse import _is_real_number, check_alpha, compute_dtype
 
-__all__ = ["gag_combine", "gag_gain", "check_guidance_params", "check_alpha"]
+__all__ = ["gag_combine", "combine_checked", "gag_gain", "check_guidance_params", "check_alpha"]
 
 
 def check_guidance_params(scale, eta, zeta) -> tuple[float, float, float]:
@@ -51,6 +51,91 @@ def _check_pair(dense_out: torch.Tensor, sparse_out: torch.Tensor
         )
     dtype = compute_dtype(torch.promote_types(dense_out.dtype, sparse_out.dtype))
     return dense_out.to(dtype), sparse_out.to(dtype)
+
+
+def gag_combine(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: float, eta: float,
+                zeta: float) -> torch.Tensor:
+    """Combine dense and sparse retrievals with the GAG rule.
+
+    dense_out, sparse_out: (..., D), same shape (typically (B, H, L, D)).
+    Returns (..., D) in the compute dtype (float32, or float64 for float64 inputs); the caller
+    casts back. Finite inputs give a finite output, including ‖O_s‖ = 0.
+    """
+    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
+    dense, sparse = _check_pair(dense_out, sparse_out)
+    return combine_checked(dense, sparse, scale, eta, zeta)
+
+
+# Squared norms inside [2⁻¹⁰⁰, 2¹⁰⁰] (or exactly 0) leave float32 ~28 decades of headroom on
+# either side, so the row dot products below neither overflow nor underflow; rows outside it take
+# the rescaled path.
+_DOT_SAFE_MIN, _DOT_SAFE_MAX = 2.0 ** -100, 2.0 ** 100
+
+
+def combine_checked(dense_out: torch.Tensor, sparse_out: torch.Tensor, scale: float, eta: float,
+                    zeta: float) -> torch.Tensor:
+    """``gag_combine`` for parameters already validated (check_guidance_params) and tensors of
+    one shape; the attention paths call it once per query chunk.
+
+    With c = ⟨Δ, O_s⟩/‖O_s‖² the rule is, row by row,
+
+        g = (1 − ζ)·c·O_s + ζ·Δ,   ‖g‖² = (1 − ζ²)·c²·‖O_s‖² + ζ²·‖Δ‖²,
+        O = O_s + λ·cap·g = (1 + λ·cap·(1 − ζ)·c)·O_s + λ·cap·ζ·Δ,
+
+    so three row dot products and two passes over the rows give the output (for ζ = 0 the
+    per-token gain 1 + λ·cap·c times O_s). Where a squared norm could overflow or underflow the
+    compute dtype, the whole call takes ``_combine_rescaled`` instead, which normalises by each
+    row's largest entry first (as it does under torch.compile).
+    """
+    dtype = compute_dtype(torch.promote_types(dense_out.dtype, sparse_out.dtype))
+    dense = dense_out.to(dtype)
+    sparse = sparse_out.to(dtype)
+    if torch.compiler.is_compiling():
+        # The range check below is a data-dependent branch: it would break the traced graph.
+        return _combine_rescaled(dense, sparse, scale, eta, zeta)
+    delta = sparse - dense
+    sparse_sq = torch.linalg.vecdot(sparse, sparse).unsqueeze(-1)
+    along = torch.linalg.vecdot(delta, sparse).unsqueeze(-1)
+    c = along / torch.where(sparse_sq > 0, sparse_sq, 1.0)
+    guidance_sq = c * c * sparse_sq
+    if zeta:
+        delta_sq = torch.linalg.vecdot(delta, delta).unsqueeze(-1)
+        guidance_sq = (1.0 - zeta * zeta) * guidance_sq + (zeta * zeta) * delta_sq
+    if not _dots_are_safe(sparse, sparse_sq, guidance_sq):
+        return _combine_rescaled(dense, sparse, scale, eta, zeta)
+    if math.isinf(eta):
+        gain = scale * torch.ones_like(c)
+    else:
+        guidance_norm = guidance_sq.sqrt()
+        gain = scale * torch.where(guidance_norm > eta, eta / guidance_norm, 1.0)  # λ·cap
+    out = sparse * (1.0 + gain * ((1.0 - zeta) * c))
+    if zeta:
+        out = out.addcmul_(gain * zeta, delta)
+    return out
+
+
+def _dots_are_safe(sparse: torch.Tensor, sparse_sq: torch.Tensor,
+                   guidance_sq: torch.Tensor) -> bool:
+    """Whether every ‖O_s‖² lies in the safe range or belongs to an all-zero row (not to one
+    whose squares underflowed), and every ‖g‖² is finite."""
+    if sparse_sq.numel() == 0:
+        return True
+    zero = sparse_sq == 0
+    smallest = torch.where(zero, _DOT_SAFE_MIN, sparse_sq).amin()
+    if not bool((smallest >= _DOT_SAFE_MIN) & (sparse_sq.amax() <= _DOT_SAFE_MAX)
+                & guidance_sq.isfinite().all()):
+        return False
+    return not (zero.any() and sparse[zero.squeeze(-1)].any())
+
+
+def _combine_rescaled(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: float,
+                      zeta: float) -> torch.Tensor:
+    """The rule with every norm taken after dividing by the row's largest entry: exact for
+    entries anywhere in the dtype's range (slower: about twenty passes over the rows)."""
+    guidance, _, _, cap, _ = _guidance(dense, sparse, eta, zeta)
+    if cap is None:
+        return sparse + scale * guidance
+    return sparse + (scale * cap) * guidance
 
 
 def _guidance(dense: torch.Tensor, sparse: torch.Tensor, eta: float, zeta: float):
@@ -86,22 +171,6 @@ def _guidance(dense: torch.Tensor, sparse: torch.Tensor, eta: float, zeta: float
     cap = torch.where(guidance_norm > eta, eta / guidance_norm.clamp(min=tiny),
                       torch.ones_like(guidance_norm))
     return guidance, along, sparse_norm, cap, guidance_norm
-
-
-def gag_combine(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: float, eta: float,
-                zeta: float) -> torch.Tensor:
-    """Combine dense and sparse retrievals with the GAG rule.
-
-    dense_out, sparse_out: (..., D), same shape (typically (B, H, L, D)).
-    Returns (..., D) in the compute dtype (float32, or float64 for float64 inputs); the caller
-    casts back. Finite inputs give a finite output, including ‖O_s‖ = 0.
-    """
-    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
-    dense, sparse = _check_pair(dense_out, sparse_out)
-    guidance, _, _, cap, _ = _guidance(dense, sparse, eta, zeta)
-    if cap is None:
-        return sparse + scale * guidance
-    return sparse + (scale * cap) * guidance
 
 
 def gag_gain(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, scale: float, eta: float,

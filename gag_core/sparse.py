@@ -4,7 +4,9 @@
 
 Its solution is  p_i = [(α − 1)·z_i − τ]_+^{1/(α−1)}  with τ chosen so that Σ p_i = 1.
 α → 1 gives softmax, α = 2 gives sparsemax. α = 1.5 and α = 2 have exact sort-based forms;
-other α use bisection on τ.
+other α use bisection on τ. The eager attention path uses a sort-free form for α = 1.5 and 2
+instead (``entmax_from_scores_``: Newton's method on τ, in place on the scores), which agrees
+with the sort-based forms to rounding.
 
 Every function here maps scores of shape (..., N) to probabilities of the same shape, computes
 in float32 (float64 stays float64) and returns that computation dtype; the caller casts.
@@ -30,7 +32,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "compute_dtype", "check_alpha"]
+__all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "entmax_from_scores_",
+           "newton_threshold", "compute_dtype", "check_alpha"]
 
 
 def _is_real_number(value) -> bool:
@@ -140,6 +143,117 @@ def entmax_bisect(scores: torch.Tensor, alpha: float, n_iter: int = 50) -> torch
     probs = (shifted - lo).clamp(min=0.0).pow(exponent)
     probs = probs / probs.sum(-1, keepdim=True).clamp(min=torch.finfo(probs.dtype).tiny)
     return torch.where(has_support, probs, torch.zeros_like(probs))
+
+
+# Newton's method on the threshold (``newton_threshold``): iteration cap, and the residual below
+# which one more step lands within rounding of the root (in units of the dtype's eps).
+_NEWTON_MAX_STEPS = 60
+_NEWTON_STOP_EPS = 32
+
+
+def newton_threshold(gaps: torch.Tensor, alpha: float) -> torch.Tensor:
+    """θ with Σ_i [g_i − θ]_+^p = (α − 1)^{−p}, p = 1/(α − 1), for α ∈ {1.5, 2}: (R, N) → (R, 1).
+
+    gaps are scores minus their row maximum (≤ 0, max 0; −inf for masked keys), in the compute
+    dtype. Then α-entmax is p_i = (α − 1)^p [g_i − θ]_+^p: θ is τ/(α − 1) of the module
+    docstring, kept in score units so that no pass rescales the scores.
+
+    Newton's method from θ = −1/(α − 1) (the maximum alone carries mass 1 there; for α = 1.5
+    first improved by ``_start_from_the_right``). The mass is convex and decreasing in θ, so
+    every step is a lower bound that never passes the root; for α = 2 the mass is piecewise
+    linear and each step is the exact root on the current support (Michelot's algorithm); for
+    α = 1.5 it is piecewise quadratic and C¹, so steps converge quadratically (a step that
+    rounding carries past the root is undone from the right). Each step costs four passes over
+    the working rows (subtract, clamp, two row reductions), with no sort; rows that have
+    converged leave the working set once half of them have. A row stops once its residual is
+    at rounding level, after applying that last step.
+    """
+    if alpha not in (1.5, 2.0):
+        raise ValueError(f"newton_threshold handles alpha 1.5 and 2; got {alpha!r}")
+    rows, dtype = gaps.shape[0], gaps.dtype
+    target = 4.0 if alpha == 1.5 else 1.0          # (α − 1)^{−1/(α−1)}
+    stop = _NEWTON_STOP_EPS * torch.finfo(dtype).eps * target
+    theta = torch.full((rows, 1), -1.0 / (alpha - 1.0), dtype=dtype, device=gaps.device)
+    buffer = torch.empty_like(gaps)
+    if alpha == 1.5:
+        theta = _start_from_the_right(gaps, theta, buffer, target)
+    work, work_theta, work_rows = gaps, theta, None
+    active = torch.ones_like(theta, dtype=torch.bool)
+    for _ in range(_NEWTON_MAX_STEPS):
+        x = torch.sub(work, work_theta, out=buffer[:work.shape[0]]).clamp_(min=0.0)
+        # (One fused reduction each: vector_norm, sum, and sum of sign_ for the count.)
+        if alpha == 1.5:
+            residual = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_() - target
+            slope = 2.0 * x.sum(-1, keepdim=True)
+        else:
+            residual = x.sum(-1, keepdim=True) - target
+            slope = x.sign_().sum(-1, keepdim=True)
+        # Rows with no mass left (fully masked) have slope 0: no step. A residual below zero
+        # is rounding in a step that crossed the root (the subtraction θ + step near |θ| ~ 1):
+        # the same Newton step then leads back from the right. NaN scores keep a NaN θ and stop
+        # (garbage in stays visible).
+        step = torch.where(slope > 0, residual / slope, 0.0)
+        # A row's last step is taken; after that it stays put, so its θ depends on its own
+        # scores alone, not on which rows share its chunk (batch 1 and batch N agree).
+        work_theta = torch.where(active, work_theta + step, work_theta)
+        active = active & (residual.abs() > stop) & (slope > 0)
+        pending = active.squeeze(-1)
+        if work_rows is None:
+            theta = work_theta
+        else:
+            theta[work_rows] = work_theta
+        n_pending = int(pending.sum())
+        if n_pending == 0:
+            break
+        if 2 * n_pending <= work.shape[0]:
+            keep = pending.nonzero().squeeze(-1)
+            work, work_theta, active = work[keep], work_theta[keep], active[keep]
+            work_rows = keep if work_rows is None else work_rows[keep]
+    return theta
+
+
+def _start_from_the_right(gaps: torch.Tensor, theta: torch.Tensor, buffer: torch.Tensor,
+                          target: float) -> torch.Tensor:
+    """A starting lower bound for α = 1.5, about two Newton steps better than θ = −2.
+
+    On the candidates A = {g > θ}, the smaller root r of Σ_A (g − θ)² = target overshoots the
+    root (the quadratic ignores that entries leave the support as θ rises, so it lies above
+    the mass); one Newton step back from r, where the mass is convex and below target, lands
+    at or below the root again. On random score rows this saves about 30% of the passes.
+    """
+    x = torch.sub(gaps, theta, out=buffer).clamp_(min=0.0)
+    sum_x = x.sum(-1, keepdim=True)
+    residual = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_() - target
+    count = x.sign_().sum(-1, keepdim=True)
+    disc = (sum_x * sum_x - count * residual).clamp_(min=0.0)
+    alive = sum_x > 0
+    overshoot = theta + residual / torch.where(alive, sum_x + disc.sqrt(), 1.0)
+    x = torch.sub(gaps, overshoot, out=buffer).clamp_(min=0.0)
+    slope = 2.0 * x.sum(-1, keepdim=True)
+    residual = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_() - target
+    back = overshoot + residual / torch.where(slope > 0, slope, 1.0)
+    return torch.where(alive & (slope > 0), back, theta)
+
+
+def entmax_from_scores_(scores: torch.Tensor, row_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    """α-entmax over the last axis, overwriting ``scores``: (..., N) → the same tensor, as
+    probabilities. For α = 1.5 and 2 (the eager attention path; see ``newton_threshold``).
+
+    scores: compute-dtype scores (−inf for masked keys); row_max: their (..., 1) row maximum,
+    which the caller already has. Rows of all −inf become zeros; a row holding a NaN becomes NaN.
+    """
+    if not scores.is_contiguous():
+        raise ValueError("entmax_from_scores_ works in place on a contiguous score tensor; "
+                         f"got strides {scores.stride()} for shape {tuple(scores.shape)}")
+    shape = scores.shape
+    # All −inf rows shift by 0 and stay −inf (zero mass); a NaN maximum makes the row NaN.
+    safe_max = row_max.masked_fill(row_max == float("-inf"), 0.0)
+    gaps = scores.sub_(safe_max).view(-1, shape[-1])
+    theta = newton_threshold(gaps, alpha)
+    gaps.sub_(theta).clamp_(min=0.0)
+    if alpha == 1.5:
+        gaps.square_().mul_(0.25)               # (α − 1)^p [g − θ]_+^p with p = 2
+    return scores
 
 
 def alpha_entmax(scores: torch.Tensor, alpha: float) -> torch.Tensor:

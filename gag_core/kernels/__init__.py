@@ -3,7 +3,8 @@
 ``select_backend`` is how gag_core.attention asks whether a fused kernel can take a call; the
 PyTorch path in attention.py stays the reference every kernel is tested against.
 
-The fused kernel (``triton_gag.fused_gag_attention``) needs Triton and a CUDA device. Triton is
+The fused kernel (``triton_gag.fused_gag_attention``) needs Triton and an NVIDIA GPU of compute
+capability 8.0 or newer (``device_unsupported_reason`` says why a GPU is refused). Triton is
 imported only when a call could use it, so gag_core imports and runs where Triton is absent
 (macOS, CPU-only PyTorch builds) and never pays Triton's import time on CPU.
 
@@ -27,8 +28,11 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["select_backend", "fused_unavailable_reason", "backend_override", "triton_available",
-           "ENV_VAR", "FUSED_BY_DEFAULT"]
+from .config import MAX_HEAD_DIM, MIN_CAPABILITY, SUPPORTED_DTYPES, kernel_config
+
+__all__ = ["select_backend", "fused_unavailable_reason", "device_unsupported_reason",
+           "device_shared_memory", "backend_override", "triton_available", "ENV_VAR",
+           "FUSED_BY_DEFAULT"]
 
 ENV_VAR = "GAG_BACKEND"
 
@@ -38,8 +42,9 @@ ENV_VAR = "GAG_BACKEND"
 # in the commit that records that validation in bench/RESULTS.md.
 FUSED_BY_DEFAULT = False
 _OVERRIDES = ("auto", "torch", "fused")
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_MAX_HEAD_DIM = 256  # kept equal to triton_gag.MAX_HEAD_DIM without importing triton
+# Opt-in shared memory per block by compute capability, where torch does not report it.
+_SHARED_MEMORY_BY_CAPABILITY = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
+_SHARED_MEMORY_DEFAULT = 99 * 1024  # sm_86, sm_89, sm_120 and other consumer parts
 
 _triton_import_error: Optional[str] = None
 _triton_checked = False
@@ -76,11 +81,11 @@ def fused_unavailable_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     if not (q.dtype == k.dtype == v.dtype):
         return f"q, k, v have different dtypes ({q.dtype}, {k.dtype}, {v.dtype})"
-    if q.dtype not in _SUPPORTED_DTYPES:
+    if q.dtype not in SUPPORTED_DTYPES:
         return f"dtype {q.dtype} is not one of float16, bfloat16, float32"
-    if q.shape[-1] > _MAX_HEAD_DIM or v.shape[-1] > _MAX_HEAD_DIM:
+    if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
         return (f"head dims D={q.shape[-1]}, Dv={v.shape[-1]} exceed the kernel's "
-                f"{_MAX_HEAD_DIM}")
+                f"{MAX_HEAD_DIM}")
     if k.shape[2] == 0:
         return "there are no keys (Lk = 0)"
     if mask is not None and not (mask.dtype == torch.bool or mask.dtype.is_floating_point):
@@ -94,8 +99,44 @@ def fused_unavailable_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return f"q, k, v (and mask) are not all on {q.device}"
     if not 1.0 < float(alpha) <= 2.0:
         return f"alpha={alpha} is outside (1, 2]"
+    props = torch.cuda.get_device_properties(q.device)
+    reason = device_unsupported_reason(
+        name=props.name, capability=(props.major, props.minor),
+        hip=getattr(torch.version, "hip", None) is not None,
+        shared_memory=device_shared_memory(q.device),
+        shape=(q.shape[2], k.shape[2], q.shape[3], v.shape[3]), dtype=q.dtype)
+    if reason is not None:
+        return reason
     if not triton_available():
         return f"triton cannot be imported ({_triton_import_error})"
+    return None
+
+
+def device_shared_memory(device: torch.device) -> int:
+    """Opt-in shared memory per block of a CUDA device, in bytes."""
+    props = torch.cuda.get_device_properties(device)
+    reported = getattr(props, "shared_memory_per_block_optin", None)
+    if reported:
+        return int(reported)
+    return _SHARED_MEMORY_BY_CAPABILITY.get((props.major, props.minor), _SHARED_MEMORY_DEFAULT)
+
+
+def device_unsupported_reason(*, name: str, capability: tuple[int, int], hip: bool,
+                              shared_memory: int, shape: tuple[int, int, int, int],
+                              dtype: torch.dtype) -> Optional[str]:
+    """None when a GPU with these properties can run the kernel for (Lq, Lk, D, Dv) in dtype,
+    else why not: ROCm/HIP builds (the float32 dots use NVIDIA's tf32x3), compute capability
+    below 8.0, or block shapes whose shared memory exceeds the device's per-block limit."""
+    if hip:
+        return (f"{name} runs PyTorch's ROCm/HIP build; the fused kernel is written for NVIDIA "
+                f"GPUs (tf32x3 float32 dots)")
+    if tuple(capability) < MIN_CAPABILITY:
+        return (f"{name} has compute capability {capability[0]}.{capability[1]}; the fused "
+                f"kernel needs {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (Ampere)")
+    try:
+        kernel_config(*shape, dtype, shared_memory_limit=shared_memory)
+    except ValueError as exc:
+        return f"on {name}, {exc}"
     return None
 
 

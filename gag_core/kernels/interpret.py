@@ -43,9 +43,11 @@ def run_fused_in_interpreter(cases: list[dict], *, timeout: float = 600.0) -> li
     ``path`` ("auto", "short", "stream") and ``config`` (a dict of KernelConfig fields to
     override, e.g. small blocks or a tiny list capacity). Without either, the call goes through
     the registered custom operator, as on a GPU; ``compile=True`` additionally wraps it in
-    ``torch.compile(backend="aot_eager", fullgraph=True)``, so a graph break fails the case.
-    Returns one dict per case: ``out`` (the (B,H,Lq,Dv) result) and ``seconds`` (interpreter
-    wall time), or ``error`` (the traceback) where that case raised.
+    ``torch.compile(backend="aot_eager", fullgraph=True)``, so a graph break fails the case;
+    ``stats=True`` launches directly and collects the kernel's per-tile statistics.
+    Returns one dict per case: ``out`` (the (B,H,Lq,Dv) result), ``seconds`` (interpreter
+    wall time) and ``stats`` (see ``fused_gag_attention``'s ``tile_stats``; None unless asked),
+    or ``error`` (the traceback) where that case raised.
     """
     from . import triton_available
     if not triton_available():
@@ -125,14 +127,17 @@ def _worker(in_path: str, out_path: str) -> int:
                                        path=case.get("path", "auto"))
                 config = dataclasses.replace(config, **(case.get("config") or {}))
 
+            stats = {} if case.get("stats") else None
+
             def run(q, k, v):
-                return fused_gag_attention(q, k, v, config=config, **params)
+                return fused_gag_attention(q, k, v, config=config, tile_stats=stats, **params)
 
             if case.get("compile"):
                 run = torch.compile(run, backend="aot_eager", fullgraph=True)
             start = time.perf_counter()
             out = run(q, k, v)
-            results.append({"out": out, "seconds": time.perf_counter() - start})
+            results.append({"out": out, "seconds": time.perf_counter() - start,
+                            "stats": stats})
         except Exception:
             results.append({"error": f"case {index} raised:\n{traceback.format_exc()}"})
     torch.save(results, out_path)

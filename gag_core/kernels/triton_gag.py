@@ -37,27 +37,31 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["fused_gag_attention", "kernel_config", "compile_for_target", "SHORT_MAX_KEYS",
+from .config import MAX_HEAD_DIM, SHORT_MAX_KEYS, SUPPORTED_DTYPES, KernelConfig, kernel_config
+
+__all__ = ["fused_gag_attention", "kernel_config", "KernelConfig", "SHORT_MAX_KEYS",
            "SUPPORTED_DTYPES", "MAX_HEAD_DIM"]
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Rows up to this many keys live in registers whole (SDXL text: 77, 154, 231 tokens).
-SHORT_MAX_KEYS = 256
-# The output tile (BLOCK_M × Dv) and the combination need the whole head dim in one program.
-MAX_HEAD_DIM = 256
 # Iteration cap for τ; α = 1.5 and 2 stop exactly after a few steps, other α near 1 need more.
 _MAX_TAU_ITERS = 64
+# Newton steps that raise a candidate list's lower bound on τ before the list is compacted.
+_BOUND_ITERS = tl.constexpr(4)
 
 # Module-level constants used inside kernels must be tl.constexpr.
 # A Newton stop: steps below this change τ by less than float32 resolution near |τ| ~ 1.
 _TAU_STEP_TOL = tl.constexpr(1e-7)
+# Floor for divisors and for log2 arguments: a zero slope or a zero gap x stays finite (the
+# results are discarded by the surrounding tl.where); small enough never to bias a real value.
+_DIV_FLOOR = tl.constexpr(1e-30)
+# The candidate band is cut at a lower bound on τ minus this margin (shifted-score units), so
+# rounding in the bound can never drop an entry of the support.
+_BOUND_MARGIN = tl.constexpr(1e-5)
 _LOG2E = tl.constexpr(1.4426950408889634)
 _F32_TINY = tl.constexpr(1.1754943508222875e-38)  # torch.finfo(torch.float32).tiny
 _ALPHA_GENERAL, _ALPHA_15, _ALPHA_2 = 0, 1, 2
@@ -118,9 +122,9 @@ def _tau_stats(z, tau, p_exp, ALPHA_KIND: tl.constexpr):
     x = z - tau[:, None]
     above = x > 0.0
     if ALPHA_KIND == 0:
-        xp = tl.where(above, tl.exp2(p_exp * tl.log2(tl.maximum(x, 1e-30))), 0.0)
+        xp = tl.where(above, tl.exp2(p_exp * tl.log2(tl.maximum(x, _DIV_FLOOR))), 0.0)
         s0 = tl.sum(xp, axis=1)
-        s1 = tl.sum(tl.where(above, xp / tl.maximum(x, 1e-30), 0.0), axis=1)
+        s1 = tl.sum(tl.where(above, xp / tl.maximum(x, _DIV_FLOOR), 0.0), axis=1)
         s2 = tl.zeros_like(s0)
         s3 = tl.zeros_like(s0)
     else:
@@ -153,9 +157,9 @@ def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
         # right derivative follow from the same sums (the dropped score contributes 0).
         f_at = f - 2.0 * sum_x * smallest + count * smallest * smallest
         slope_at = 2.0 * (sum_x - count * smallest)
-        jump = tl.where(slope_at > 0.0, smallest + f_at / tl.maximum(slope_at, 1e-30),
+        jump = tl.where(slope_at > 0.0, smallest + f_at / tl.maximum(slope_at, _DIV_FLOOR),
                         smallest)
-        newton = f / tl.maximum(2.0 * sum_x, 1e-30)
+        newton = f / tl.maximum(2.0 * sum_x, _DIV_FLOOR)
         step = tl.where(exact, piece_root, tl.maximum(jump, newton))
     elif ALPHA_KIND == 2:
         count, sum_x, smallest = s0, s1, s3
@@ -166,11 +170,35 @@ def _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND: tl.constexpr):
         step = tl.where(exact, piece_root, tl.maximum(smallest, jump))
     else:
         f = s0 - 1.0
-        step = f / tl.maximum(p_exp * s1, 1e-30)
+        step = f / tl.maximum(p_exp * s1, _DIV_FLOOR)
         exact = f <= 0.0
     settled = exact | (f <= 0.0) | (step < _TAU_STEP_TOL)
     tau = tl.where(done | (f <= 0.0), tau, tau + step)
     return tau, done | settled
+
+
+@triton.jit
+def _merge_stats(a0, a1, a2, a3, b0, b1, b2, b3):
+    """Combine _tau_stats of two disjoint parts of the same rows."""
+    return a0 + b0, a1 + b1, a2 + b2, tl.minimum(a3, b3)
+
+
+@triton.jit
+def _list_tau_stats(list_rows, n_list, longest, safe_max, tau, alpha_m1, p_exp,
+                    BLOCK_M: tl.constexpr, LIST_BLOCK: tl.constexpr, ALPHA_KIND: tl.constexpr):
+    """_tau_stats over each row's candidate list (the first n_list slots of its scratch row)."""
+    offs_l = tl.arange(0, LIST_BLOCK)
+    s0 = tl.zeros((BLOCK_M,), tl.float32)
+    s1 = tl.zeros((BLOCK_M,), tl.float32)
+    s2 = tl.zeros((BLOCK_M,), tl.float32)
+    s3 = tl.full((BLOCK_M,), float("inf"), tl.float32)
+    for start_l in range(0, longest, LIST_BLOCK):
+        cols = start_l + offs_l
+        sl = tl.load(list_rows[:, None] + cols[None, :],
+                     mask=cols[None, :] < n_list[:, None], other=float("-inf"))
+        t0, t1, t2, t3 = _tau_stats(_shift_scores(sl, safe_max, alpha_m1), tau, p_exp, ALPHA_KIND)
+        s0, s1, s2, s3 = _merge_stats(s0, s1, s2, s3, t0, t1, t2, t3)
+    return s0, s1, s2, s3
 
 
 @triton.jit
@@ -182,7 +210,7 @@ def _sparse_probs(z, tau, p_exp, ALPHA_KIND: tl.constexpr):
     elif ALPHA_KIND == 2:
         return x
     else:
-        return tl.where(x > 0.0, tl.exp2(p_exp * tl.log2(tl.maximum(x, 1e-30))), 0.0)
+        return tl.where(x > 0.0, tl.exp2(p_exp * tl.log2(tl.maximum(x, _DIV_FLOOR))), 0.0)
 
 
 @triton.jit
@@ -280,7 +308,7 @@ def _gag_short_kernel(
 
 @triton.jit
 def _gag_stream_kernel(
-        Q, K, V, Out, Mask, Scratch,
+        Q, K, V, Out, Mask, Scratch, TileStats,
         stride_qb, stride_qh, stride_qm, stride_qd,
         stride_kb, stride_kh, stride_kn, stride_kd,
         stride_vb, stride_vh, stride_vn, stride_vd,
@@ -322,6 +350,11 @@ def _gag_stream_kernel(
         l_dense = tl.zeros((BLOCK_M,), tl.float32)
         acc_dense = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
         list_len = tl.zeros((BLOCK_M,), tl.int32)
+        # A lower bound on τ in absolute units, (α−1)·score: τ only rises as scores are added,
+        # so τ of the scores listed so far (or any Newton iterate towards it) bounds the final τ
+        # from below, and no score at or below the bound can be in the support.
+        bound = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        compact_at = list_cap // 2
         for start_n in range(0, Lk, BLOCK_N):
             offs_n = start_n + offs_n0
             s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn, offs_m,
@@ -339,50 +372,79 @@ def _gag_stream_kernel(
             # The running max only grows, so "within 1/(α−1) of the running max" keeps a
             # superset of the final candidates (z > −1 for the final max); the test uses the
             # same float32 operations as _shift_scores, so rounding cannot drop a candidate.
-            cand = (alpha_m1 * (s - safe_max[:, None])) > -1.0
+            # Padded query rows (past Lq) list nothing: their q = 0 would make every key a
+            # candidate and overflow the tile's lists.
+            z = alpha_m1 * (s - safe_max[:, None])
+            floor = bound - alpha_m1 * safe_max - _BOUND_MARGIN
+            cand = (z > -1.0) & (z > floor[:, None]) & row_ok[:, None]
             slot = list_len[:, None] + tl.cumsum(cand.to(tl.int32), axis=1) - 1
             tl.store(list_rows[:, None] + slot, s, mask=cand & (slot < list_cap))
             list_len += tl.sum(cand.to(tl.int32), axis=1)
+            longest = tl.max(list_len, axis=0)
+            if (longest > compact_at) & (longest <= list_cap):
+                # Half a list is full: raise the bound with a few τ steps on the lists (flat
+                # rows hold 10–50× more band entries than support entries), then drop what
+                # lies at or below it. Compaction moves entries only to lower slots, block by
+                # block, so no entry is overwritten before it is read.
+                tl.debug_barrier()
+                tau = tl.maximum(floor, -1.0)
+                done = list_len == 0
+                for _ in range(_BOUND_ITERS):
+                    s0, s1, s2, s3 = _list_tau_stats(list_rows, list_len, longest, safe_max,
+                                                     tau, alpha_m1, p_exp, BLOCK_M, LIST_BLOCK,
+                                                     ALPHA_KIND)
+                    tau, done = _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND)
+                bound = tl.maximum(bound, tau + alpha_m1 * safe_max)
+                floor = bound - alpha_m1 * safe_max - _BOUND_MARGIN
+                kept = tl.zeros((BLOCK_M,), tl.int32)
+                for start_l in range(0, longest, LIST_BLOCK):
+                    cols = start_l + offs_l
+                    sl = tl.load(list_rows[:, None] + cols[None, :],
+                                 mask=cols[None, :] < list_len[:, None], other=float("-inf"))
+                    z_list = _shift_scores(sl, safe_max, alpha_m1)
+                    # Slots past a row's list and stale entries (now at the clamp floor −1)
+                    # go too.
+                    keep = ((cols[None, :] < list_len[:, None]) & (z_list > -1.0)
+                            & (z_list > floor[:, None]))
+                    new_slot = kept[:, None] + tl.cumsum(keep.to(tl.int32), axis=1) - 1
+                    tl.debug_barrier()
+                    tl.store(list_rows[:, None] + new_slot, sl, mask=keep)
+                    kept += tl.sum(keep.to(tl.int32), axis=1)
+                tl.debug_barrier()
+                list_len = kept
+                compact_at = (list_cap + tl.max(kept, axis=0)) // 2
         safe_max = tl.where(row_max == float("-inf"), 0.0, row_max)
         o_dense = acc_dense / tl.where(l_dense > 0.0, l_dense, 1.0)[:, None]
         # The list loads below may read what other threads of this program stored.
         tl.debug_barrier()
 
-        # τ: on the lists when every row's list fits, else by recomputing the scores.
+        # τ: on the lists when every row's list fits, else by recomputing the scores. Both
+        # start from the bound found in pass 1.
         fits = tl.max(list_len, axis=0) <= list_cap
         n_list = tl.minimum(list_len, list_cap)
         longest = tl.max(n_list, axis=0)
-        tau = tl.full((BLOCK_M,), -1.0, tl.float32)
+        tau = tl.maximum(bound - alpha_m1 * safe_max - _BOUND_MARGIN, -1.0)
+        tl.store(TileStats + 2 * tile, (fits == 0).to(tl.int32))
+        tl.store(TileStats + 2 * tile + 1, tl.max(list_len, axis=0))
         done = offs_m >= Lq
         pending = tl.sum((done == 0).to(tl.int32), axis=0)
         it = 0
         while (pending > 0) & (it < MAX_ITERS):
-            s0 = tl.zeros((BLOCK_M,), tl.float32)
-            s1 = tl.zeros((BLOCK_M,), tl.float32)
-            s2 = tl.zeros((BLOCK_M,), tl.float32)
-            s3 = tl.full((BLOCK_M,), float("inf"), tl.float32)
             if fits:
-                for start_l in range(0, longest, LIST_BLOCK):
-                    cols = start_l + offs_l
-                    sl = tl.load(list_rows[:, None] + cols[None, :],
-                                 mask=cols[None, :] < n_list[:, None], other=float("-inf"))
-                    z = _shift_scores(sl, safe_max, alpha_m1)
-                    t0, t1, t2, t3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
-                    s0 += t0
-                    s1 += t1
-                    s2 += t2
-                    s3 = tl.minimum(s3, t3)
+                s0, s1, s2, s3 = _list_tau_stats(list_rows, n_list, longest, safe_max, tau,
+                                                 alpha_m1, p_exp, BLOCK_M, LIST_BLOCK, ALPHA_KIND)
             else:
+                s0 = tl.zeros((BLOCK_M,), tl.float32)
+                s1 = tl.zeros((BLOCK_M,), tl.float32)
+                s2 = tl.zeros((BLOCK_M,), tl.float32)
+                s3 = tl.full((BLOCK_M,), float("inf"), tl.float32)
                 for start_n in range(0, Lk, BLOCK_N):
                     s = _score_tile(q, k_base, stride_kn, stride_kd, mask_rows, stride_mn,
                                     offs_m, start_n + offs_n0, offs_d, Lq, Lk, D, sm_scale,
                                     MASK_KIND, DOT_PREC, DOT_UPCAST)
-                    z = _shift_scores(s, safe_max, alpha_m1)
-                    t0, t1, t2, t3 = _tau_stats(z, tau, p_exp, ALPHA_KIND)
-                    s0 += t0
-                    s1 += t1
-                    s2 += t2
-                    s3 = tl.minimum(s3, t3)
+                    t0, t1, t2, t3 = _tau_stats(_shift_scores(s, safe_max, alpha_m1), tau, p_exp,
+                                                ALPHA_KIND)
+                    s0, s1, s2, s3 = _merge_stats(s0, s1, s2, s3, t0, t1, t2, t3)
             tau, done = _tau_step(tau, done, s0, s1, s2, s3, p_exp, ALPHA_KIND)
             pending = tl.sum((done == 0).to(tl.int32), axis=0)
             it += 1
@@ -413,58 +475,6 @@ def _gag_stream_kernel(
 # Host side
 # ----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class KernelConfig:
-    """Launch choices for one call; ``kernel_config`` picks them, tests may override fields."""
-    path: str             # "short" or "stream"
-    block_m: int
-    block_n: int
-    block_d: int
-    block_dv: int
-    num_warps: int
-    num_stages: int
-    list_cap: int = 0     # stream path: candidate slots per query row
-    list_block: int = 64  # stream path: list columns read per step of the τ loop
-    num_programs: int = 0  # stream path: persistent programs (0 = from the device)
-
-
-def _pow2_at_least(n: int, floor: int = 16) -> int:
-    return max(floor, triton.next_power_of_2(max(int(n), 1)))
-
-
-def kernel_config(lq: int, lk: int, d: int, dv: int, dtype: torch.dtype, *,
-                  path: str = "auto") -> KernelConfig:
-    """Block sizes for a call; untuned defaults sized for H100 register files (see
-    bench/KERNEL_NOTES.md)."""
-    if path not in ("auto", "short", "stream"):
-        raise ValueError(f"path must be 'auto', 'short' or 'stream'; got {path!r}")
-    block_d, block_dv = _pow2_at_least(d), _pow2_at_least(dv)
-    if path == "auto":
-        path = "short" if lk <= SHORT_MAX_KEYS else "stream"
-    if path == "short":
-        block_n = _pow2_at_least(lk)
-        if block_n > SHORT_MAX_KEYS:
-            raise ValueError(f"path='short' holds whole key rows in registers and needs "
-                             f"Lk <= {SHORT_MAX_KEYS}; got Lk={lk}")
-        # Sized so that ptxas reports no spills for sm_90 at D = 64 and 128, with and without
-        # masks (the score, shifted-score and probability tiles are BLOCK_M × BLOCK_N float32).
-        block_m = 32 if block_n <= 128 else 16
-        num_warps = 8 if block_n * max(block_d, block_dv) > 256 * 64 else 4
-        return KernelConfig("short", block_m, block_n, block_d, block_dv, num_warps, 1)
-    # Candidate-list slots per query row. With random N(0, 1) q and k at α = 1.5 the longest
-    # list in 256 rows is ~0.5·Lk at Lk = 512, 0.33·Lk at 1536, 0.26·Lk at 4608 and 0.14·Lk at
-    # 16896 (the band 1/(α−1) is fixed while the row maximum grows with Lk); trained attention
-    # is usually peakier. A tile with a longer list still gets the exact τ, from passes that
-    # recompute the scores, only slower.
-    list_cap = min(lk, 256 + lk // 4, 4096)
-    list_cap = (list_cap + 15) // 16 * 16
-    # 64 × 32 tiles at 8 warps: of the variants tried, the one with the fewest spill bytes in
-    # ptxas's sm_90 report (8–400 bytes over D = 64/128, with and without masks); the kernel
-    # keeps three loops' state in one program. Untimed: bench/bench_attention_op.py --tune.
-    block_m, block_n = 64, 32
-    return KernelConfig("stream", block_m, block_n, block_d, block_dv, 8, 2, list_cap=list_cap)
-
-
 def _alpha_kind(alpha: float) -> int:
     if alpha == 1.5:
         return _ALPHA_15
@@ -479,6 +489,25 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
+def mask_kind(mask_dtype: Optional[torch.dtype]) -> int:
+    """The kernels' MASK_KIND for no mask, a boolean keep-mask or an additive float mask."""
+    if mask_dtype is None:
+        return _MASK_NONE
+    return _MASK_KEEP if mask_dtype == torch.bool else _MASK_ADD
+
+
+def kernel_constexprs(config: KernelConfig, dtype: torch.dtype, mask_kind: int, alpha: float, *,
+                      dot_upcast: bool = False) -> dict:
+    """The compile-time arguments of the kernel ``config`` selects (launch and AOT compile)."""
+    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
+                      BLOCK_DV=config.block_dv, MASK_KIND=mask_kind,
+                      ALPHA_KIND=_alpha_kind(alpha), DOT_PREC=_dot_precision(dtype),
+                      DOT_UPCAST=dot_upcast, MAX_ITERS=_MAX_TAU_ITERS)
+    if config.path == "stream":
+        constexprs["LIST_BLOCK"] = config.list_block
+    return constexprs
+
+
 def _mask_args(mask: Optional[torch.Tensor], shape, fallback: torch.Tensor):
     """(tensor, (stride_b, stride_h, stride_m, stride_n), kind) with broadcast axes at stride 0."""
     if mask is None:
@@ -486,8 +515,8 @@ def _mask_args(mask: Optional[torch.Tensor], shape, fallback: torch.Tensor):
     expanded = mask.expand(shape)
     strides = tuple(st if size != 1 else 0 for st, size in zip(expanded.stride(), expanded.shape))
     if mask.dtype == torch.bool:
-        return expanded.view(torch.uint8), strides, _MASK_KEEP
-    return expanded, strides, _MASK_ADD
+        expanded = expanded.view(torch.uint8)
+    return expanded, strides, mask_kind(mask.dtype)
 
 
 def _default_programs(device: torch.device, n_tiles: int) -> int:
@@ -499,10 +528,19 @@ def _default_programs(device: torch.device, n_tiles: int) -> int:
     return max(1, min(n_tiles, 2))  # the interpreter runs programs one after another
 
 
+def _shared_memory_limit(device: torch.device) -> Optional[int]:
+    """The device's opt-in shared memory per block in bytes (None off CUDA: the interpreter)."""
+    if device.type != "cuda":
+        return None
+    from . import device_shared_memory
+    return device_shared_memory(device)
+
+
 def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                         eta: float, zeta: float, alpha: float,
                         mask: Optional[torch.Tensor] = None,
-                        config: Optional[KernelConfig] = None) -> torch.Tensor:
+                        config: Optional[KernelConfig] = None,
+                        tile_stats: Optional[dict] = None) -> torch.Tensor:
     """GAG attention in one fused kernel: (B,H,Lq,D), (B,H,Lk,D), (B,H,Lk,Dv) → (B,H,Lq,Dv).
 
     Same contract as gag_core.attention.gag_attention (scale = λ, eta = η, zeta = ζ), with the
@@ -513,40 +551,44 @@ def fused_gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
 
     With the default ``config`` the call goes through the custom operator
     ``torch.ops.gag_core.fused_gag_attention``, which torch.compile treats as one opaque node
-    (no graph break); an explicit ``config`` (tests, tuning) launches directly.
+    (no graph break); an explicit ``config`` or ``tile_stats`` (tests, tuning, validation)
+    launches directly. ``tile_stats``, a dict, receives for the streaming path ``tiles`` (query
+    tiles), ``fallback_tiles`` (tiles whose candidate lists overflowed, so that τ came from
+    passes recomputing the scores) and ``longest_list`` (the longest list any row needed).
     """
-    if config is None:
+    if config is None and tile_stats is None:
         return _FUSED_OP(q, k, v, mask, float(scale), float(eta), float(zeta), float(alpha))
-    return _launch(q, k, v, mask, float(scale), float(eta), float(zeta), float(alpha), config)
+    return _launch(q, k, v, mask, float(scale), float(eta), float(zeta), float(alpha), config,
+                   tile_stats)
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
             scale: float, eta: float, zeta: float, alpha: float,
-            config: Optional[KernelConfig]) -> torch.Tensor:
+            config: Optional[KernelConfig], tile_stats: Optional[dict] = None) -> torch.Tensor:
     batch, heads, lq, d = q.shape
     lk, dv = k.shape[2], v.shape[3]
     if config is None:
-        config = kernel_config(lq, lk, d, dv, q.dtype)
+        config = kernel_config(lq, lk, d, dv, q.dtype,
+                               shared_memory_limit=_shared_memory_limit(q.device))
     out = torch.empty((batch, heads, lq, dv), device=q.device, dtype=q.dtype)
     if lq == 0 or batch * heads == 0:
         return out
-    mask_t, mask_strides, mask_kind = _mask_args(mask, (batch, heads, lq, lk), q)
+    mask_t, mask_strides, kind = _mask_args(mask, (batch, heads, lq, lk), q)
     args = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides,
             heads, lq, lk, d, dv)
     floats = (1.0 / math.sqrt(d), float(alpha) - 1.0, 1.0 / (float(alpha) - 1.0), float(scale),
               float(eta), float(zeta))
-    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-                      BLOCK_DV=config.block_dv, MASK_KIND=mask_kind,
-                      ALPHA_KIND=_alpha_kind(alpha), DOT_PREC=_dot_precision(q.dtype),
-                      DOT_UPCAST=q.device.type != "cuda" and q.dtype == torch.bfloat16,
-                      MAX_ITERS=_MAX_TAU_ITERS, num_warps=config.num_warps,
-                      num_stages=config.num_stages)
+    constexprs = kernel_constexprs(config, q.dtype, kind, alpha,
+                                   dot_upcast=q.device.type != "cuda" and q.dtype == torch.bfloat16)
     # Triton launches on the current CUDA device; make that q's device.
     device_guard = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
     with device_guard:
         if config.path == "short":
             grid = (triton.cdiv(lq, config.block_m), batch * heads)
-            _gag_short_kernel[grid](q, k, v, out, mask_t, *args, *floats, **constexprs)
+            _gag_short_kernel[grid](q, k, v, out, mask_t, *args, *floats, **constexprs,
+                                    num_warps=config.num_warps, num_stages=config.num_stages)
+            if tile_stats is not None:
+                tile_stats.update(tiles=grid[0] * grid[1], fallback_tiles=0, longest_list=0)
             return out
         n_tiles = batch * heads * triton.cdiv(lq, config.block_m)
         programs = config.num_programs or _default_programs(q.device, n_tiles)
@@ -558,9 +600,14 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[to
             # never wrote adds a phantom score at the row maximum (+inf shifts to z = 0) and
             # changes the result, instead of passing on benign leftover memory.
             scratch.fill_(math.inf)
+        # Per tile: whether τ took the score-recomputing fallback, and the longest list.
+        stats = torch.empty((n_tiles, 2), device=q.device, dtype=torch.int32)
         _gag_stream_kernel[(programs,)](
-            q, k, v, out, mask_t, scratch, *args, n_tiles, config.list_cap, *floats,
-            LIST_BLOCK=config.list_block, **constexprs)
+            q, k, v, out, mask_t, scratch, stats, *args, n_tiles, config.list_cap, *floats,
+            **constexprs, num_warps=config.num_warps, num_stages=config.num_stages)
+    if tile_stats is not None:
+        tile_stats.update(tiles=n_tiles, fallback_tiles=int(stats[:, 0].sum()),
+                          longest_list=int(stats[:, 1].max()))
     return out
 
 
@@ -585,47 +632,3 @@ def _register_fused_op():
 
 
 _FUSED_OP = _register_fused_op()
-
-
-# ----------------------------------------------------------------------------------------------
-# Ahead-of-time compilation (no GPU needed): lets CI check that the kernels lower to PTX/cubin
-# ----------------------------------------------------------------------------------------------
-
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
-def compile_for_target(path: str, dtype: torch.dtype, d: int, dv: int, lk: int, *,
-                       mask: Optional[torch.dtype] = None, alpha: float = 1.5,
-                       arch: int = 90, config: Optional[KernelConfig] = None):
-    """Compile one kernel variant for an NVIDIA target without a GPU; returns the compiled
-    kernel (its ``asm`` dict holds ttir/ttgir/llir/ptx/cubin)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    if config is None:
-        config = kernel_config(128, lk, d, dv, dtype, path=path)
-    elt = _TRITON_DTYPE[dtype]
-    mask_kind = _MASK_NONE if mask is None else (_MASK_KEEP if mask == torch.bool else _MASK_ADD)
-    mask_elt = {None: elt, torch.bool: "u8"}.get(mask, _TRITON_DTYPE.get(mask, "fp32"))
-    pointers = {"Q": elt, "K": elt, "V": elt, "Out": elt, "Mask": mask_elt, "Scratch": "fp32"}
-    kernel = _gag_short_kernel if config.path == "short" else _gag_stream_kernel
-    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-                      BLOCK_DV=config.block_dv, MASK_KIND=mask_kind,
-                      ALPHA_KIND=_alpha_kind(alpha),
-                      DOT_PREC=_dot_precision(dtype), DOT_UPCAST=False,
-                      MAX_ITERS=_MAX_TAU_ITERS)
-    if config.path == "stream":
-        constexprs.update(LIST_BLOCK=config.list_block)
-    signature = {}
-    for name in kernel.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name in pointers:
-            signature[name] = "*" + pointers[name]
-        elif name in ("sm_scale", "alpha_m1", "p_exp", "lam", "eta", "zeta"):
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i32"
-    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

@@ -155,8 +155,7 @@ def test_gag_core_works_where_triton_is_absent():
 
 
 def test_kernel_config_picks_the_path_by_key_count():
-    pytest.importorskip("triton", reason="triton is not installed")
-    from gag_core.kernels.triton_gag import SHORT_MAX_KEYS, kernel_config
+    from gag_core.kernels.config import SHORT_MAX_KEYS, kernel_config
     assert kernel_config(1024, 77, 64, 64, torch.float16).path == "short"
     assert kernel_config(1024, SHORT_MAX_KEYS, 64, 64, torch.float16).path == "short"
     assert kernel_config(4608, SHORT_MAX_KEYS + 1, 128, 128, torch.bfloat16).path == "stream"
@@ -174,17 +173,23 @@ def test_fused_operator_has_a_shape_only_fake_and_survives_a_second_import():
 
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    import gag_core
     from gag_core.kernels import triton_gag
     # ComfyUI imports the pack as its own package while tests import gag_core: the second copy
-    # of the module must reuse the registered operator instead of failing to register it again.
-    spec = importlib.util.spec_from_file_location("second_copy_of_triton_gag",
-                                                  triton_gag.__file__)
-    second = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = second
+    # of the package must reuse the registered operator instead of failing to register it again.
+    package_dir = Path(gag_core.__file__).parent
+    spec = importlib.util.spec_from_file_location("second_copy_of_gag_core",
+                                                  package_dir / "__init__.py",
+                                                  submodule_search_locations=[str(package_dir)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
     try:
-        spec.loader.exec_module(second)
+        spec.loader.exec_module(package)
+        second = importlib.import_module(f"{spec.name}.kernels.triton_gag")
+        assert second is not triton_gag
     finally:
-        del sys.modules[spec.name]
+        for name in [n for n in sys.modules if n.startswith(spec.name)]:
+            del sys.modules[name]
     q, k, v = _inputs(torch.bfloat16, lq=8, lk=12, d=16, dv=24)
     for module in (triton_gag, second):
         graph = make_fx(lambda q, k, v: module.fused_gag_attention(
@@ -193,3 +198,34 @@ def test_fused_operator_has_a_shape_only_fake_and_survives_a_second_import():
         assert [n.target for n in calls] == [torch.ops.gag_core.fused_gag_attention.default]
         fake_out = calls[0].meta["val"]
         assert fake_out.shape == (1, 2, 8, 24) and fake_out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("props, expected", [
+    (dict(name="Tesla T4", capability=(7, 5), hip=False, shared_memory=64 * 1024),
+     "compute capability 7.5; the fused kernel needs 8.0"),
+    (dict(name="AMD Instinct MI300X", capability=(9, 4), hip=True, shared_memory=64 * 1024),
+     "ROCm/HIP"),
+    (dict(name="tiny", capability=(8, 6), hip=False, shared_memory=16 * 1024),
+     "KiB of shared memory per block"),
+])
+def test_gpus_the_kernel_refuses_say_why(props, expected):
+    reason = kernels.device_unsupported_reason(**props, shape=(4464, 4608, 128, 128),
+                                               dtype=torch.bfloat16)
+    assert reason is not None and expected in reason and props["name"] in reason
+
+
+def test_consumer_gpus_get_tiles_within_their_shared_memory():
+    from gag_core.kernels.config import kernel_config, shared_memory_bytes
+    limit = 99 * 1024  # sm_86 / sm_89 / sm_120 opt-in maximum per block
+    # The D = 256 short tile needs ~139 KB: fine on an H100, streamed on a 99 KiB part.
+    h100 = kernel_config(1024, 256, 256, 256, torch.float16, shared_memory_limit=227 * 1024)
+    assert h100.path == "short" and shared_memory_bytes(h100, torch.float16) == 139264
+    rtx = kernel_config(1024, 256, 256, 256, torch.float16, shared_memory_limit=limit)
+    assert rtx.path == "stream" and shared_memory_bytes(rtx, torch.float16) <= limit
+    for args in [(1024, 77, 64, 64, torch.float16), (4608, 4608, 128, 128, torch.bfloat16),
+                 (4096, 512, 256, 256, torch.bfloat16), (1024, 77, 64, 64, torch.float32)]:
+        config = kernel_config(*args, shared_memory_limit=limit)
+        assert shared_memory_bytes(config, args[-1]) <= limit
+    assert kernels.device_unsupported_reason(name="RTX 4090", capability=(8, 9), hip=False,
+                                             shared_memory=limit, shape=(1024, 256, 256, 256),
+                                             dtype=torch.float16) is None
