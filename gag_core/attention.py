@@ -14,12 +14,13 @@ from typing import Optional
 
 import torch
 
+from .defaults import PAPER
 from .rule import check_alpha, check_guidance_params, combine_checked
 from .kernels import select_backend
 from .sparse import alpha_entmax, compute_dtype, entmax_from_scores_
 
-__all__ = ["gag_attention", "dense_sparse_attention", "attention_scores", "normalize_mask",
-           "DEFAULT_CHUNK_BYTES"]
+__all__ = ["gag_attention", "gag_correction", "dense_sparse_attention", "attention_scores",
+           "normalize_mask", "DEFAULT_CHUNK_BYTES"]
 
 # Working memory for one query chunk of the PyTorch path. Each score element costs about
 # 8 compute-dtype values at peak (scores, the two maps, the sort buffers and their indices), so
@@ -155,7 +156,7 @@ def _prepare(q, k, v, mask, alpha):
 
 
 def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                           alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
+                           alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
                            chunk_bytes: int = DEFAULT_CHUNK_BYTES
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense (softmax) and sparse (α-entmax) retrievals from the same scores.
@@ -171,9 +172,9 @@ def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     return torch.cat([p[0] for p in pairs], dim=2), torch.cat([p[1] for p in pairs], dim=2)
 
 
-def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float = 10.0,
-                  eta: float = 15.0, zeta: float = 0.0, alpha: float = 1.5,
-                  mask: Optional[torch.Tensor] = None,
+def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                  scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
+                  alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "auto") -> torch.Tensor:
     """Geometry-Aware Attention Guidance for one attention call.
 
@@ -208,3 +209,25 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: f
         return combine_checked(dense, sparse, scale, eta, zeta).to(q.dtype)
 
     return torch.cat(_chunked(q, k, v, mask, chunk_bytes, guided), dim=2)
+
+
+def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                   scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
+                   alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """What GAG adds to plain attention: the GAG output minus the dense (softmax) output.
+
+    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → (B, H, Lq, Dv) in the compute dtype
+    (float32; float64 for float64 inputs); arguments as for ``gag_attention`` (PyTorch path).
+    Added to another backend's or patch's softmax attention it gives GAG's output while keeping
+    whatever that patch adds on top of softmax attention.
+    """
+    scale, eta, zeta = check_guidance_params(scale, eta, zeta)
+    alpha, mask = _prepare(q, k, v, mask, alpha)
+    v_c = v.to(compute_dtype(q.dtype))
+
+    def correction(q_chunk, mask_chunk):
+        dense, sparse = _retrievals(q_chunk, k, v_c, mask_chunk, alpha)
+        return combine_checked(dense, sparse, scale, eta, zeta).sub_(dense)
+
+    return torch.cat(_chunked(q, k, v, mask, chunk_bytes, correction), dim=2)

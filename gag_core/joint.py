@@ -39,8 +39,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attention import DEFAULT_CHUNK_BYTES, dense_sparse_attention, normalize_mask
-from .rule import check_alpha, check_guidance_params, gag_combine
+from .attention import DEFAULT_CHUNK_BYTES, gag_correction, normalize_mask
+from .defaults import PAPER
+from .rule import check_alpha, check_guidance_params
 from .sparse import compute_dtype
 
 __all__ = ["check_text_tokens", "text_key_mass", "joint_attention_with_text_mass",
@@ -179,15 +180,15 @@ def text_retrieval_correction(q_img: torch.Tensor, k_txt: torch.Tensor, v_txt: t
     mask already restricted to (image queries, text keys). Returns (B, H, Li, Dv) in the
     compute dtype. Working memory is bounded by ``chunk_bytes`` (queries are chunked).
     """
-    dense, sparse = dense_sparse_attention(q_img, k_txt, v_txt, alpha=alpha, mask=mask,
-                                           chunk_bytes=chunk_bytes)
-    guided = gag_combine(dense, sparse, scale=scale, eta=eta, zeta=zeta)
-    return text_mass.to(guided.dtype) * (guided - dense)
+    correction = gag_correction(q_img, k_txt, v_txt, scale=scale, eta=eta, zeta=zeta,
+                                alpha=alpha, mask=mask, chunk_bytes=chunk_bytes)
+    return text_mass.to(correction.dtype) * correction
 
 
 def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_tokens: int,
-                          *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
-                          alpha: float = 1.5, mask: Optional[torch.Tensor] = None,
+                          *, scale: float = PAPER.scale, eta: float = PAPER.eta,
+                          zeta: float = PAPER.zeta, alpha: float = PAPER.alpha,
+                          mask: Optional[torch.Tensor] = None,
                           plain: Optional[torch.Tensor] = None, text_start: int = 0,
                           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
     """Text-mode GAG on a joint attention whose positions [text_start, text_start + T) are

@@ -19,6 +19,7 @@ import math
 import torch
 
 # check_alpha lives with the entmax maps, which validate α themselves; it is re-exported here.
+from .defaults import PAPER
 from .sparse import _is_real_number, check_alpha, compute_dtype
 
 __all__ = ["gag_combine", "combine_checked", "gag_gain", "check_guidance_params", "check_alpha"]
@@ -27,15 +28,17 @@ __all__ = ["gag_combine", "combine_checked", "gag_gain", "check_guidance_params"
 def check_guidance_params(scale, eta, zeta) -> tuple[float, float, float]:
     """Validate λ, η, ζ and return them as floats; raises ValueError naming the bad one."""
     if not _is_real_number(scale) or not math.isfinite(scale):
-        raise ValueError(f"scale (λ) must be a finite number (paper default 10); got {scale!r}")
+        raise ValueError(f"scale (λ) must be a finite number (paper default {PAPER.scale:g}); "
+                         f"got {scale!r}")
     if not _is_real_number(eta) or not eta > 0 or math.isnan(eta):
         raise ValueError(
-            f"eta (η, the cap on the correction's norm) must be > 0 (paper default 15; "
+            f"eta (η, the cap on the correction's norm) must be > 0 (paper default {PAPER.eta:g}; "
             f"float('inf') disables the cap); got {eta!r}"
         )
     if not _is_real_number(zeta) or not (0.0 <= zeta <= 1.0):
         raise ValueError(
-            f"zeta (ζ, share of the orthogonal part kept) must be in [0, 1] (paper default 0); "
+            f"zeta (ζ, share of the orthogonal part kept) must be in [0, 1] (paper default "
+            f"{PAPER.zeta:g}); "
             f"got {zeta!r}"
         )
     return float(scale), float(eta), float(zeta)

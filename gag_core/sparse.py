@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import torch
 
+from .defaults import PAPER
+
 __all__ = ["alpha_entmax", "entmax15", "sparsemax", "entmax_bisect", "entmax_from_scores_",
            "newton_threshold", "compute_dtype", "check_alpha"]
 
@@ -44,7 +46,8 @@ def check_alpha(alpha) -> float:
     """α must be a number in (1, 2]; returns it as float, else raises ValueError."""
     if not _is_real_number(alpha) or not (1.0 < float(alpha) <= 2.0):
         raise ValueError(
-            f"alpha (entmax sparsity α) must be a number in (1, 2]: 1.5 is the paper's choice, "
+            f"alpha (entmax sparsity α) must be a number in (1, 2]: {PAPER.alpha:g} is the "
+            f"paper's choice, "
             f"2 is sparsemax, values near 1 approach softmax; got {alpha!r}"
         )
     return float(alpha)

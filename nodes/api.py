@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..gag_core import PAPER
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
 from .adapters import all_presets, available_layers, find_family, model_name
 from .adapters.families import HOOKS
@@ -52,8 +53,8 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     return patched
 
 
-def apply_gag(model_patcher, *, scale: float = 10.0, eta: float = 15.0, zeta: float = 0.0,
-              alpha: float = 1.5, layers: str = "paper", mode: str = "auto",
+def apply_gag(model_patcher, *, scale: float = PAPER.scale, eta: float = PAPER.eta,
+              zeta: float = PAPER.zeta, alpha: float = PAPER.alpha, layers: str = "paper", mode: str = "auto",
               start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant",
               readout: bool = True):
     """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text."""

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ..gag_core import dense_sparse_attention, gag_attention, gag_combine
+from ..gag_core import gag_attention, gag_correction
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
@@ -98,9 +98,8 @@ class GuidanceRuntime(SharedObject):
         """
         s = self.settings
         self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
-        dense, sparse = dense_sparse_attention(q, k, v, alpha=s.alpha, mask=mask)
-        guided = gag_combine(dense, sparse, scale=scale, eta=s.eta, zeta=s.zeta)
-        return (guided - dense).to(q.dtype)
+        return gag_correction(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
+                              mask=mask).to(q.dtype)
 
     def text_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        text_tokens: int, scale: float, mask: Optional[torch.Tensor] = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..gag_core import PAPER
 from .api import patch_model
 from .settings import GAGSettings, LayerChoice, Schedule, Sparsity
 from .types import GAGLayersType, GAGScheduleType, GAGSparsityType
@@ -25,14 +26,14 @@ class GAGModelPatch(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to guide (SD1.5/SDXL-family UNets "
                                "and supported MMDiTs). It is cloned, never modified."),
-                io.Float.Input("scale", default=10.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("scale", default=PAPER.scale, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="λ, guidance strength. 0 = plain sparse attention; paper "
                                "default 10. Try 5–15; lower it if images oversaturate."),
-                io.Float.Input("eta", default=15.0, min=0.01, max=1000.0, step=0.1, round=0.01,
+                io.Float.Input("eta", default=PAPER.eta, min=0.01, max=1000.0, step=0.1, round=0.01,
                                tooltip="η, cap on the norm of the guidance direction per token "
                                "(the correction is at most λ·η). Paper default 15; lower values "
                                "make GAG gentler and more stable."),
-                io.Float.Input("zeta", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("zeta", default=PAPER.zeta, min=0.0, max=1.0, step=0.01,
                                tooltip="ζ, share of the orthogonal part of the sparse–dense "
                                "difference that is kept. 0 (paper) = only the part along the "
                                "sparse output; 1 with a large η = PLADIS."),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..gag_core import check_alpha, check_guidance_params
+from ..gag_core import PAPER, check_alpha, check_guidance_params
 from ..gag_core.layer_spec import parse_layer_spec
 from ..gag_core.schedule import RAMPS, check_window
 
@@ -62,9 +62,9 @@ class Sparsity:
 @dataclass(frozen=True)
 class GAGSettings:
     """λ (scale), η (eta), ζ (zeta), α (alpha), the layer choice and the schedule."""
-    scale: float = 10.0
-    eta: float = 15.0
-    zeta: float = 0.0
+    scale: float = PAPER.scale
+    eta: float = PAPER.eta
+    zeta: float = PAPER.zeta
     alpha: float = 1.5
     layers: LayerChoice = field(default_factory=LayerChoice)
     schedule: Schedule = field(default_factory=Schedule)

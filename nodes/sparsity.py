@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..gag_core import PAPER
 from .settings import Sparsity
 from .types import GAGSparsityType
 
@@ -19,7 +20,7 @@ class GAGSparsity(io.ComfyNode):
                          "1.5 (paper) keeps a few dozen keys per query; 2 is sparsemax "
                          "(sparser); values near 1 approach softmax, so GAG fades out."),
             inputs=[
-                io.Float.Input("alpha", default=1.5, min=1.01, max=2.0, step=0.01,
+                io.Float.Input("alpha", default=PAPER.alpha, min=1.01, max=2.0, step=0.01,
                                tooltip="α of α-entmax. 1.5 = paper default (exact, fastest); "
                                "2 = sparsemax (exact); others use bisection. Range (1, 2]."),
             ],

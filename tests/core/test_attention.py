@@ -363,3 +363,21 @@ def test_masks_that_do_not_fit(mask_shape):
     assert str(tuple(mask_shape)) in str(info.value)
     with pytest.raises(ValueError, match="mask"):
         dense_sparse_attention(*qkv(), mask=torch.zeros(mask_shape, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 3e-3)])
+@pytest.mark.parametrize("zeta,eta", [(0.0, 15.0), (0.4, 0.5)])
+def test_gag_correction_is_gag_minus_softmax_attention(dtype, tol, zeta, eta):
+    """gag_correction is what GAG adds to plain attention: the float64 reference's GAG output
+    minus its softmax output, masked keys included, with chunking."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(2, 3, 37, 16, generator=g) * 2 for _ in range(3))
+    mask = torch.rand(2, 1, 37, 37, generator=g) > 0.2
+    mask[..., 0] = True
+    from gag_core import gag_correction
+    got = gag_correction(q.to(dtype), k.to(dtype), v.to(dtype), scale=7.0, eta=eta, zeta=zeta,
+                         mask=mask, chunk_bytes=4096)
+    dense, sparse = ref_dense_sparse(q.double(), k.double(), v.double(), mask=mask)
+    expected = ref_combine(dense, sparse, 7.0, eta, zeta) - dense
+    assert got.dtype == torch.float32
+    assert rel_frobenius(got.double(), expected) < tol
