@@ -12,6 +12,7 @@
 import { parseLayerSpec, resolveLayers, describeLayers, refKey } from "./gag_layer_spec.js";
 import { sampleSchedule } from "./gag_schedule.js";
 import { FAMILIES, DEFAULT_FAMILY, familyById, familyLayers, familyFromFileName } from "./gag_families.js";
+import { findApp, guard, markDirty, nodeClass, warn } from "./gag_common.js";
 
 const EXTENSION_NAME = "gag.comfyui.previews";
 const FAMILY_PROPERTY = "gag_family";  // node.properties key: "auto" or a family id
@@ -33,21 +34,6 @@ const COLORS = {
   warning: "#f0b44c",
 };
 
-function warn(...args) {
-  try { console.warn("[GAG]", ...args); } catch (_) { /* console itself missing */ }
-}
-
-function guard(label, fn) {
-  return function guarded(...args) {
-    try {
-      return fn.apply(this, args);
-    } catch (e) {
-      warn(`${label} failed; the preview is skipped:`, e);
-      return undefined;
-    }
-  };
-}
-
 function widgetByName(node, name) {
   return Array.isArray(node?.widgets) ? node.widgets.find((w) => w && w.name === name) : undefined;
 }
@@ -55,13 +41,6 @@ function widgetByName(node, name) {
 function widgetValue(node, name, fallback) {
   const w = widgetByName(node, name);
   return w === undefined || w.value === undefined ? fallback : w.value;
-}
-
-function markDirty(node) {
-  try {
-    if (typeof node?.setDirtyCanvas === "function") node.setDirtyCanvas(true, true);
-    else node?.graph?.setDirtyCanvas?.(true, true);
-  } catch (_) { /* a detached node has nothing to repaint */ }
 }
 
 // --- graph walking (LiteGraph's link storage changed from object to Map over versions) -----
@@ -84,10 +63,6 @@ function getNode(graph, id) {
   } catch (_) {
     return null;
   }
-}
-
-function nodeClass(node) {
-  return node?.comfyClass ?? node?.type ?? "";
 }
 
 function downstreamNodes(node) {
@@ -640,14 +615,6 @@ function onNodeCreated(node) {
       node.setSize([Math.max(node.size[0], size[0]), size[1]]);
     }
   } catch (_) { /* cosmetic */ }
-}
-
-async function findApp() {
-  try {
-    const module = await import("../../../scripts/app.js");
-    if (module?.app) return module.app;
-  } catch (_) { /* fall through: newer front ends may drop the shim */ }
-  return globalThis.comfyAPI?.app?.app ?? globalThis.app ?? null;
 }
 
 async function register() {

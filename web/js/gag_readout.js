@@ -6,6 +6,8 @@
 // a canvas widget that never serializes: saved workflows and queued prompts are unchanged.
 // Every front-end API used is feature-checked; a front end without one loses the plot only.
 
+import { findApp, guard, markDirty, nodeClass, warn } from "./gag_common.js";
+
 const EXTENSION_NAME = "gag.comfyui.readout";
 const MESSAGE_TYPE = "gag.readout";
 const LOADED_FLAG = "__gagReadoutLoaded";
@@ -23,32 +25,6 @@ const COLORS = {
   good: "rgba(90, 200, 120, 0.22)",
   warning: "#f0b44c",
 };
-
-function warn(...args) {
-  try { console.warn("[GAG]", ...args); } catch (_) { /* console itself missing */ }
-}
-
-function guard(label, fn) {
-  return function guarded(...args) {
-    try {
-      return fn.apply(this, args);
-    } catch (e) {
-      warn(`${label} failed; the readout plot is skipped:`, e);
-      return undefined;
-    }
-  };
-}
-
-function nodeClass(node) {
-  return node?.comfyClass ?? node?.type;
-}
-
-function markDirty(node) {
-  try {
-    if (typeof node?.setDirtyCanvas === "function") node.setDirtyCanvas(true, true);
-    else node?.graph?.setDirtyCanvas?.(true, true);
-  } catch (_) { /* a detached node has nothing to repaint */ }
-}
 
 const times = (g) => (g < 2 ? `×${g.toFixed(2)}` : `×${g.toFixed(1)}`);
 
@@ -140,7 +116,7 @@ function addPlot(node) {
     },
     draw: guard("readout plot", function (ctx, n, width, y, _H, lowQuality) {
       drawReadout(ctx, n, width, y, lowQuality);
-    }),
+    }, "the readout plot"),
   };
   node.addCustomWidget(widget);
   return widget;
@@ -166,14 +142,6 @@ function onReadout(app, detail) {
     }
   } catch (_) { /* size is cosmetic */ }
   markDirty(node);
-}
-
-async function findApp() {
-  try {
-    const module = await import("../../../scripts/app.js");
-    if (module?.app) return module.app;
-  } catch (_) { /* fall through: newer front ends may drop the shim */ }
-  return globalThis.comfyAPI?.app?.app ?? globalThis.app ?? null;
 }
 
 async function findApi(app) {
@@ -202,7 +170,8 @@ async function register() {
           return;
         }
         api.addEventListener(MESSAGE_TYPE,
-                             guard("readout message", (event) => onReadout(app, event?.detail)));
+                             guard("readout message", (event) => onReadout(app, event?.detail),
+                                   "the readout plot"));
       } catch (e) {
         warn("readout setup failed; the plot is off:", e);
       }
