@@ -26,22 +26,27 @@ class GAGModelPatch(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to guide (SD1.5/SDXL-family UNets "
                                "and supported MMDiTs). It is cloned, never modified."),
-                io.Float.Input("scale", default=PAPER.scale, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="λ, guidance strength. 0 = plain sparse attention; paper "
-                               "default 10. Try 5–15; lower it if images oversaturate."),
-                io.Float.Input("eta", default=PAPER.eta, min=0.01, max=1000.0, step=0.1, round=0.01,
-                               tooltip="η, cap on the norm of the guidance direction per token "
-                               "(the correction is at most λ·η). Paper default 15; lower values "
-                               "make GAG gentler and more stable."),
+                io.Float.Input("scale", default=PAPER.scale, min=0.0, max=100.0, step=0.1,
+                               round=0.01,
+                               tooltip=f"λ, guidance strength. 0 = plain sparse attention; paper "
+                               f"default {PAPER.scale:g}. The log line after each run shows the "
+                               f"attention gain it gave: aim for about ×1.6–×2; lower λ if images "
+                               f"oversaturate."),
+                io.Float.Input("eta", default=PAPER.eta, min=0.01, max=1000.0, step=0.1,
+                               round=0.01,
+                               tooltip=f"η, cap on the norm of the guidance direction per token "
+                               f"(the correction is at most λ·η). Paper default {PAPER.eta:g}; "
+                               f"lower values make GAG gentler and more stable."),
                 io.Float.Input("zeta", default=PAPER.zeta, min=0.0, max=1.0, step=0.01,
-                               tooltip="ζ, share of the orthogonal part of the sparse–dense "
-                               "difference that is kept. 0 (paper) = only the part along the "
-                               "sparse output; 1 with a large η = PLADIS."),
+                               tooltip=f"ζ, share of the orthogonal part of the sparse–dense "
+                               f"difference that is kept. {PAPER.zeta:g} (paper) = only the part "
+                               f"along the sparse output; 1 with a large η = PLADIS."),
                 GAGLayersType.Input("layers", optional=True,
                                     tooltip="Which attention layers (GAG Layers). Default: the "
                                     "paper preset for the model's family."),
                 GAGSparsityType.Input("sparsity", optional=True,
-                                      tooltip="α of the sparse branch (GAG Sparsity). Default 1.5."),
+                                      tooltip=f"α of the sparse branch (GAG Sparsity). Default "
+                                      f"{PAPER.alpha:g}."),
                 GAGScheduleType.Input("schedule", optional=True,
                                       tooltip="When GAG acts during sampling (GAG Schedule). "
                                       "Default: every step at full strength."),

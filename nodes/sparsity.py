@@ -21,8 +21,9 @@ class GAGSparsity(io.ComfyNode):
                          "(sparser); values near 1 approach softmax, so GAG fades out."),
             inputs=[
                 io.Float.Input("alpha", default=PAPER.alpha, min=1.01, max=2.0, step=0.01,
-                               tooltip="α of α-entmax. 1.5 = paper default (exact, fastest); "
-                               "2 = sparsemax (exact); others use bisection. Range (1, 2]."),
+                               tooltip=f"α of α-entmax. {PAPER.alpha:g} = paper default (exact, "
+                               f"fastest); 2 = sparsemax (exact); others use bisection. Range "
+                               f"(1, 2]."),
             ],
             outputs=[GAGSparsityType.Output()],
         )

@@ -29,10 +29,25 @@ export function markDirty(node) {
   } catch (_) { /* a detached node has nothing to repaint */ }
 }
 
-export async function findApp() {
+async function findApp() {
   try {
     const module = await import("../../../scripts/app.js");
     if (module?.app) return module.app;
   } catch (_) { /* fall through: newer front ends may drop the shim */ }
   return globalThis.comfyAPI?.app?.app ?? globalThis.app ?? null;
+}
+
+// Register a front-end extension once, whatever the number of copies of this pack's web folder
+// the front end loads (it rejects duplicate extension names with an error). `extension` is
+// built from the app: (app) => ({ name, … }). Returns the app, or null where there is none.
+export async function registerOnce(flag, makeExtension, whatIsOff) {
+  if (globalThis[flag]) return null;
+  globalThis[flag] = true;
+  const app = await findApp();
+  if (!app || typeof app.registerExtension !== "function") {
+    warn(`ComfyUI app API not found; ${whatIsOff} off`);
+    return null;
+  }
+  app.registerExtension(makeExtension(app));
+  return app;
 }

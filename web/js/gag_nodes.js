@@ -12,7 +12,7 @@
 import { parseLayerSpec, resolveLayers, describeLayers, refKey } from "./gag_layer_spec.js";
 import { sampleSchedule } from "./gag_schedule.js";
 import { FAMILIES, DEFAULT_FAMILY, familyById, familyLayers, familyFromFileName } from "./gag_families.js";
-import { findApp, guard, markDirty, nodeClass, warn } from "./gag_common.js";
+import { guard, markDirty, nodeClass, registerOnce, warn } from "./gag_common.js";
 
 const EXTENSION_NAME = "gag.comfyui.previews";
 const FAMILY_PROPERTY = "gag_family";  // node.properties key: "auto" or a family id
@@ -618,19 +618,10 @@ function onNodeCreated(node) {
 }
 
 async function register() {
-  // A second copy of this file (e.g. the web folder registered under two names) must not
-  // register twice: the front end rejects duplicate extension names with an error.
-  if (globalThis[LOADED_FLAG]) return;
-  globalThis[LOADED_FLAG] = true;
-  const app = await findApp();
-  if (!app || typeof app.registerExtension !== "function") {
-    warn("ComfyUI app API not found; GAG previews are off");
-    return;
-  }
-  app.registerExtension({
+  await registerOnce(LOADED_FLAG, () => ({
     name: EXTENSION_NAME,
     nodeCreated: guard("nodeCreated", onNodeCreated),
-  });
+  }), "GAG previews are");
 }
 
 // Top-level await: the front end waits for this module before it sets the app up, so the

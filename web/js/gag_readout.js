@@ -6,7 +6,7 @@
 // a canvas widget that never serializes: saved workflows and queued prompts are unchanged.
 // Every front-end API used is feature-checked; a front end without one loses the plot only.
 
-import { findApp, guard, markDirty, nodeClass, warn } from "./gag_common.js";
+import { guard, markDirty, nodeClass, registerOnce, warn } from "./gag_common.js";
 
 const EXTENSION_NAME = "gag.comfyui.readout";
 const MESSAGE_TYPE = "gag.readout";
@@ -153,14 +153,7 @@ async function findApi(app) {
 }
 
 async function register() {
-  if (globalThis[LOADED_FLAG]) return;
-  globalThis[LOADED_FLAG] = true;
-  const app = await findApp();
-  if (!app || typeof app.registerExtension !== "function") {
-    warn("ComfyUI app API not found; the GAG readout plot is off");
-    return;
-  }
-  app.registerExtension({
+  await registerOnce(LOADED_FLAG, (app) => ({
     name: EXTENSION_NAME,
     async setup() {
       try {
@@ -176,7 +169,7 @@ async function register() {
         warn("readout setup failed; the plot is off:", e);
       }
     },
-  });
+  }), "the GAG readout plot is");
 }
 
 try {
