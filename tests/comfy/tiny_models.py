@@ -15,11 +15,7 @@ FP32 = (torch.float32, None)  # (weight dtype, manual-cast compute dtype or None
 def _finish(model_config, seed: int, dtypes=FP32):
     import comfy.model_patcher
     model_config.set_inference_dtype(*dtypes)
-    model = model_config.get_model({}, device="cpu")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    model = _random_weights(model_config.get_model({}, device="cpu"), seed)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 

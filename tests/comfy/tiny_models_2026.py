@@ -27,22 +27,10 @@ import torch
 def finish(model_config, seed: int = 0):
     """Model on the CPU in float32 with weights drawn from ``seed`` (ComfyUI skips init), norm
     gains at 1 (with tiny random gains q/k norms shrink every attention map to uniform)."""
-    import comfy.model_patcher
-    model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model({}, device="cpu")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-        for module in model.diffusion_model.modules():
-            if "norm" not in type(module).__name__.lower():
-                continue
-            for name in ("weight", "scale"):
-                gain = getattr(module, name, None)
-                if isinstance(gain, torch.nn.Parameter):
-                    gain.fill_(1.0)
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    import tiny_models
+    patcher = tiny_models._finish(model_config, seed)
+    tiny_models._unit_norms_of(patcher.model.diffusion_model)
+    return patcher
 
 
 def _generator(seed):
