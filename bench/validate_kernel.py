@@ -217,29 +217,15 @@ def check_case(name: str, case: dict, result: dict, device: str = "cpu") -> list
 
 def run_cuda(cases: dict[str, dict]) -> list[dict]:
     """Each case on the GPU as the interpreter worker runs it, twice (determinism)."""
-    import dataclasses
     import traceback
 
-    from gag_core.kernels.triton_gag import fused_gag_attention, kernel_config
+    from gag_core.kernels.interpret import case_runner
     results = []
     for case in cases.values():
         q, k, v = (case[n].cuda() for n in ("q", "k", "v"))
         mask = case["mask"].cuda() if case["mask"] is not None else None
-        params = dict(scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
-                      alpha=case["alpha"], mask=mask)
         try:
-            config = None
-            if case.get("config") or case.get("path", "auto") != "auto":
-                config = kernel_config(q.shape[2], k.shape[2], q.shape[3], v.shape[3], q.dtype,
-                                       path=case.get("path", "auto"))
-                config = dataclasses.replace(config, **(case.get("config") or {}))
-            stats = {} if case.get("stats") else None
-
-            def run(q, k, v):
-                return fused_gag_attention(q, k, v, config=config, tile_stats=stats, **params)
-
-            if case.get("compile"):
-                run = torch.compile(run, fullgraph=True)
+            run, stats = case_runner(case, q, k, v, mask)
             out = run(q, k, v)
             again = run(q, k, v)
             torch.cuda.synchronize()

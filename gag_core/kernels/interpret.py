@@ -99,8 +99,33 @@ def _interpreter_smoke_test() -> Optional[str]:
     return None
 
 
-def _worker(in_path: str, out_path: str) -> int:
+def case_runner(case: dict, q, k, v, mask, compile_backend=None):
+    """The fused kernel as a test case asks for it (its λ, η, ζ, α; an explicit tile
+    configuration or path; tile statistics; torch.compile): returns (run(q, k, v) → output,
+    the dict the kernel fills with tile statistics, or None). Shared by the interpreter worker
+    and the GPU validation command (bench/validate_kernel.py)."""
     import dataclasses
+
+    from .triton_gag import fused_gag_attention, kernel_config
+    params = dict(scale=case["scale"], eta=case["eta"], zeta=case["zeta"], alpha=case["alpha"],
+                  mask=mask)
+    config = None
+    if case.get("config") or case.get("path", "auto") != "auto":
+        config = kernel_config(q.shape[2], k.shape[2], q.shape[3], v.shape[3], q.dtype,
+                               path=case.get("path", "auto"))
+        config = dataclasses.replace(config, **(case.get("config") or {}))
+    stats = {} if case.get("stats") else None
+
+    def run(q, k, v):
+        return fused_gag_attention(q, k, v, config=config, tile_stats=stats, **params)
+
+    if case.get("compile"):
+        options = {"backend": compile_backend} if compile_backend else {}
+        run = torch.compile(run, fullgraph=True, **options)
+    return run, stats
+
+
+def _worker(in_path: str, out_path: str) -> int:
     import time
     import traceback
 
@@ -112,28 +137,12 @@ def _worker(in_path: str, out_path: str) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 3
-    from .triton_gag import fused_gag_attention, kernel_config
-
     cases = torch.load(in_path)
     results = []
     for index, case in enumerate(cases):
         q, k, v = case["q"], case["k"], case["v"]
-        params = dict(scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
-                      alpha=case["alpha"], mask=case.get("mask"))
         try:
-            config = None
-            if case.get("config") or case.get("path", "auto") != "auto":
-                config = kernel_config(q.shape[2], k.shape[2], q.shape[3], v.shape[3], q.dtype,
-                                       path=case.get("path", "auto"))
-                config = dataclasses.replace(config, **(case.get("config") or {}))
-
-            stats = {} if case.get("stats") else None
-
-            def run(q, k, v):
-                return fused_gag_attention(q, k, v, config=config, tile_stats=stats, **params)
-
-            if case.get("compile"):
-                run = torch.compile(run, backend="aot_eager", fullgraph=True)
+            run, stats = case_runner(case, q, k, v, case.get("mask"), compile_backend="aot_eager")
             start = time.perf_counter()
             out = run(q, k, v)
             results.append({"out": out, "seconds": time.perf_counter() - start,
