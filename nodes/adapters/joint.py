@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
 from ...gag_core.layer_spec import LayerRef
 from .prompt_repeats import without_repeated_keys
 from .shared import SharedObject
