@@ -23,7 +23,9 @@ F64 = torch.float64
 def pack():
     import_pack()
     return {name: importlib.import_module(f"comfyui_gag.{name}") for name in
-            ("nodes.api", "nodes.adapters", "nodes.adapters.joint", "gag_core")}
+            ("nodes.api", "nodes.adapters", "nodes.adapters.dit_hook",
+             "nodes.adapters.dit_replace", "nodes.adapters.model_call",
+             "nodes.adapters.comfy_compat", "gag_core")}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,25 @@ def api(pack):
 
 @pytest.fixture(scope="module")
 def jh(pack):
-    """The joint-attention hook module."""
-    return pack["nodes.adapters.joint"]
+    """The DiT hook module."""
+    return pack["nodes.adapters.dit_hook"]
+
+
+@pytest.fixture(scope="module")
+def dr(pack):
+    """ComfyUI 0.3.64's block-replace path of the DiT hook."""
+    return pack["nodes.adapters.dit_replace"]
+
+
+@pytest.fixture(scope="module")
+def mc(pack):
+    """The DiT hook's model-call wrapper."""
+    return pack["nodes.adapters.model_call"]
+
+
+@pytest.fixture(scope="module")
+def compat(pack):
+    return pack["nodes.adapters.comfy_compat"]
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +248,7 @@ def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
     assert torch.equal(run(tm, restored, conditioning, kwargs), plain)
 
 
-def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh):
+def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh, mc):
     patcher, _, _ = build(tm, "qwen_image")
     patched = api.apply_gag(patcher, mode="text")
     clone = patched.clone()
@@ -238,7 +257,7 @@ def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh):
     assert "optimized_attention_override" not in options
     assert options.get("patches_replace", {}).get("dit", {}) == {}
     wrappers = options.get("wrappers", {})
-    assert not any(jh.WRAPPER_KEY in by_key for by_key in wrappers.values())
+    assert not any(mc.WRAPPER_KEY in by_key for by_key in wrappers.values())
     assert jh.uninstall(clone) == 0
 
 
@@ -254,14 +273,15 @@ def test_single_block_text_mode_knows_the_text_length(tm, api, jh):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(tm, api, jh, name):
+def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(tm, api, compat,
+                                                                           name):
     """Where the model's forward sets block_type/block_index (ComfyUI 0.33+ for FLUX, Chroma,
     Qwen-Image), GAG installs no per-block replace; elsewhere (0.3.64, SD3 everywhere) one
     `dit` replace per chosen block marks the block for the override."""
     patcher, conditioning, kwargs = build(tm, name)
     patched = api.apply_gag(patcher, layers=ALL_KINDS[name])
     dit = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
-    if jh.model_sets_block_info(patcher.model.diffusion_model) and name != "sd3":
+    if compat.model_sets_block_info(patcher.model.diffusion_model) and name != "sd3":
         assert dit == {}
     else:
         assert len(dit) == len(ALL_KINDS[name].split(","))
@@ -347,37 +367,37 @@ def _runtime():
     return AlwaysOn()
 
 
-def _block_patch(jh, separate_text=True, previous=None):
+def _block_patch(dr, separate_text=True, previous=None):
     from comfyui_gag.gag_core.layer_spec import LayerRef
-    return jh.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
+    return dr.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
                             previous)
 
 
-def test_block_replace_without_transformer_options_is_an_error(jh):
+def test_block_replace_without_transformer_options_is_an_error(dr):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8)}
     with pytest.raises(RuntimeError, match="transformer_options"):
-        _block_patch(jh)(args, {"original_block": lambda a: a})
+        _block_patch(dr)(args, {"original_block": lambda a: a})
 
 
-def test_attention_that_never_sees_the_mark_is_an_error(jh):
+def test_attention_that_never_sees_the_mark_is_an_error(dr):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8), "transformer_options": {}}
     with pytest.raises(RuntimeError, match="never saw the GAG mark"):
-        _block_patch(jh)(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
+        _block_patch(dr)(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
 
 
-def test_single_block_text_length_sources(jh):
+def test_single_block_text_length_sources(dr, mc):
     seen = {}
 
     def block(args):
-        seen["mark"] = args["transformer_options"][jh.MARK_KEY]
+        seen["mark"] = args["transformer_options"][dr.MARK_KEY]
         seen["mark"].consumed = 1
         return {"img": args["img"]}
 
     joint = torch.zeros(1, 9, 8)
-    single = _block_patch(jh, separate_text=False)
+    single = _block_patch(dr, separate_text=False)
     single({"img": joint, "transformer_options": {"img_slice": [5, 9]}}, {"original_block": block})
     assert (seen["mark"].text_tokens, seen["mark"].joint_tokens) == (5, 9)
-    single({"img": joint, "transformer_options": {jh.TEXT_TOKENS_KEY: 4}}, {"original_block": block})
+    single({"img": joint, "transformer_options": {mc.TEXT_TOKENS_KEY: 4}}, {"original_block": block})
     assert seen["mark"].text_tokens == 4
     single({"img": joint, "transformer_options": {}}, {"original_block": block})
     assert seen["mark"].text_tokens is None
@@ -391,8 +411,8 @@ def _joint_call(seed=0, batch=1, heads=2, length=9, dim=8):
 def _override(jh, mode="text", previous=None, layers=("double 0",)):
     from comfyui_gag.gag_core.layer_spec import LayerRef
     refs = [LayerRef(item.split()[0], int(item.split()[1])) for item in layers]
-    return jh.JointAttentionOverride(refs, _runtime(), mode, {"double": "double",
-                                                             "single": "single"}, previous)
+    block_info = jh.BlockInfo({"double": "double", "single": "single"})
+    return jh.JointAttentionOverride(refs, _runtime(), mode, (block_info,), previous)
 
 
 def test_text_mode_with_unknown_text_length_is_a_clear_error(jh, comfy_path):
@@ -485,12 +505,12 @@ def test_attention_tensor_containers_are_unwrapped_for_gag(jh, comfy_path):
     torch.testing.assert_close(boxed, plain)
 
 
-def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api, jh):
+def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api, compat):
     """Where GAG relies on ComfyUI telling attention its block and a later patch hides that
     (as a node that replaced the model's forward would), sampling stops with the reason
     instead of silently not guiding."""
     patcher, conditioning, kwargs = build(tm, "flux")
-    if not jh.model_sets_block_info(patcher.model.diffusion_model):
+    if not compat.model_sets_block_info(patcher.model.diffusion_model):
         pytest.skip("this ComfyUI does not tell attention its block (0.3.64): GAG uses block "
                     "replaces there, which check themselves")
     patched = api.apply_gag(patcher)
