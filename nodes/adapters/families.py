@@ -48,8 +48,8 @@ class BlockGroup:
 @dataclass(frozen=True)
 class TextLength:
     """How many text tokens the attention of one model call holds, from the inputs of the
-    diffusion model (read by the joint hook's model-call wrapper, for the blocks ComfyUI gives
-    no ``img_slice``).
+    diffusion model (read by the DiT hook's model-call wrapper, ``model_call``, for the blocks
+    ComfyUI gives no ``img_slice``).
 
     The text context (``context``, (B, T, C)) gives T tokens. Then:
     extra: (input name, token axis, times) for each input whose tokens join the text in
