@@ -24,7 +24,9 @@ F64 = torch.float64
 def pack():
     import_pack()
     return {name: importlib.import_module(f"comfyui_gag.{name}") for name in
-            ("nodes.api", "nodes.adapters", "nodes.adapters.joint", "gag_core")}
+            ("nodes.api", "nodes.adapters", "nodes.adapters.dit_hook",
+             "nodes.adapters.dit_replace", "nodes.adapters.model_call",
+             "nodes.adapters.comfy_compat", "gag_core")}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,25 @@ def api(pack):
 
 @pytest.fixture(scope="module")
 def jh(pack):
-    """The joint-attention hook module."""
-    return pack["nodes.adapters.joint"]
+    """The DiT hook module."""
+    return pack["nodes.adapters.dit_hook"]
+
+
+@pytest.fixture(scope="module")
+def dr(pack):
+    """ComfyUI 0.3.64's block-replace path of the DiT hook."""
+    return pack["nodes.adapters.dit_replace"]
+
+
+@pytest.fixture(scope="module")
+def mc(pack):
+    """The DiT hook's model-call wrapper."""
+    return pack["nodes.adapters.model_call"]
+
+
+@pytest.fixture(scope="module")
+def compat(pack):
+    return pack["nodes.adapters.comfy_compat"]
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +306,7 @@ def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
     assert torch.equal(model.sample(restored), plain)
 
 
-def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh):
+def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh, mc):
     patcher = build("qwen_image").patcher
     patched = api.apply_gag(patcher, mode="text")
     clone = patched.clone()
@@ -296,7 +315,7 @@ def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh):
     assert "optimized_attention_override" not in options
     assert options.get("patches_replace", {}).get("dit", {}) == {}
     wrappers = options.get("wrappers", {})
-    assert not any(jh.WRAPPER_KEY in by_key for by_key in wrappers.values())
+    assert not any(mc.WRAPPER_KEY in by_key for by_key in wrappers.values())
     assert jh.uninstall(clone) == 0
 
 
@@ -313,7 +332,7 @@ def test_single_block_text_mode_knows_the_text_length(tm, api, jh):
 
 
 @pytest.mark.parametrize("key", DITS)
-def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(api, jh, pack, key):
+def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(api, compat, pack, key):
     """Where the model's forward sets block_type/block_index for every block group (ComfyUI
     0.33+ for FLUX, Chroma, Qwen-Image), GAG installs no per-block replace; elsewhere (0.3.64,
     SD3 everywhere: no block_type in its table entry) one `dit` replace per chosen block marks
@@ -324,7 +343,7 @@ def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(api
         pytest.skip(f"ComfyUI offers no 'dit' block replaces for {entry.display_name}")
     patched = api.apply_gag(model.patcher, layers=model.every_kind)
     dit = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
-    if jh.model_sets_block_info(model.patcher.model.diffusion_model) and all(
+    if compat.model_sets_block_info(model.patcher.model.diffusion_model) and all(
             group.block_type for group in entry.groups):
         assert dit == {}
     else:
@@ -401,37 +420,37 @@ def _runtime():
     return AlwaysOn()
 
 
-def _block_patch(jh, separate_text=True, previous=None):
+def _block_patch(dr, separate_text=True, previous=None):
     from comfyui_gag.gag_core.layer_spec import LayerRef
-    return jh.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
+    return dr.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
                             previous)
 
 
-def test_block_replace_without_transformer_options_is_an_error(jh):
+def test_block_replace_without_transformer_options_is_an_error(dr):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8)}
     with pytest.raises(RuntimeError, match="transformer_options"):
-        _block_patch(jh)(args, {"original_block": lambda a: a})
+        _block_patch(dr)(args, {"original_block": lambda a: a})
 
 
-def test_attention_that_never_sees_the_mark_is_an_error(jh):
+def test_attention_that_never_sees_the_mark_is_an_error(dr):
     args = {"img": torch.zeros(1, 4, 8), "txt": torch.zeros(1, 3, 8), "transformer_options": {}}
     with pytest.raises(RuntimeError, match="never saw the GAG mark"):
-        _block_patch(jh)(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
+        _block_patch(dr)(args, {"original_block": lambda a: {"img": a["img"], "txt": a["txt"]}})
 
 
-def test_single_block_text_length_sources(jh):
+def test_single_block_text_length_sources(dr, mc):
     seen = {}
 
     def block(args):
-        seen["mark"] = args["transformer_options"][jh.MARK_KEY]
+        seen["mark"] = args["transformer_options"][dr.MARK_KEY]
         seen["mark"].consumed = 1
         return {"img": args["img"]}
 
     joint = torch.zeros(1, 9, 8)
-    single = _block_patch(jh, separate_text=False)
+    single = _block_patch(dr, separate_text=False)
     single({"img": joint, "transformer_options": {"img_slice": [5, 9]}}, {"original_block": block})
     assert (seen["mark"].text_tokens, seen["mark"].joint_tokens) == (5, 9)
-    single({"img": joint, "transformer_options": {jh.TEXT_TOKENS_KEY: 4}}, {"original_block": block})
+    single({"img": joint, "transformer_options": {mc.TEXT_TOKENS_KEY: 4}}, {"original_block": block})
     assert seen["mark"].text_tokens == 4
     single({"img": joint, "transformer_options": {}}, {"original_block": block})
     assert seen["mark"].text_tokens is None
@@ -445,8 +464,8 @@ def _joint_call(seed=0, batch=1, heads=2, length=9, dim=8):
 def _override(jh, mode="text", previous=None, layers=("double 0",)):
     from comfyui_gag.gag_core.layer_spec import LayerRef
     refs = [LayerRef(item.split()[0], int(item.split()[1])) for item in layers]
-    return jh.JointAttentionOverride(refs, _runtime(), mode, {"double": "double",
-                                                             "single": "single"}, previous)
+    block_info = jh.BlockInfo({"double": "double", "single": "single"})
+    return jh.JointAttentionOverride(refs, _runtime(), mode, (block_info,), previous)
 
 
 def test_text_mode_with_unknown_text_length_is_a_clear_error(jh, comfy_path):
@@ -539,7 +558,7 @@ def test_attention_tensor_containers_are_unwrapped_for_gag(jh, comfy_path):
     torch.testing.assert_close(boxed, plain)
 
 
-def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api, jh):
+def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api, compat):
     """Where GAG relies on ComfyUI telling attention its block and a later patch hides that
     (as a node that replaced the model's forward would), sampling stops with the reason
     instead of silently not guiding."""

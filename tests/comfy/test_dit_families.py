@@ -31,7 +31,7 @@ def api():
 @pytest.fixture(scope="module")
 def joint_hook():
     import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.joint")
+    return importlib.import_module("comfyui_gag.nodes.adapters.dit_hook")
 
 
 def table_entry(family):

@@ -39,7 +39,7 @@ LINE = "GAG: attention gain"
 def gag(pack):
     name = pack.__name__
     return SimpleNamespace(api=importlib.import_module(f"{name}.nodes.api"),
-                           readout=importlib.import_module(f"{name}.nodes.readout"),
+                           readout=importlib.import_module(f"{name}.nodes.gain_readout"),
                            core_readout=importlib.import_module(f"{name}.gag_core.readout"))
 
 
@@ -275,7 +275,8 @@ def test_readout_in_the_dit_override_adds_no_graph_break(gag, pack, mode):
     dynamo = pytest.importorskip("torch._dynamo")
     from comfy.ldm.modules.attention import attention_pytorch
     from test_reliability_compile import break_sites
-    joint = importlib.import_module(f"{pack.__name__}.nodes.adapters.joint")
+    dit_replace = importlib.import_module(f"{pack.__name__}.nodes.adapters.dit_replace")
+    model_call = importlib.import_module(f"{pack.__name__}.nodes.adapters.model_call")
     patched = gag.api.apply_gag(tm.tiny_qwen_image(), mode=mode)
     options = patched.model_options["transformer_options"]
     override = options["optimized_attention_override"]
@@ -287,9 +288,9 @@ def test_readout_in_the_dit_override_adds_no_graph_break(gag, pack, mode):
     def attend(q, k, v):
         if override.block_types:
             block = {"block_type": "double", "block_index": layer.block,
-                     joint.TEXT_TOKENS_KEY: text}
+                     model_call.TEXT_TOKENS_KEY: text}
         else:
-            block = {joint.MARK_KEY: joint.BlockMark(layer, text, text + image)}
+            block = {dit_replace.MARK_KEY: dit_replace.BlockMark(layer, text, text + image)}
         return override(attention_pytorch, q, k, v, heads, skip_reshape=True,
                         transformer_options=block)
 
