@@ -34,7 +34,7 @@ Layout as everywhere: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv).
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
@@ -43,7 +43,7 @@ from .rule import _check_pair, _guidance, check_alpha, check_guidance_params
 from .sparse import _is_real_number
 
 __all__ = ["TARGET_GAIN_RANGE", "MAX_TARGET_SCALE", "check_target_gain", "gain_coefficients",
-           "scale_for_target", "target_gain_attention"]
+           "scale_for_target", "target_gain_attention", "TargetGainCall"]
 
 # A target of ×1 asks for no push (λ = 0); above ×10 the digits study found only ruined
 # samples (×6 already cost half the accuracy; bench/results_readout.md).
@@ -64,20 +64,21 @@ def check_target_gain(target) -> float:
 
 
 def gain_coefficients(dense_out: torch.Tensor, sparse_out: torch.Tensor, *, eta: float,
-                      zeta: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      zeta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The per-token terms of the rule at λ = 1.
 
     dense_out, sparse_out (..., D) → unit (..., D): cap·g, what λ multiplies (O = O_s + λ·unit);
-    a (..., 1): cap·c, so gain = 1 + λ·a (0 where O_s = 0). Both in the compute dtype.
+    a (..., 1): cap·c, so gain = 1 + λ·a (0 where O_s = 0); capped (..., 1) bool: ‖g‖ > η.
+    unit and a in the compute dtype.
     """
     _, eta, zeta = check_guidance_params(1.0, eta, zeta)
     dense, sparse = _check_pair(dense_out, sparse_out)
-    guidance, along, sparse_norm, cap, _ = _guidance(dense, sparse, eta, zeta)
+    guidance, along, sparse_norm, cap, g_norm = _guidance(dense, sparse, eta, zeta)
     tiny = torch.finfo(along.dtype).tiny
     c = torch.where(sparse_norm > 0, along / sparse_norm.clamp(min=tiny), torch.zeros_like(along))
     if cap is None:
-        return guidance, c
-    return cap * guidance, cap * c
+        return guidance, c, torch.zeros_like(c, dtype=torch.bool)
+    return cap * guidance, cap * c, g_norm > eta
 
 
 def scale_for_target(a: torch.Tensor, target: float, *,
@@ -100,19 +101,31 @@ def scale_for_target(a: torch.Tensor, target: float, *,
     return scale * strength, median
 
 
+class TargetGainCall(NamedTuple):
+    """What one target-gain call returns: out (B, H, Lq, Dv) in the compute dtype; scale (B,), the
+    λ used per batch row; median (B,), each row's median a (the readout tells from it where the
+    target was out of reach); a and capped (B, H, Lq, 1), every token's gain coefficient (gain
+    = 1 + scale·a) and whether η bound there."""
+    out: torch.Tensor
+    scale: torch.Tensor
+    median: torch.Tensor
+    a: torch.Tensor
+    capped: torch.Tensor
+
+
 def target_gain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, target: float,
                           eta: float, zeta: float, alpha: float,
                           mask: Optional[torch.Tensor] = None,
                           strength: Union[float, torch.Tensor] = 1.0,
                           max_scale: float = MAX_TARGET_SCALE, minus_dense: bool = False,
                           chunk_bytes: int = DEFAULT_CHUNK_BYTES
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GAG for one attention call with λ set by ``scale_for_target`` (PyTorch path).
+                          ) -> TargetGainCall:
+    """GAG for one attention call with λ set by ``scale_for_target`` (PyTorch path: the fused
+    kernel takes λ as a number, which would need a host read).
 
     q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); mask as for ``gag_attention``.
-    Returns (out (B, H, Lq, Dv) in the compute dtype: the GAG output, or with ``minus_dense``
-    what GAG adds to the softmax output (as ``gag_correction``); scale (B,): the λ used;
-    a (B, H, Lq, 1): every token's a, for the readout (gain = 1 + scale·a)).
+    Returns a ``TargetGainCall``; its ``out`` is the GAG output, or with ``minus_dense`` what
+    GAG adds to the softmax output (as ``gag_correction``).
     """
     if check_target_gain(target) == 0:
         raise ValueError("target_gain_attention needs a target in [1, 10]; 0 means the mode "
@@ -121,9 +134,9 @@ def target_gain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, 
     alpha = check_alpha(alpha)
     dense, sparse = dense_sparse_attention(q, k, v, alpha=alpha, mask=mask,
                                            chunk_bytes=chunk_bytes)
-    unit, a = gain_coefficients(dense, sparse, eta=eta, zeta=zeta)
-    scale, _ = scale_for_target(a, target, strength=strength, max_scale=max_scale)
+    unit, a, capped = gain_coefficients(dense, sparse, eta=eta, zeta=zeta)
+    scale, median = scale_for_target(a, target, strength=strength, max_scale=max_scale)
     out = torch.addcmul(sparse, scale.view(-1, 1, 1, 1), unit)
     if minus_dense:
         out = out.sub_(dense)
-    return out, scale, a
+    return TargetGainCall(out, scale, median, a, capped)

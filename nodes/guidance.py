@@ -2,6 +2,10 @@
 
 ``GuidanceRuntime`` turns the settings and the model's noise schedule into two answers per
 denoiser call: "is GAG on at this step, and with which λ?" and "run the guided attention".
+In target-gain mode (settings.target_gain > 0) λ is set inside each guided call from that call's
+own gain coefficients (gag_core.target_gain), on the PyTorch path whatever the backend (the
+fused kernel takes λ as a number); the step's answer is then the schedule ramp's multiplier of
+that λ.
 Adapters own the hooking; this owns the behaviour, so every family behaves alike. Each guided
 call also feeds the strength readout (nodes/gain_readout.py) while a sampling run collects; the
 readout never changes what the call returns.
@@ -18,7 +22,9 @@ from ..gag_core import gag_attention, gag_correction
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
+from ..gag_core.readout import query_stride
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
+from ..gag_core.target_gain import target_gain_attention
 from .adapters.shared import SharedObject
 from .gain_readout import GainReadout
 from .settings import GAGSettings
@@ -40,14 +46,21 @@ class GuidanceRuntime(SharedObject):
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
 
+    @property
+    def targets_gain(self) -> bool:
+        return self.settings.target_gain > 0
+
     def step_scale(self, transformer_options: dict) -> Optional[float]:
-        """λ for this denoiser call, or None when the step is outside the schedule window."""
+        """λ for this denoiser call, or None when the step is outside the schedule window.
+        In target-gain mode: the ramp's multiplier of each call's λ (1 without a ramp); the
+        hooks hand it back to ``attention`` / ``correction`` / ``text_attention`` unread."""
         schedule = self.settings.schedule
+        base = 1.0 if self.targets_gain else self.settings.scale
         if schedule.is_always_on:
-            return self.settings.scale
+            return base
         sigmas = transformer_options.get("sigmas")
         if sigmas is None:  # called outside a sampler: no step to schedule against
-            return self.settings.scale
+            return base
         if self._cached_sigmas is not None and self._cached_sigmas() is sigmas:
             return self._cached_scale
         sigma = float(sigmas.max()) if torch.is_tensor(sigmas) else float(sigmas)
@@ -58,7 +71,7 @@ class GuidanceRuntime(SharedObject):
                 percent = sigma_to_percent(sigma, self._percent_to_sigma)
                 position = window_position(percent, schedule.start_percent, schedule.end_percent)
                 multiplier = ramp_multiplier(position, schedule.ramp)
-            scale = self.settings.scale * multiplier
+            scale = base * multiplier
         try:
             self._cached_sigmas = weakref.ref(sigmas)
             self._cached_scale = scale
@@ -83,6 +96,8 @@ class GuidanceRuntime(SharedObject):
         layer: which layer this is, for the readout's per-group figures and layer count.
         """
         s = self.settings
+        if self.targets_gain:
+            return self._target_attention(q, k, v, scale, mask, layer, minus_dense=False)
         self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
         return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                              mask=mask)
@@ -97,6 +112,8 @@ class GuidanceRuntime(SharedObject):
         layer as in ``attention``.
         """
         s = self.settings
+        if self.targets_gain:
+            return self._target_attention(q, k, v, scale, mask, layer, minus_dense=True)
         self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
         return gag_correction(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                               mask=mask).to(q.dtype)
@@ -111,7 +128,35 @@ class GuidanceRuntime(SharedObject):
         attention output, if the caller has it). (B, H, L, D) in, (B, H, L, Dv) out in q's
         dtype. layer as in ``attention``."""
         s = self.settings
+        if self.targets_gain:
+            def retrieval_correction(q_img, k_txt, v_txt, txt_mask):
+                return self._target_attention(q_img, k_txt, v_txt, scale, txt_mask, layer,
+                                              minus_dense=True, cast=False)
+            return text_guided_attention(q, k, v, text_tokens, eta=s.eta, zeta=s.zeta,
+                                         alpha=s.alpha, mask=mask, plain=plain,
+                                         text_start=text_start,
+                                         retrieval_correction=retrieval_correction)
         self._record_gain(layer, text_attention_gain, q, k, v, text_tokens, scale=scale,
                           mask=mask, text_start=text_start)
         return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
                                      alpha=s.alpha, mask=mask, plain=plain, text_start=text_start)
+
+    # --- target-gain mode (issue 23) ------------------------------------------------------
+
+    def _target_attention(self, q, k, v, strength: float, mask, layer, *, minus_dense: bool,
+                          cast: bool = True) -> torch.Tensor:
+        """GAG with λ set for this call so its median gain is the target (times the ramp's
+        ``strength``): the output (or with ``minus_dense`` the correction), in q's dtype or,
+        without ``cast``, the compute dtype. The readout gets the exact gains of the same
+        query-row sample it takes in fixed-λ mode, from terms the call computed anyway."""
+        s = self.settings
+        call = target_gain_attention(q, k, v, target=s.target_gain, eta=s.eta, zeta=s.zeta,
+                                     alpha=s.alpha, mask=mask, strength=strength,
+                                     minus_dense=minus_dense)
+        readout = self.readout
+        if readout is not None and readout.collecting:
+            rows = slice(None, None, query_stride(call.a.shape[2]))
+            gain = 1 + call.scale.view(-1, 1, 1, 1) * call.a[:, :, rows]
+            readout.record(layer, gain, call.capped[:, :, rows])
+            readout.record_target(call.scale, call.median)
+        return call.out.to(q.dtype) if cast else call.out

@@ -39,6 +39,7 @@ class WidgetSlot:
     spec: list            # the /object_info input spec: [type or options, {options}]
     first: int            # index of its value in widgets_values
     count: int            # 1, or 2 with a control/upload companion value
+    required: bool = True
 
 
 def input_type(spec: list) -> str:
@@ -75,13 +76,13 @@ def ordered_inputs(definition: dict) -> Iterator[tuple[str, list, bool]]:
 
 def widget_slots(definition: dict) -> list[WidgetSlot]:
     slots, index = [], 0
-    for name, spec, _ in ordered_inputs(definition):
+    for name, spec, required in ordered_inputs(definition):
         if not is_widget(spec):
             continue
         options = spec_options(spec)
         extra = bool(options.get("control_after_generate")) or name in SEED_NAMES or any(
             options.get(flag) for flag in UPLOAD_FLAGS)
-        slots.append(WidgetSlot(name, spec, index, 2 if extra else 1))
+        slots.append(WidgetSlot(name, spec, index, 2 if extra else 1, required))
         index += slots[-1].count
     return slots
 
@@ -94,7 +95,13 @@ def widget_values(node: dict, definition: dict) -> dict[str, Any]:
                             "only the list form is supported")
     slots = widget_slots(definition)
     expected = sum(s.count for s in slots)
-    if len(values) != expected:
+    # A workflow saved before a node gained optional widget inputs lacks their trailing values;
+    # the front end keeps those widgets at their defaults, so the server gets none.
+    present = [s for s in slots if s.first + s.count <= len(values)]
+    if len(values) < expected and all(not s.required for s in slots[len(present):]) and (
+            sum(s.count for s in present) == len(values)):
+        slots = present
+    elif len(values) != expected:
         names = ", ".join(f"{s.name}(+control)" if s.count == 2 else s.name for s in slots)
         raise WorkflowError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values "
                             f"{values!r}, but its inputs need {expected}: {names}")

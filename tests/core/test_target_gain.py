@@ -37,7 +37,7 @@ def reference_median_gain(q, k, v, scale, eta, zeta):
 @pytest.mark.parametrize("eta,zeta", [(15.0, 0.0), (0.5, 0.0), (2.0, 0.4), (INF, 1.0)])
 def test_median_gain_of_the_call_lands_on_the_target_float64(target, eta, zeta):
     q, k, v = qkv(seed=1)
-    out, scale, a = target_gain_attention(q, k, v, target=target, eta=eta, zeta=zeta, alpha=1.5)
+    out, scale, _, a, _ = target_gain_attention(q, k, v, target=target, eta=eta, zeta=zeta, alpha=1.5)
     assert scale.shape == (2,) and scale.dtype == torch.float64
     assert ((scale > 0) & (scale < MAX_TARGET_SCALE)).all()  # reachable: not at the bound
     median = reference_median_gain(q, k, v, scale, eta, zeta)
@@ -53,15 +53,15 @@ def test_median_gain_of_the_call_lands_on_the_target_float64(target, eta, zeta):
 
 def test_float32_lands_within_float32_rounding():
     q, k, v = qkv(seed=2, dtype=torch.float32)
-    _, scale, _ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5)
+    _, scale, *_ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5)
     median = reference_median_gain(q, k, v, scale, 15.0, 0.0)
     assert torch.allclose(median, torch.full_like(median, 1.8), rtol=0, atol=1e-5)
 
 
 def test_correction_form_adds_to_the_dense_output():
     q, k, v = qkv(seed=3)
-    out, scale, _ = target_gain_attention(q, k, v, target=2.0, eta=15.0, zeta=0.0, alpha=1.5)
-    corr, scale2, _ = target_gain_attention(q, k, v, target=2.0, eta=15.0, zeta=0.0, alpha=1.5,
+    out, scale, *_ = target_gain_attention(q, k, v, target=2.0, eta=15.0, zeta=0.0, alpha=1.5)
+    corr, scale2, *_ = target_gain_attention(q, k, v, target=2.0, eta=15.0, zeta=0.0, alpha=1.5,
                                             minus_dense=True)
     assert torch.equal(scale, scale2)
     dense, _ = ref_dense_sparse(q, k, v)
@@ -75,9 +75,9 @@ def test_batch_rows_are_independent():
     """λ is per batch row: a batch of N gives what N calls of one give (cond/uncond joined ==
     split)."""
     q, k, v = qkv(seed=4, batch=3)
-    out, scale, _ = target_gain_attention(q, k, v, target=1.7, eta=15.0, zeta=0.0, alpha=1.5)
+    out, scale, *_ = target_gain_attention(q, k, v, target=1.7, eta=15.0, zeta=0.0, alpha=1.5)
     for b in range(3):
-        one, one_scale, _ = target_gain_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1],
+        one, one_scale, *_ = target_gain_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1],
                                                   target=1.7, eta=15.0, zeta=0.0, alpha=1.5)
         assert torch.allclose(one_scale, scale[b:b + 1], rtol=1e-12)
         assert torch.allclose(one, out[b:b + 1], rtol=1e-12, atol=1e-12)
@@ -86,8 +86,8 @@ def test_batch_rows_are_independent():
 
 def test_strength_multiplies_lambda_after_the_bound():
     q, k, v = qkv(seed=5)
-    _, full, _ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5)
-    _, half, _ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5,
+    _, full, *_ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5)
+    _, half, *_ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5,
                                        strength=torch.tensor(0.5, dtype=torch.float64))
     assert torch.allclose(half, 0.5 * full, rtol=1e-12)
 
@@ -107,7 +107,7 @@ def test_bound_and_non_positive_median():
 def test_a_zero_sparse_output_stays_finite():
     q, k, v = qkv(seed=6)
     v = torch.zeros_like(v)  # every retrieval is 0: a = 0 everywhere, λ = 0
-    out, scale, a = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.5, alpha=1.5)
+    out, scale, _, a, _ = target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.5, alpha=1.5)
     assert torch.isfinite(out).all() and torch.equal(scale, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(out, torch.zeros_like(out))
 
@@ -115,7 +115,8 @@ def test_a_zero_sparse_output_stays_finite():
 def test_gain_coefficients_match_the_rule_at_unit_scale():
     q, k, v = qkv(seed=7)
     dense, sparse = ref_dense_sparse(q, k, v)
-    unit, a = gain_coefficients(dense, sparse, eta=0.5, zeta=0.3)
+    unit, a, capped = gain_coefficients(dense, sparse, eta=0.5, zeta=0.3)
+    assert torch.equal(capped, ref_gain(dense, sparse, 1.0, 0.5, 0.3)[1]) and capped.any()
     at_one = gag_attention(q, k, v, scale=1.0, eta=0.5, zeta=0.3, backend="torch")
     assert torch.allclose(sparse + unit, at_one, rtol=1e-10, atol=1e-12)
 
@@ -162,7 +163,7 @@ def test_target_terms_add_no_host_synchronisation():
     from gag_core import dense_sparse_attention
     dense, sparse = dense_sparse_attention(q, k, v, alpha=1.5)
     with SyncCounter() as counter:
-        unit, a = gain_coefficients(dense, sparse, eta=15.0, zeta=0.3)
+        unit, a, _ = gain_coefficients(dense, sparse, eta=15.0, zeta=0.3)
         scale, _ = scale_for_target(a, 1.8, strength=torch.tensor(0.7))
         out = torch.addcmul(sparse, scale.view(-1, 1, 1, 1), unit)
     assert out.shape == sparse.shape
