@@ -38,13 +38,30 @@ _log = logging.getLogger("comfyui_gag")
 WRAPPER_KEY = "gag_readout"
 MESSAGE_TYPE = "gag.readout"   # the front-end event web/js/gag_readout.js listens to
 
-# From bench/digits/readout_study.py (bench/results_readout.md; summary in bench/RESULTS.md):
-# on the digits model the best judge accuracy and FD came at median gains ×1.66–×1.99 (λ 2–3)
-# in both regimes (4 steps CFG 1; 20 steps CFG 3). At ×2.66 (λ 5) GAG was still better than no
-# GAG without CFG; at ×3.3 (λ 7) FD was 1.7× the best; at ×4.3 (λ 10, the paper's default) both
-# regimes were worse than no GAG. So: hint from ×3, between the last good and the first bad.
-HINT_GAIN = 3.0
-GOOD_GAIN = (1.6, 2.0)
+@dataclass(frozen=True)
+class GainBand:
+    """What the digits evidence says about the median gain on one kind of model: the band that
+    did best (``good``) and the gain from which the readout adds a hint (``hint_from``)."""
+    good: tuple[float, float]
+    hint_from: float
+    evidence: str
+
+
+# From bench/digits/target_gain_study.py (bench/results_target_gain.md, summary in
+# bench/RESULTS.md), fixed λ and target gain, two trained models, two regimes, two seeds:
+GAIN_BANDS = {
+    # Digits UNet (cross-attention): without CFG (4 steps) accuracy and FD were best at
+    # ×1.6–×2.0; at ×2.5–×2.7 still better than no GAG, at ×4.3 (λ 10) worse than no GAG.
+    # With CFG 3 no gain improved FD over CFG alone and accuracy stayed within noise.
+    "unet": GainBand(good=(1.6, 2.0), hint_from=3.0, evidence="the digits UNet without CFG"),
+    # Digits DiT (FLUX class, joint attention): text mode raised accuracy at ×1.1–×1.3 and
+    # raised FD at every gain; from ×2.5 both were worse than without GAG. Joint mode lowered
+    # accuracy and raised FD at every gain tried (from ×1.1).
+    "joint": GainBand(good=(1.1, 1.3), hint_from=2.0,
+                      evidence="the digits DiT in text mode, for accuracy"),
+}
+HINT_GAIN = GAIN_BANDS["unet"].hint_from      # the UNet band, kept under the old names
+GOOD_GAIN = GAIN_BANDS["unet"].good
 
 # torch.quantile takes at most 2^24 values; larger pools are thinned evenly first.
 _QUANTILE_LIMIT = 2 ** 24
@@ -93,6 +110,7 @@ class RunReadout:
     scale: float                      # the node's λ (before any schedule ramp)
     values: int                       # gain values pooled into ``overall``
     target: Optional[TargetFigures] = None   # target-gain mode only
+    band: GainBand = GAIN_BANDS["unet"]      # the evidence for this kind of model
 
     def target_text(self) -> Optional[str]:
         """Target against achieved, and where the target was out of reach, why and how far."""
@@ -122,32 +140,31 @@ class RunReadout:
                 + (f"; {self.target_text()}" if self.target else ""))
 
     def suggested_scales(self) -> Optional[tuple[float, float]]:
-        """λ range expected to give a median gain in GOOD_GAIN: the gain grows linearly with λ
-        while the cap does not bind, so λ·(target − 1)/(median − 1). None when that is
-        undefined (λ = 0, no gain above 1)."""
+        """λ range expected to give a median gain in the model's good band: the gain grows
+        linearly with λ while the cap does not bind, so λ·(target − 1)/(median − 1). None when
+        that is undefined (λ = 0, no gain above 1) or in target-gain mode."""
         excess = self.overall.median - 1.0
         if self.target is not None or self.scale <= 0 or excess <= 1e-6:
             return None
-        low, high = ((g - 1.0) * self.scale / excess for g in GOOD_GAIN)
+        low, high = ((g - 1.0) * self.scale / excess for g in self.band.good)
         return _nice(low), _nice(high)
 
     def hint(self) -> Optional[str]:
-        if self.target is not None and self.overall.median < HINT_GAIN:
-            if self.target.missed() > 0.5:
+        band = self.band
+        good = f"×{band.good[0]:g}–×{band.good[1]:g}"
+        if self.overall.median < band.hint_from:
+            if self.target is not None and self.target.missed() > 0.5:
                 return (f"the target gain was out of reach on {_percent(self.target.missed())} "
                         f"of guided calls: these layers give GAG little to push on")
             return None
-        if self.overall.median < HINT_GAIN:
-            return None
-        if self.target is not None:
-            return (f"GAG is multiplying attention outputs by {_times(self.overall.median)} — "
-                    f"try target_gain {GOOD_GAIN[0]:g}–{GOOD_GAIN[1]:g} (about "
-                    f"×{GOOD_GAIN[0]:g}–×{GOOD_GAIN[1]:g} worked best in our tests)")
         text = f"GAG is multiplying attention outputs by {_times(self.overall.median)}"
-        scales = self.suggested_scales()
-        if scales is not None:
-            text += f" — try scale {scales[0]:g}–{scales[1]:g}"
-        return text + f" (about ×{GOOD_GAIN[0]:g}–×{GOOD_GAIN[1]:g} worked best in our tests)"
+        if self.target is not None:
+            text += f" — try target_gain {band.good[0]:g}–{band.good[1]:g}"
+        else:
+            scales = self.suggested_scales()
+            if scales is not None:
+                text += f" — try scale {scales[0]:g}–{scales[1]:g}"
+        return text + f" (about {good} worked best on {band.evidence} in our tests)"
 
     def text(self) -> str:
         """What the node shows: the log line's figures on short lines (nodes are narrow), and
@@ -172,7 +189,7 @@ class RunReadout:
             "groups": {name: f.as_dict() for name, f in self.groups.items()},
             "steps": [dict(step=i, **f.as_dict()) for i, f in self.steps],
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
-            "hint_gain": HINT_GAIN, "good_gain": list(GOOD_GAIN),
+            "hint_gain": self.band.hint_from, "good_gain": list(self.band.good),
             "target": self.target.as_dict() if self.target else None,
         }
 
@@ -248,10 +265,11 @@ class GainReadout(SharedObject):
         self._targets = []
 
     def end_run(self, *, scale: float, total_steps: int, target: float = 0.0,
-                max_scale: float = MAX_TARGET_SCALE) -> Optional[RunReadout]:
+                max_scale: float = MAX_TARGET_SCALE,
+                band: GainBand = GAIN_BANDS["unet"]) -> Optional[RunReadout]:
         """The run's figures, or None when no guided call ran (window outside the run, λ
         schedule off, no selected layer reached). ``target``: the target gain in target-gain
-        mode (0 = off), ``max_scale`` its λ bound."""
+        mode (0 = off), ``max_scale`` its λ bound; ``band``: the evidence for the hint."""
         self.collecting = False
         if self._pending:  # calls after the last step callback (or a sampler without callbacks)
             last = self._steps[-1][0] + 1 if self._steps else 0
@@ -286,7 +304,8 @@ class GainReadout(SharedObject):
             groups=dict(zip(group_order, as_figures[len(steps):-1])),
             steps=[(step, f) for (step, _), f in zip(steps, as_figures)],
             layers=len(layers), total_steps=int(total_steps), scale=float(scale),
-            values=sum(int(g.numel()) for g in everything[0]), target=target_figures)
+            values=sum(int(g.numel()) for g in everything[0]), target=target_figures,
+            band=band)
         self.last = result
         return result
 
@@ -375,8 +394,9 @@ class ReadoutWrapper(SharedObject):
             raise
         try:
             settings = self.runtime.settings
+            band = GAIN_BANDS.get(getattr(self.runtime, "hook_kind", "unet"), GAIN_BANDS["unet"])
             result = readout.end_run(scale=settings.scale, total_steps=total_steps,
-                                     target=settings.target_gain)
+                                     target=settings.target_gain, band=band)
             if result is not None:
                 report(result, self.node_id)
         except Exception:  # the image is done; a readout problem must not lose it

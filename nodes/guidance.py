@@ -43,6 +43,8 @@ class GuidanceRuntime(SharedObject):
         self._percent_to_sigma = model_sampling.percent_to_sigma
         self.sigma_start = float(self._percent_to_sigma(schedule.start_percent))
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
+        # "unet" or "joint": the family's hook, set by patch_model; picks the readout's band.
+        self.hook_kind = "unet"
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
 

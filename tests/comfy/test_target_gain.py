@@ -155,3 +155,27 @@ def test_node_accepts_the_documented_values(pack, sdxl):
     for value in (0.0, 1.0, 1.8, 10.0):
         out = node.execute(model=sdxl.patcher, scale=10.0, eta=15.0, zeta=0.0, target_gain=value)
         assert out.result[0] is not sdxl.patcher
+
+
+# --- the hint follows the evidence for the model's kind ----------------------------------------
+
+def test_dit_readout_uses_the_dit_evidence_and_hints_from_its_band(gag):
+    tiny = tf.Tiny("flux-dev")
+    positive, negative = tiny.conditioning(seed=1), tiny.conditioning(seed=2)
+    patched = gag.api.apply_gag(tiny.patcher, target_gain=2.5, layers="all", mode="text")
+    tiny.sample(patched, positive=positive, negative=negative, steps=2, cfg=1.0, size=16)
+    result = gag.readout.last_readout(patched)
+    band = gag.readout.GAIN_BANDS["joint"]
+    assert result.band == band and result.overall.median >= band.hint_from
+    low, high = band.good
+    assert f"try target_gain {low:g}–{high:g}" in result.hint()
+    assert "digits DiT" in result.hint()
+    data = result.as_dict()
+    assert data["hint_gain"] == band.hint_from and data["good_gain"] == list(band.good)
+
+
+def test_unet_readout_keeps_the_unet_band(gag, sdxl):
+    patched = gag.api.apply_gag(sdxl.patcher, target_gain=1.5)
+    sample_sdxl(sdxl, patched)
+    result = gag.readout.last_readout(patched)
+    assert result.band == gag.readout.GAIN_BANDS["unet"] and result.hint() is None
