@@ -13,6 +13,7 @@ readout never changes what the call returns.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Optional
 
@@ -28,6 +29,8 @@ from ..gag_core.target_gain import target_gain_attention
 from .adapters.shared import SharedObject
 from .gain_readout import GainReadout
 from .settings import GAGSettings
+
+_log = logging.getLogger("comfyui_gag")
 
 
 class GuidanceRuntime(SharedObject):
@@ -45,6 +48,10 @@ class GuidanceRuntime(SharedObject):
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
         # "unet" or "joint": the family's hook, set by patch_model; picks the readout's band.
         self.hook_kind = "unet"
+        if settings.target_gain:
+            _log.info("GAG: target-gain mode (median gain ×%g): λ is set per attention call on "
+                      "the device and the guided attention runs on the PyTorch path (the fused "
+                      "kernel takes λ as a number)", settings.target_gain)
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
 

@@ -179,3 +179,11 @@ def test_unet_readout_keeps_the_unet_band(gag, sdxl):
     sample_sdxl(sdxl, patched)
     result = gag.readout.last_readout(patched)
     assert result.band == gag.readout.GAIN_BANDS["unet"] and result.hint() is None
+
+
+def test_target_mode_says_it_runs_on_the_pytorch_path(gag, sdxl, caplog):
+    with caplog.at_level(logging.INFO, logger="comfyui_gag"):
+        gag.api.apply_gag(sdxl.patcher, target_gain=1.8)
+        gag.api.apply_gag(sdxl.patcher, scale=3.0)
+    lines = [r.getMessage() for r in caplog.records if "target-gain mode" in r.getMessage()]
+    assert len(lines) == 1 and "PyTorch path" in lines[0] and "×1.8" in lines[0]
