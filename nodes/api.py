@@ -47,7 +47,7 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     hook.uninstall(patched)
     runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"),
                               readout=readout)
-    runtime.hook_kind = family.hook
+    runtime.band_key = "unet" if family.hook == "unet" else f"dit {mode}"
     hook.install(patched, family, layers, runtime, mode)
     install_readout(patched, runtime, report_to)
     return patched

@@ -46,8 +46,9 @@ class GuidanceRuntime(SharedObject):
         self._percent_to_sigma = model_sampling.percent_to_sigma
         self.sigma_start = float(self._percent_to_sigma(schedule.start_percent))
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
-        # "unet" or "joint": the family's hook, set by patch_model; picks the readout's band.
-        self.hook_kind = "unet"
+        # Which evidence the readout's hint uses (gain_readout.GAIN_BANDS): "unet", "dit text"
+        # or "dit joint", set by patch_model from the family's hook and the mode.
+        self.band_key = "unet"
         if settings.target_gain:
             _log.info("GAG: target-gain mode (median gain ×%g): λ is set per attention call on "
                       "the device and the guided attention runs on the PyTorch path (the fused "

@@ -165,13 +165,24 @@ def test_dit_readout_uses_the_dit_evidence_and_hints_from_its_band(gag):
     patched = gag.api.apply_gag(tiny.patcher, target_gain=2.5, layers="all", mode="text")
     tiny.sample(patched, positive=positive, negative=negative, steps=2, cfg=1.0, size=16)
     result = gag.readout.last_readout(patched)
-    band = gag.readout.GAIN_BANDS["joint"]
+    band = gag.readout.GAIN_BANDS["dit text"]
     assert result.band == band and result.overall.median >= band.hint_from
     low, high = band.good
     assert f"try target_gain {low:g}–{high:g}" in result.hint()
     assert "digits DiT" in result.hint()
     data = result.as_dict()
     assert data["hint_gain"] == band.hint_from and data["good_gain"] == list(band.good)
+
+
+def test_dit_joint_mode_has_its_own_band(gag):
+    tiny = tf.Tiny("flux-dev")
+    patched = gag.api.apply_gag(tiny.patcher, target_gain=1.6, layers="all", mode="joint")
+    tiny.sample(patched, positive=tiny.conditioning(seed=1), negative=tiny.conditioning(seed=2),
+                steps=2, cfg=1.0, size=16)
+    result = gag.readout.last_readout(patched)
+    band = gag.readout.GAIN_BANDS["dit joint"]
+    assert result.band == band and result.overall.median >= band.hint_from
+    assert "try target_gain 1.05–1.1" in result.hint() and "text mode" in result.hint()
 
 
 def test_unet_readout_keeps_the_unet_band(gag, sdxl):
