@@ -148,8 +148,10 @@ class AttentionCall:
 
 class BlockMark(SharedObject):
     """What a ``dit`` block replace tells the attention of its block (ComfyUI without block
-    info). ``consumed`` counts the attention calls that took it (at most one: MMDiT-X blocks
-    run a second, image-only attention with the same options)."""
+    info). ``joint_tokens`` is the number of queries of the attention GAG guides: the joint
+    sequence, or the image (video) tokens where the text is a separate cross-attention.
+    ``consumed`` counts the attention calls that took it (at most one: MMDiT-X blocks run a
+    second, image-only attention with the same options)."""
 
     __slots__ = ("layer", "text_tokens", "joint_tokens", "consumed")
 
@@ -287,6 +289,8 @@ class JointAttentionOverride(SharedObject):
         queries, keys = call.query_tokens, call.key_tokens
         if self.text != "cross":
             return keys == queries and (joint_tokens is None or queries == joint_tokens)
+        if joint_tokens is not None and queries != joint_tokens:
+            return False  # part of the queries (LTX's guide-masked self-attention) or audio
         if keys != queries:
             return text_tokens is None or keys == text_tokens
         if text_tokens == queries:
@@ -344,10 +348,13 @@ class DiTBlockPatch(SharedObject):
     """A ``dit`` block replace (ComfyUI without block info): marks the block's
     transformer_options for GAG's override and runs the block."""
 
-    def __init__(self, layer: LayerRef, separate_text: bool, previous=None):
+    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, *,
+                 text_arg: Optional[str] = "txt", cross: bool = False):
         self.layer = layer
         self.separate_text = separate_text  # args carry txt and img apart (double stream)
         self.previous = previous            # the dit replace this one wraps, if any
+        self.text_arg = text_arg            # the argument that is the text (BlockGroup.text_arg)
+        self.cross = cross                  # the text is a separate cross-attention
 
     def _run(self, args, extra):
         if self.previous is not None:
@@ -355,11 +362,21 @@ class DiTBlockPatch(SharedObject):
         return extra["original_block"](args)
 
     def _layout(self, args, options) -> tuple[Optional[int], int]:
-        """(text tokens, joint sequence length) of this block's attention."""
+        """(text tokens, queries of the guided attention) of this block: the joint sequence
+        length, or the image tokens where the text is a separate cross-attention."""
         if self.separate_text:
-            txt = args.get("txt")
-            text_tokens = 0 if txt is None else int(txt.shape[1])
-            return text_tokens, text_tokens + int(args["img"].shape[1])
+            img = args["img"]
+            if isinstance(img, (tuple, list)):
+                img = img[0]  # streams (LTX-2: video, audio): the first is guided
+            if self.text_arg is None:
+                recorded = options.get(TEXT_TOKENS_KEY)
+                text_tokens = None if recorded is None else int(recorded)
+            else:
+                txt = args.get(self.text_arg)
+                text_tokens = 0 if txt is None else int(txt.shape[1])
+            if self.cross:
+                return text_tokens, int(img.shape[1])
+            return text_tokens, (text_tokens or 0) + int(img.shape[1])
         joint = int(args["img"].shape[1])
         img_slice = options.get("img_slice")
         if img_slice is not None:
@@ -371,6 +388,12 @@ class DiTBlockPatch(SharedObject):
         options = args.get("transformer_options")
         if not isinstance(options, dict):
             raise RuntimeError(missing_options_message(self.layer, extra))
+        if isinstance(args.get("img"), (tuple, list)) and options.get("run_vx", True) is False:
+            # LTX-2 asked to run its audio stream only: GAG leaves audio attention alone.
+            raise RuntimeError(
+                f"GAG guides the video's text cross-attention of {self.layer}, but this model "
+                f"call runs the audio stream only (transformer_options 'run_vx' is False); GAG "
+                f"does not guide audio attention. Remove GAG from audio-only runs.")
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
         out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
@@ -594,7 +617,9 @@ def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -
     for ref in via_dit:
         group = family.group(ref.group)
         key = (group.dit_replace, ref.block)
-        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key))
+        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key),
+                                 text_arg=getattr(group, "text_arg", "txt"),
+                                 cross=family.text == "cross")
     wrapper = ModelCallWrapper(runtime, relies_on_block_info=not via_dit and not all_blocks,
                                text_length=family.text_length, all_blocks=all_blocks,
                                family_name=family.display_name)
