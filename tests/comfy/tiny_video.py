@@ -78,9 +78,10 @@ def hunyuan_video15_conditioning(batch=1, seed=1, tokens=7, glyph_tokens=3, imag
 
 def ltxv_conditioning(batch=1, seed=1, tokens=7):
     """T5-XXL text features (B, tokens, 4096): LTXVModel's caption_channels, with the text
-    encoder's attention mask (B, tokens), which LTXV's forward takes."""
+    encoder's attention mask (B, tokens) of integers (1 = a token), which LTXV's forward
+    takes and turns into an additive mask."""
     return [[torch.randn(batch, tokens, 4096, generator=_generator(seed)),
-             {"attention_mask": torch.ones(batch, tokens)}]]
+             {"attention_mask": torch.ones(batch, tokens, dtype=torch.long)}]]
 
 
 # ---------------------------------------------------------------------------------------------
