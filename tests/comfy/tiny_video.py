@@ -65,9 +65,11 @@ def wan_i2v_conditioning(batch=1, seed=1, tokens=7, image_tokens=257):
 
 def hunyuan_video15_conditioning(batch=1, seed=1, tokens=7, glyph_tokens=3, image_tokens=0):
     """Qwen2.5-VL text (B, tokens, 32: the tiny context width), byT5 glyph features
-    (B, glyph_tokens, 1472) and, for I2V, SigLIP hidden states (B, image_tokens, 1152)."""
+    (B, glyph_tokens, 1472) and, for I2V, SigLIP hidden states (B, image_tokens, 1152). The
+    text encoder gives no pooled vector (``pooled_output`` None), which HunyuanVideo's
+    conditioning reads."""
     g = _generator(seed)
-    extra = {}
+    extra = {"pooled_output": None}
     if glyph_tokens:
         extra["conditioning_byt5small"] = torch.randn(batch, glyph_tokens, 1472, generator=g)
     if image_tokens:
