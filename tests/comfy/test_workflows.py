@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from comfy_server import REPO_ROOT, TEST_NODE_PACK, PACK_FOLDER_NAME, shared_server
-from ui_to_api import (VIRTUAL_NODE_TYPES, combo_choices, input_type, ordered_inputs,
-                       spec_options, ui_to_api, widget_slots, widget_values)
+from ui_to_api import (DYNAMIC_COMBO, VIRTUAL_NODE_TYPES, combo_choices, input_type,
+                       ordered_inputs, spec_options, ui_to_api, widget_slots, widget_values,
+                       widget_values_and_specs)
 
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -176,7 +177,7 @@ def test_ui_format_is_consistent(name):
 
 def _value_problem(name: str, spec: list, value) -> str | None:
     kind, options = input_type(spec), spec_options(spec)
-    if kind == "COMBO":
+    if kind in ("COMBO", DYNAMIC_COMBO):
         choices = combo_choices(spec)
         return None if value in choices else f"{name}={value!r} not among {choices[:12]}"
     if kind == "INT":
@@ -204,8 +205,8 @@ def test_widget_values_fit_the_servers_inputs(name, object_info):
             continue
         assert node["type"] in object_info, f"node {node['id']}: unknown type {node['type']}"
         definition = object_info[node["type"]]
-        values = widget_values(node, definition)  # raises when the count does not fit
-        specs = {n: s for n, s, _ in ordered_inputs(definition)}
+        # raises when the count does not fit
+        values, specs = widget_values_and_specs(node, definition)
         for input_name, value in values.items():
             problem = _value_problem(input_name, specs[input_name], value)
             if problem:
