@@ -94,6 +94,20 @@ FULL_SIZE_DITS.update({name: _released_2026(name) for name in (
     "chroma_radiance", "longcat_image")})
 
 
+def _released_video(layout_id):
+    """A video family's released model (tests/comfy/tiny_video.py LAYOUTS) on the meta device;
+    AttributeError where this ComfyUI lacks its class."""
+    def make(tm):
+        import tiny_video
+        return tiny_video.released_model(layout_id)
+    return make
+
+
+FULL_SIZE_DITS.update({layout_id: _released_video(layout_id) for layout_id in (
+    "wan22_ti2v_5b", "wan21_i2v_14b", "wan22_a14b", "wan21_14b", "wan21_1_3b", "hunyuan_video15",
+    "ltx2", "ltxv_13b", "ltxv_2b")})
+
+
 def _chromium() -> str:
     for candidate in (os.environ.get("GAG_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
                       shutil.which("chromium-browser")):

@@ -229,6 +229,34 @@ RECIPES: dict[str, VideoRecipe] = {
 }
 
 
+# Every layer-map layout of the video families (nodes/adapters/families.py) → the comfy
+# supported_models class and the config ComfyUI's detection gives the released model; the front
+# end test builds each on the meta device and checks the layout against the hook's layers.
+LAYOUTS: dict[str, tuple[str, dict]] = {
+    "wan22_a14b": ("WAN21_T2V", _wan_full()),     # each expert (the I2V one: in_dim 36)
+    "wan21_14b": ("WAN21_T2V", _wan_full()),
+    "wan21_1_3b": ("WAN21_T2V", _wan_full(dim=1536, num_heads=12, ffn_dim=8960, num_layers=30)),
+    "wan21_i2v_14b": ("WAN21_I2V", RECIPES["wan_i2v"].full_size),
+    "wan22_ti2v_5b": ("WAN22_T2V", RECIPES["wan22_ti2v"].full_size),
+    "hunyuan_video15": ("HunyuanVideo15", RECIPES["hunyuan_video15"].full_size),
+    "ltxv_2b": ("LTXV", RECIPES["ltxv"].full_size),
+    "ltxv_13b": ("LTXV", _ltxv(layers=48, head_dim=128, cross=4096)),
+    "ltx2": ("LTXAV", dict(image_model="ltxav", num_layers=48, attention_head_dim=128,
+                           cross_attention_dim=4096)),
+}
+
+
+def released_model(layout_id: str):
+    """The released model of a layout on the meta device (nothing allocated); AttributeError
+    where this ComfyUI lacks its class (HunyuanVideo 1.5 and LTX-2 before 0.33)."""
+    import comfy.supported_models as sm
+    class_name, config = LAYOUTS[layout_id]
+    model_config = getattr(sm, class_name)(dict(config))
+    model_config.set_inference_dtype(torch.float32, None)
+    with torch.device("meta"):
+        return model_config.get_model({}, device=torch.device("meta"))
+
+
 def sample(recipe: VideoRecipe, patcher, positive, negative, *, steps=2, cfg=1.0, seed=0,
            frames=None, size=None, batch=1, sampler="euler", scheduler="simple", noise=None):
     """Run ComfyUI's real sampler on a tiny video latent of the recipe's shape."""

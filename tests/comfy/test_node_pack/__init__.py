@@ -6,7 +6,8 @@ bundled workflow, convert it to API format and swap these in for the nodes that 
 multi-gigabyte files:
 
     CheckpointLoaderSimple  -> GAGTestTinyCheckpoint     (tiny SDXL UNet, CLIP stand-in, tiny VAE)
-    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / FLUX.2 / Qwen-Image / Z-Image DiT)
+    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / FLUX.2 / Qwen-Image / Z-Image /
+                                                          Wan DiT)
     DualCLIPLoader, CLIPLoader -> GAGTestTinyTextEncoderLoader (CLIP stand-in)
     VAELoader               -> GAGTestTinyVAE             (real AutoencoderKL code, tiny widths)
     LoraLoaderModelOnly     -> GAGTestTinyLora            (a random low-rank weight patch)
@@ -37,12 +38,22 @@ CATEGORY = "_gag_test"
 
 
 class _Family:
-    def __init__(self, build, conditioning, latent_channels, video_latents=False, downscale=8):
+    def __init__(self, build, conditioning, latent_channels, video_latents=False, downscale=8,
+                 frames=False, seed_by_file=False):
         self.build = build                  # seed -> ModelPatcher
         self.conditioning = conditioning    # seed -> [[cond, extras]]
         self.latent_channels = latent_channels
         self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
         self.downscale = downscale          # image pixels per latent pixel
+        self.frames = frames                # the VAE decodes every latent frame (video models)
+        # Different model files give different models (Wan 2.2's high- and low-noise experts).
+        self.seed_by_file = seed_by_file
+
+
+def _tiny_video(name):
+    """A recipe of tiny_video (Wan), imported when first used."""
+    import tiny_video
+    return tiny_video.RECIPES[name]
 
 
 def _tiny_2026(name):
@@ -64,6 +75,13 @@ FAMILIES = {
     "flux2": _Family(tiny_models.tiny_flux2, tiny_models.flux2_conditioning, 128, downscale=16),
     "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
                            128, downscale=16),
+    # Wan 2.1/2.2 14B (each expert) and Wan 2.2 TI2V 5B (48 channels, 16× down-scaling)
+    "wan": _Family(lambda seed=0: _tiny_video("wan").build(seed),
+                   lambda seed=1: _tiny_video("wan").conditioning(seed=seed), 16,
+                   video_latents=True, frames=True, seed_by_file=True),
+    "wan22_ti2v": _Family(lambda seed=0: _tiny_video("wan22_ti2v").build(seed),
+                          lambda seed=1: _tiny_video("wan22_ti2v").conditioning(seed=seed), 48,
+                          video_latents=True, downscale=16, frames=True),
 }
 
 
@@ -83,7 +101,7 @@ class TinyTextEncoder:
 
 
 def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0,
-             downscale: int = 8):
+             downscale: int = 8, frames: bool = False):
     """A real comfy.sd.VAE (AutoencoderKL, ``downscale``× down/up-scaling: 8, or 16 for FLUX.2's
     latents) with 32-wide layers and random weights, so VAEDecode runs its normal code path in a
     fraction of a second."""
@@ -106,7 +124,10 @@ def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0,
             state[name] = torch.ones(p.shape)
         else:
             state[name] = torch.zeros(p.shape)
-    vae_class = _single_frame_vae_class() if video_latents else comfy.sd.VAE
+    if frames:
+        vae_class = _framewise_vae_class()
+    else:
+        vae_class = _single_frame_vae_class() if video_latents else comfy.sd.VAE
     return vae_class(sd=state, config={"params": config})
 
 
@@ -123,6 +144,28 @@ def _single_frame_vae_class():
             return super().decode(samples_in, *args, **kwargs)
 
     return SingleFrameVAE
+
+
+def _framewise_vae_class():
+    import comfy.sd
+
+    class FramewiseVAE(comfy.sd.VAE):
+        """Stands in for a video VAE (Wan's): decodes each frame of a (batch, channels, frames,
+        h, w) latent as an image, so VAEDecode gives (batch·frames, H, W, 3), one image per
+        latent frame (the real VAE also upsamples time 4×)."""
+
+        def decode(self, samples_in, *args, **kwargs):
+            if samples_in.dim() == 5:
+                b, c, f, h, w = samples_in.shape
+                samples_in = samples_in.movedim(2, 1).reshape(b * f, c, h, w)
+            return super().decode(samples_in, *args, **kwargs)
+
+    return FramewiseVAE
+
+
+def _vae_of(spec):
+    return tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale,
+                    frames=spec.frames)
 
 
 def _family_input():
@@ -145,8 +188,7 @@ class GAGTestTinyCheckpoint:
 
     def load(self, ckpt_name, family="sdxl"):
         spec = FAMILIES[family]
-        return (spec.build(0), TinyTextEncoder(family),
-                tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale))
+        return (spec.build(0), TinyTextEncoder(family), _vae_of(spec))
 
 
 class GAGTestTinyDiffusionModel:
@@ -160,7 +202,11 @@ class GAGTestTinyDiffusionModel:
     CATEGORY = CATEGORY
 
     def load(self, unet_name, weight_dtype, family="flux"):
-        return (FAMILIES[family].build(0),)
+        spec = FAMILIES[family]
+        seed = 0
+        if spec.seed_by_file:
+            seed = int.from_bytes(hashlib.sha256(unet_name.encode()).digest()[:4], "little")
+        return (spec.build(seed),)
 
 
 class GAGTestTinyTextEncoderLoader:
@@ -190,8 +236,7 @@ class GAGTestTinyVAE:
     CATEGORY = CATEGORY
 
     def load(self, vae_name, family="flux"):
-        spec = FAMILIES[family]
-        return (tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale),)
+        return (_vae_of(FAMILIES[family]),)
 
 
 class GAGTestTinyLora:
