@@ -401,3 +401,57 @@ def test_hunyuan_video15_i2v_vision_tokens_count_as_conditioning(tv, api, gag_hi
                        steps=1)
     assert rel_change(guided, plain) > 1e-3
     assert [(q, k) for _, q, k in gag_hits] == [(video.video_tokens + 15,) * 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# the strength readout on video runs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def readout():
+    import_pack()
+    return importlib.import_module("comfyui_gag.nodes.readout")
+
+
+def test_readout_reports_the_gain_of_a_video_run(video, api, adapters, readout, caplog):
+    """The readout (GAG Model Patch's gain line) covers video runs: every guided block, every
+    step, a gain above 1; the samples are bit-identical with and without it, and the log line
+    is written."""
+    import logging
+    with_readout = api.apply_gag(video.patcher)
+    without = api.apply_gag(video.patcher, readout=False)
+    with caplog.at_level(logging.INFO, logger="comfyui_gag"):
+        a = video.sample(with_readout, steps=2)
+    b = video.sample(without, steps=2)
+    assert torch.equal(a, b)
+    result = readout.last_readout(with_readout)
+    assert result is not None and readout.last_readout(without) is None
+    family = adapters.find_family(video.patcher)
+    layers = adapters.available_layers(family, video.patcher)
+    assert [s for s, _ in result.steps] == [0, 1] and result.total_steps == 2
+    assert set(result.groups) == {ref.group for ref in layers}
+    assert result.layers == len(layers)
+    assert result.overall.median > 1.0
+    assert any(r.getMessage().startswith("GAG: attention gain") for r in caplog.records)
+
+
+def test_readout_reports_each_wan22_expert(tv, api, readout):
+    """Wan 2.2's experts are two sampling runs of two patched models: each reports its own
+    steps of the split."""
+    import comfy.sample
+    settings = importlib.import_module("comfyui_gag.nodes.settings").GAGSettings()
+    high, low = Video(tv, "wan", seed=0), Video(tv, "wan", seed=1)
+    experts = [api.patch_model(v.patcher, settings) for v in (high, low)]
+    r = high.recipe
+    positive, negative = r.conditioning(seed=1), r.conditioning(seed=2)
+    noise = high.noise(seed=3)
+    latent = torch.zeros_like(noise)
+    for i, model in enumerate(experts):
+        latent = comfy.sample.sample(
+            model, noise if i == 0 else torch.zeros_like(noise), 4, 1.0, "euler", "simple",
+            positive, negative, latent, start_step=2 * i, last_step=2 * i + 2,
+            force_full_denoise=i == 1, disable_noise=i == 1, seed=3, disable_pbar=True)
+    for model in experts:
+        result = readout.last_readout(model)
+        assert result is not None and len(result.steps) == 2 and result.layers == 2
+        assert result.overall.median > 1.0
