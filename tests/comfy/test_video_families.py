@@ -50,7 +50,7 @@ def tv():
     return tiny_video
 
 
-SAMPLED = ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv"]
+SAMPLED = ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv", "ltx2"]
 _MODELS: dict = {}
 
 
@@ -77,11 +77,20 @@ class Video:
         self.selection = self.recipe.selection
 
     def noise(self, batch=1, seed=0, frames=None):
-        r = self.recipe
-        shape = r.latent_shape(batch, frames or r.frames, r.size)
-        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        return self.tv.make_noise(self.recipe, batch, seed, frames)
+
+    def row(self, noise, i):
+        """Batch row ``i`` of (possibly nested: LTX-2's video and audio) noise."""
+        if hasattr(noise, "tensors"):
+            import comfy.nested_tensor
+            return comfy.nested_tensor.NestedTensor([t[i:i + 1] for t in noise.tensors])
+        return noise[i:i + 1]
 
     def sample(self, patcher=None, **kwargs):
+        """The sampled video (LTX-2: its video stream; audio_of gives the audio)."""
+        return self.tv.streams(self.sample_streams(patcher, **kwargs))[0]
+
+    def sample_streams(self, patcher=None, **kwargs):
         r = self.recipe
         return self.tv.sample(r, patcher or self.patcher, r.conditioning(seed=1),
                               r.conditioning(seed=2), **kwargs)
@@ -90,7 +99,7 @@ class Video:
     def video_tokens(self):
         """Query tokens of the video stream for the recipe's latent."""
         r = self.recipe
-        patch = {"hunyuan_video15": 1, "ltxv": 1}.get(r.family_id, 2)
+        patch = {"hunyuan_video15": 1, "ltxv": 1, "ltx2": 1}.get(r.family_id, 2)
         return r.frames * (r.size // patch) ** 2
 
 
@@ -125,7 +134,8 @@ def selected(video):
 # detection and the family table
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv"])
+@pytest.mark.parametrize("name", ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv",
+                                  "ltx2"])
 def test_released_checkpoint_is_detected_and_claimed_by_its_family(tv, adapters, name):
     """The released model's key names and shapes (meta tensors) through comfy.model_detection
     pick the recipe's class, with the facts the family entry relies on; the family table claims
@@ -204,7 +214,7 @@ def test_gag_changes_the_sample(video, api):
     plain = video.sample()
     guided = video.sample(api.apply_gag(video.patcher))
     assert torch.isfinite(guided).all()
-    assert rel_change(guided, plain) > 1e-3
+    assert rel_change(guided, plain) > video.recipe.min_effect
 
 
 def test_only_the_selected_blocks_run_gag(video, api, gag_hits):
@@ -236,7 +246,7 @@ def test_one_frame_and_many_frames(video, api):
         plain = video.sample(noise=video.noise(frames=frames))
         guided = video.sample(patched, noise=video.noise(frames=frames))
         assert guided.shape == plain.shape and guided.shape[2] == frames
-        assert rel_change(guided, plain) > 1e-3
+        assert rel_change(guided, plain) > video.recipe.min_effect
 
 
 def test_default_preset_guides_every_block(video, api, adapters, gag_hits):
@@ -274,7 +284,7 @@ def test_batch_equals_separate_runs(video, api):
     patched = api.apply_gag(video.patcher)
     noise = video.noise(batch=2, seed=5)
     together = video.sample(patched, noise=noise)
-    apart = torch.cat([video.sample(patched, noise=noise[i:i + 1]) for i in range(2)])
+    apart = torch.cat([video.sample(patched, noise=video.row(noise, i)) for i in range(2)])
     torch.testing.assert_close(together, apart, atol=1e-4, rtol=1e-4)
 
 
@@ -338,7 +348,7 @@ def test_chains_with_patches_installed_before_it(video, api, gag_hits):
     guided = video.sample(api.apply_gag(earlier, layers=video.selection), steps=1)
     assert override.calls == 2 * calls_alone and replace.calls == 2
     assert len(gag_hits) == len(selected(video))
-    assert rel_change(guided, plain_with_earlier) > 1e-3
+    assert rel_change(guided, plain_with_earlier) > video.recipe.min_effect
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,3 +465,51 @@ def test_readout_reports_each_wan22_expert(tv, api, readout):
         result = readout.last_readout(model)
         assert result is not None and len(result.steps) == 2 and result.layers == 2
         assert result.overall.median > 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# LTX-2: video guided, audio left alone
+# ---------------------------------------------------------------------------------------------
+
+def test_ltx2_guides_only_the_video_text_cross_attention(tv, api, gag_hits, monkeypatch,
+                                                         joint_hook):
+    """Every LTX-2 block runs video self- and text cross-attention, audio self- and text
+    cross-attention and audio↔video attention: GAG guides the video's text retrieval only, and
+    every audio attention call goes to ComfyUI's attention unchanged."""
+    video = Video(tv, "ltx2")
+    calls = []
+    original = joint_hook.JointAttentionOverride.__call__
+
+    def spy(self, func, *args, **kwargs):
+        call = joint_hook.AttentionCall(args, kwargs)
+        calls.append((call.query_tokens, call.key_tokens))
+        return original(self, func, *args, **kwargs)
+
+    monkeypatch.setattr(joint_hook.JointAttentionOverride, "__call__", spy)
+    video.sample_streams(api.apply_gag(video.patcher), steps=1)
+    audio_tokens = 5
+    assert any(q == audio_tokens for q, _ in calls), "the tiny LTX-2 ran no audio attention"
+    assert len(gag_hits) == 2  # one guided call per block
+    assert {(q, k) for _, q, k in gag_hits} == {(video.video_tokens, 7)}
+
+
+def test_ltx2_audio_is_changed_only_through_the_video(tv, api):
+    """GAG changes LTX-2's video and, through the audio↔video attention, its audio; with the
+    video stream's guidance off (schedule window empty) both are exactly unguided."""
+    video = Video(tv, "ltx2")
+    plain = video.sample_streams()
+    guided = video.sample_streams(api.apply_gag(video.patcher))
+    off = video.sample_streams(api.apply_gag(video.patcher, start_percent=0.99))
+    for p, g, o in zip(tv.streams(plain), tv.streams(guided), tv.streams(off)):
+        assert torch.equal(p, o)
+    assert rel_change(tv.streams(guided)[0], tv.streams(plain)[0]) > video.recipe.min_effect
+
+
+def test_ltx2_audio_only_call_is_refused_by_name(tv, api):
+    """A model call that runs only LTX-2's audio stream (transformer_options run_vx False) has
+    nothing GAG guides: a clear error, not a silent no-op."""
+    video = Video(tv, "ltx2")
+    patched = api.apply_gag(video.patcher)
+    patched.model_options["transformer_options"]["run_vx"] = False
+    with pytest.raises(RuntimeError, match="audio stream only"):
+        video.sample_streams(patched, steps=1)

@@ -18,6 +18,7 @@ that registry lands.) Nothing here imports ComfyUI at module level.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -86,6 +87,12 @@ def ltxv_conditioning(batch=1, seed=1, tokens=7):
              {"attention_mask": torch.ones(batch, tokens, dtype=torch.long)}]]
 
 
+def ltx2_conditioning(batch=1, seed=1, tokens=7):
+    """LTX-2's processed text: the video and audio contexts side by side on the feature axis,
+    (B, tokens, 32 + 16) for the tiny model's cross-attention widths."""
+    return [[torch.randn(batch, tokens, 32 + 16, generator=_generator(seed)), {}]]
+
+
 # ---------------------------------------------------------------------------------------------
 # the recipes
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +106,8 @@ class VideoRecipe:
     tiny: the unet_config of the tiny model (detection reads it back from the weights).
     conditioning(batch, seed, tokens): a CONDITIONING list.
     latent_shape(batch, frames, size): the noise shape of ``frames`` latent frames of
-        ``size``×``size``.
+        ``size``×``size``; a list of shapes for a model with several streams (LTX-2: video,
+        audio), sampled as ComfyUI's NestedTensor.
     selection: blocks to guide that leave others out.
     full_size: the released model's detected config; detected: what detection must read.
     min_comfyui / needs: the oldest ComfyUI the family is tested on, and what older ones lack.
@@ -117,6 +125,13 @@ class VideoRecipe:
     frames: int = 3
     size: int = 4
     sample_kwargs: dict = field(default_factory=dict)
+    # what the checkpoint's metadata says (LTX-2 files carry their transformer config, which
+    # detection reads; the tiny widths reach ComfyUI that way)
+    metadata: Optional[dict] = None
+    # the least relative change GAG must make to a sample of this tiny model: LTX-2's random
+    # adaLN tables and output projections shrink every attention's share of the residual
+    # stream, so the effect on the tiny model is ~1e-3 where the other families show ~0.3
+    min_effect: float = 1e-3
 
     def unavailable(self) -> Optional[str]:
         """Why this ComfyUI cannot run the recipe, or None."""
@@ -143,7 +158,8 @@ class VideoRecipe:
         """The tiny model loaded through ComfyUI's loader (detection picks class and config)."""
         import comfy.sd
         patcher = comfy.sd.load_diffusion_model_state_dict(
-            self.state_dict(seed), model_options={"dtype": torch.float32})
+            self.state_dict(seed), model_options={"dtype": torch.float32},
+            metadata=self.metadata)
         if patcher is None:
             raise RuntimeError(f"ComfyUI's detection did not recognise the tiny {self.family_id}")
         picked = type(patcher.model.model_config).__name__
@@ -188,6 +204,16 @@ def _ltxv(layers=2, head_dim=8, cross=256):
                 cross_attention_dim=cross, use_keyframes_abs_pos_embedding=False)
 
 
+def _ltx2_tiny():
+    """LTX-2 with 2 blocks: video 4 heads of 8, audio 2 heads of 8, one-layer text connectors
+    (released: 48 blocks, video 32 heads of 128, audio 32 of 64)."""
+    return dict(image_model="ltxav", num_layers=2, attention_head_dim=8, num_attention_heads=4,
+                cross_attention_dim=32, audio_attention_head_dim=8, audio_num_attention_heads=2,
+                audio_cross_attention_dim=16, caption_channels=24,
+                connector_attention_head_dim=8, connector_num_attention_heads=4,
+                connector_num_layers=1)
+
+
 RECIPES: dict[str, VideoRecipe] = {
     # Wan 2.1 T2V; Wan 2.2 T2V/I2V A14B experts share the architecture (WAN21_T2V class).
     "wan": VideoRecipe(
@@ -226,6 +252,16 @@ RECIPES: dict[str, VideoRecipe] = {
         detected=dict(image_model="ltxv", num_layers=28, attention_head_dim=64,
                       cross_attention_dim=2048),
         frames=2, size=3),
+    "ltx2": VideoRecipe(
+        "ltx2", "LTXAV", _ltx2_tiny, ltx2_conditioning,
+        lambda b, f, s: [(b, 128, f, s, s), (b, 8, 5, 16)], "blocks 1",
+        full_size=dict(image_model="ltxav", num_layers=48, attention_head_dim=128,
+                       cross_attention_dim=4096),
+        detected=dict(image_model="ltxav", num_layers=48, attention_head_dim=128,
+                      cross_attention_dim=4096),
+        min_comfyui=(0, 33, 0), needs="LTX-2 (LTXAVModel)", frames=2, size=2, min_effect=1e-4,
+        metadata={"config": json.dumps({"transformer": {
+            k: v for k, v in _ltx2_tiny().items() if k != "image_model"}})}),
 }
 
 
@@ -257,13 +293,34 @@ def released_model(layout_id: str):
         return model_config.get_model({}, device=torch.device("meta"))
 
 
+def make_noise(recipe: VideoRecipe, batch=1, seed=0, frames=None, size=None):
+    """Noise of the recipe's latent shape: a tensor, or a NestedTensor of its streams."""
+    import comfy.nested_tensor
+    shape = recipe.latent_shape(batch, frames or recipe.frames, size or recipe.size)
+    g = _generator(seed)
+    if isinstance(shape, list):
+        return comfy.nested_tensor.NestedTensor([torch.randn(s, generator=g) for s in shape])
+    return torch.randn(shape, generator=g)
+
+
+def streams(latent) -> list:
+    """The streams of a (possibly nested) latent: [video] or [video, audio]."""
+    return list(latent.unbind()) if hasattr(latent, "tensors") else [latent]
+
+
+def zeros_like(latent):
+    import comfy.nested_tensor
+    if hasattr(latent, "tensors"):
+        return comfy.nested_tensor.NestedTensor([torch.zeros_like(t) for t in streams(latent)])
+    return torch.zeros_like(latent)
+
+
 def sample(recipe: VideoRecipe, patcher, positive, negative, *, steps=2, cfg=1.0, seed=0,
            frames=None, size=None, batch=1, sampler="euler", scheduler="simple", noise=None):
     """Run ComfyUI's real sampler on a tiny video latent of the recipe's shape."""
     import comfy.sample
     if noise is None:
-        shape = recipe.latent_shape(batch, frames or recipe.frames, size or recipe.size)
-        noise = torch.randn(shape, generator=_generator(seed))
-    latent = torch.zeros_like(noise)
+        noise = make_noise(recipe, batch, seed, frames, size)
+    latent = zeros_like(noise)
     return comfy.sample.sample(patcher, noise, steps, cfg, sampler, scheduler, positive, negative,
                                latent, seed=seed, disable_pbar=True)
