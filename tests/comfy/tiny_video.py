@@ -157,9 +157,9 @@ class VideoRecipe:
     def build(self, seed: int = 0):
         """The tiny model loaded through ComfyUI's loader (detection picks class and config)."""
         import comfy.sd
+        extra = {"metadata": self.metadata} if self.metadata else {}  # 0.3.64 takes none
         patcher = comfy.sd.load_diffusion_model_state_dict(
-            self.state_dict(seed), model_options={"dtype": torch.float32},
-            metadata=self.metadata)
+            self.state_dict(seed), model_options={"dtype": torch.float32}, **extra)
         if patcher is None:
             raise RuntimeError(f"ComfyUI's detection did not recognise the tiny {self.family_id}")
         picked = type(patcher.model.model_config).__name__
