@@ -295,10 +295,10 @@ def released_model(layout_id: str):
 
 def make_noise(recipe: VideoRecipe, batch=1, seed=0, frames=None, size=None):
     """Noise of the recipe's latent shape: a tensor, or a NestedTensor of its streams."""
-    import comfy.nested_tensor
     shape = recipe.latent_shape(batch, frames or recipe.frames, size or recipe.size)
     g = _generator(seed)
     if isinstance(shape, list):
+        import comfy.nested_tensor  # ComfyUI 0.33+ (LTX-2)
         return comfy.nested_tensor.NestedTensor([torch.randn(s, generator=g) for s in shape])
     return torch.randn(shape, generator=g)
 
@@ -309,8 +309,8 @@ def streams(latent) -> list:
 
 
 def zeros_like(latent):
-    import comfy.nested_tensor
     if hasattr(latent, "tensors"):
+        import comfy.nested_tensor
         return comfy.nested_tensor.NestedTensor([torch.zeros_like(t) for t in streams(latent)])
     return torch.zeros_like(latent)
 
