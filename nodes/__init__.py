@@ -8,7 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .layers import GAGLayers
 from .model_patch import GAGModelPatch
-from .schedule import GAGSchedule
+from .schedule_node import GAGSchedule
 from .sparsity import GAGSparsity
 
 NODES: list[type[io.ComfyNode]] = [GAGModelPatch, GAGLayers, GAGSparsity, GAGSchedule]

@@ -7,10 +7,9 @@ from typing import Optional
 
 from ..gag_core import PAPER
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
-from .adapters import all_presets, available_layers, find_family, model_name
-from .adapters.families import HOOKS
+from .adapters import all_presets, available_layers, find_family, hook_of, model_name
+from .gain_readout import install_readout
 from .guidance import GuidanceRuntime
-from .readout import install_readout
 from .settings import GAGSettings, LayerChoice, Schedule
 
 __all__ = ["patch_model", "apply_gag", "layer_selection_text"]
@@ -31,7 +30,7 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
                 report_to: Optional[str] = None):
     """A clone of ``model_patcher`` with GAG installed as ``settings`` say; the input is untouched.
 
-    readout: after each sampling run, log how strongly GAG pushed (nodes/readout.py); it never
+    readout: after each sampling run, log how strongly GAG pushed (nodes/gain_readout.py); it never
     changes the samples. report_to: the id of the GAG Model Patch node that shows it in the
     browser.
 
@@ -43,7 +42,7 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     text = layer_selection_text(family, settings.layers, model_patcher)
     layers = resolve_layers(parse_layer_spec(text), available_layers(family, model_patcher),
                             model_name(model_patcher))
-    hook = HOOKS[family.hook]
+    hook = hook_of(family)
     patched = model_patcher.clone()
     hook.uninstall(patched)
     runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"),

@@ -3,7 +3,7 @@
 ``GuidanceRuntime`` turns the settings and the model's noise schedule into two answers per
 denoiser call: "is GAG on at this step, and with which λ?" and "run the guided attention".
 Adapters own the hooking; this owns the behaviour, so every family behaves alike. Each guided
-call also feeds the strength readout (nodes/readout.py) while a sampling run collects; the
+call also feeds the strength readout (nodes/gain_readout.py) while a sampling run collects; the
 readout never changes what the call returns.
 """
 
@@ -20,7 +20,7 @@ from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
 from .adapters.shared import SharedObject
-from .readout import GainReadout
+from .gain_readout import GainReadout
 from .settings import GAGSettings
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .adapters import front_end_table
+from .adapters import comfy_compat, front_end_table
 
 FAMILIES_ROUTE = "/gag/families"
 _registered = False
@@ -20,14 +20,10 @@ def register_routes() -> bool:
     global _registered
     if _registered:
         return True
-    try:
-        from aiohttp import web
-        from server import PromptServer
-    except ImportError:
-        return False
-    instance = getattr(PromptServer, "instance", None)
+    instance = comfy_compat.prompt_server()
     if instance is None:
         return False
+    from aiohttp import web  # ComfyUI's server runs on it
 
     @instance.routes.get(FAMILIES_ROUTE)
     async def families(request):

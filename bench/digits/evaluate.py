@@ -51,7 +51,7 @@ def import_pack(comfyui=None):
     import comfy_env
     pack = comfy_env.import_pack(cpu=True, path=comfyui)
     importlib.import_module(pack.__name__ + ".nodes.api")
-    importlib.import_module(pack.__name__ + ".nodes.adapters.unet")
+    importlib.import_module(pack.__name__ + ".nodes.adapters.unet_hook")
     return pack
 
 
@@ -175,7 +175,7 @@ def diagnose_cap(generator: Generator, *, samples: int = 100, seed: int = 99) ->
 
     patched = generator.patcher.clone()
     pack = generator.pack
-    for ref in pack.nodes.adapters.unet.available_layers(None, patched):
+    for ref in pack.nodes.adapters.unet_hook.available_layers(None, patched):
         patched.set_model_attn2_replace(record, ref.group, ref.block, ref.sub)
     generator.sample(Method("diagnostic", "diagnostic", MULTI_CFG), digits.balanced_labels(samples),
                      seed=seed, steps=MULTI_STEPS, model=patched)

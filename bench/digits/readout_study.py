@@ -6,13 +6,13 @@
 For each λ in --scales (4 steps CFG 1) and --multi-scales (20 steps CFG 3, ten times the cost per
 sample, hence fewer λ and --multi-samples), the two regimes of evaluate.py, samples a
 class-balanced batch per seed through ComfyUI's sampler with GAG (η 15, ζ 0, layers "paper")
-installed by the pack's API, reads the readout of that run (nodes/readout.py: median and 95th
+installed by the pack's API, reads the readout of that run (nodes/gain_readout.py: median and 95th
 percentile of the gain 1 + λ·min(1, η/‖g‖)·c over heads and tokens, share of tokens where the
 cap binds) and scores the samples with the judge (accuracy ↑, FD to held-out real digits ↓), as
 evaluate.py does. The unpatched model is the λ = 0 reference row (gain ×1 by definition).
 
 Writes a markdown table (--out, default bench/results_readout.md). The rule taken from it is
-nodes/readout.py HINT_GAIN / GOOD_GAIN.
+nodes/gain_readout.py HINT_GAIN / GOOD_GAIN.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     started = time.time()
 
     pack = evaluate.import_pack()
-    readout = importlib.import_module(pack.__name__ + ".nodes.readout")
+    readout = importlib.import_module(pack.__name__ + ".nodes.gain_readout")
     generator = evaluate.Generator(pack)
     judge = digits.load_judge()
     _, _, test_x, _ = digits.load_split()
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | ×{r['median']:.2f} | ×{r['p95']:.2f} | "
                          f"{r['capped'] * 100:.1f}% | {acc} | {fd} |")
         lines.append("")
-    lines += [f"Hint rule in nodes/readout.py: HINT_GAIN = ×{readout.HINT_GAIN:g}, "
+    lines += [f"Hint rule in nodes/gain_readout.py: HINT_GAIN = ×{readout.HINT_GAIN:g}, "
               f"GOOD_GAIN = ×{readout.GOOD_GAIN[0]:g}–×{readout.GOOD_GAIN[1]:g}.", ""]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

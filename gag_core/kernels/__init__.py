@@ -28,7 +28,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import MAX_HEAD_DIM, MIN_CAPABILITY, SUPPORTED_DTYPES, kernel_config
+from .config import (MAX_HEAD_DIM, MIN_CAPABILITY, SUPPORTED_DTYPES, device_shared_memory,
+                     kernel_config)
 
 __all__ = ["select_backend", "fused_unavailable_reason", "device_unsupported_reason",
            "device_shared_memory", "backend_override", "triton_available", "ENV_VAR",
@@ -42,9 +43,6 @@ ENV_VAR = "GAG_BACKEND"
 # in the commit that records that validation in bench/RESULTS.md.
 FUSED_BY_DEFAULT = False
 _OVERRIDES = ("auto", "torch", "fused")
-# Opt-in shared memory per block by compute capability, where torch does not report it.
-_SHARED_MEMORY_BY_CAPABILITY = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
-_SHARED_MEMORY_DEFAULT = 99 * 1024  # sm_86, sm_89, sm_120 and other consumer parts
 
 _triton_import_error: Optional[str] = None
 _triton_checked = False
@@ -110,15 +108,6 @@ def fused_unavailable_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if not triton_available():
         return f"triton cannot be imported ({_triton_import_error})"
     return None
-
-
-def device_shared_memory(device: torch.device) -> int:
-    """Opt-in shared memory per block of a CUDA device, in bytes."""
-    props = torch.cuda.get_device_properties(device)
-    reported = getattr(props, "shared_memory_per_block_optin", None)
-    if reported:
-        return int(reported)
-    return _SHARED_MEMORY_BY_CAPABILITY.get((props.major, props.minor), _SHARED_MEMORY_DEFAULT)
 
 
 def device_unsupported_reason(*, name: str, capability: tuple[int, int], hip: bool,

@@ -112,3 +112,17 @@ def _stream_config(lk: int, d: int, dv: int, block_m: int) -> KernelConfig:
     # keeps three loops' state in one program. Untimed: bench/bench_attention_op.py --tune.
     return KernelConfig("stream", block_m, 32, _pow2_at_least(d), _pow2_at_least(dv), 8, 2,
                         list_cap=list_cap)
+
+
+# Opt-in shared memory per block by compute capability, where torch does not report it.
+_SHARED_MEMORY_BY_CAPABILITY = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
+_SHARED_MEMORY_DEFAULT = 99 * 1024  # sm_86, sm_89, sm_120 and other consumer parts
+
+
+def device_shared_memory(device: torch.device) -> int:
+    """Opt-in shared memory per block of a CUDA device, in bytes."""
+    props = torch.cuda.get_device_properties(device)
+    reported = getattr(props, "shared_memory_per_block_optin", None)
+    if reported:
+        return int(reported)
+    return _SHARED_MEMORY_BY_CAPABILITY.get((props.major, props.minor), _SHARED_MEMORY_DEFAULT)

@@ -43,7 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .config import MAX_HEAD_DIM, SHORT_MAX_KEYS, SUPPORTED_DTYPES, KernelConfig, kernel_config
+from .config import (MAX_HEAD_DIM, SHORT_MAX_KEYS, SUPPORTED_DTYPES, KernelConfig,
+                     device_shared_memory, kernel_config)
 
 __all__ = ["fused_gag_attention", "kernel_config", "KernelConfig", "SHORT_MAX_KEYS",
            "SUPPORTED_DTYPES", "MAX_HEAD_DIM"]
@@ -532,7 +533,6 @@ def _shared_memory_limit(device: torch.device) -> Optional[int]:
     """The device's opt-in shared memory per block in bytes (None off CUDA: the interpreter)."""
     if device.type != "cuda":
         return None
-    from . import device_shared_memory
     return device_shared_memory(device)
 
 

@@ -6,11 +6,11 @@ how ComfyUI names them (the attribute holding the blocks, the ``block_type`` Com
 attention, the ``dit`` replace key), where the text tokens sit, its presets and modes, and the
 layouts of its released full-size models for the front end's layer map.
 
-Two hooks read the table (``HOOKS``): ``unet`` (cross-attention replaces of SD1.5/SDXL-family
-UNets) and ``joint`` (one chained attention override for joint-attention DiTs). The front end
-reads it through ``front_end_table()``, served at ``/gag/families``. Adding a family is adding an
-entry here (most specific first: the first entry that matches a model wins) and its tiny-model
-test.
+Data only: this module imports no hook. Each entry names its hook ("unet" or "joint"); the
+package's ``HOOKS`` (nodes/adapters/__init__.py) maps that name to the hook module. The front end
+reads the table through ``front_end_table()``, served at ``/gag/families``. Adding a family is
+adding an entry here (most specific first: the first entry that matches a model wins) and its
+tiny-model test.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ...gag_core.layer_spec import LayerRef
-from . import joint, unet
 
 __all__ = ["BlockGroup", "Layout", "TextLength", "Family", "FAMILIES", "find_family",
-           "family_by_id", "all_presets", "model_name", "front_end_table"]
+           "family_by_id", "all_presets", "model_name", "diffusion_model_of",
+           "front_end_table"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,8 @@ class BlockGroup:
 @dataclass(frozen=True)
 class TextLength:
     """How many text tokens the attention of one model call holds, from the inputs of the
-    diffusion model (read by the joint hook's model-call wrapper, for the blocks ComfyUI gives
-    no ``img_slice``).
+    diffusion model (read by the DiT hook's model-call wrapper, ``model_call``, for the blocks
+    ComfyUI gives no ``img_slice``).
 
     The text context (``context``, (B, T, C)) gives T tokens. Then:
     extra: (input name, token axis, times) for each input whose tokens join the text in
@@ -112,7 +111,7 @@ class Family:
     flags: dotted attribute path on the diffusion model → whether it must be truthy (a missing
         attribute reads as False), to tell apart families that share a class; a value other
         than True/False must be equal (Wan 2.2 TI2V 5B: ``out_dim`` 48).
-    hook: "unet" or "joint" (see ``HOOKS``).
+    hook: "unet" or "joint" (``nodes.adapters.HOOKS``: the UNet attn2 hook or the DiT hook).
     text: where the text tokens are: "cross" (a separate cross-attention whose keys are the
         text), "first" or "last" (at the start or the end of the joint sequence).
     text_length: how many text tokens a model call's attention holds (joint hook).
@@ -538,11 +537,6 @@ def all_presets() -> list[str]:
     return names + ["custom"]
 
 
-def available_layers(family: Family, model_patcher) -> list[LayerRef]:
-    """Every attention layer of this model that GAG can patch, in model order."""
-    return HOOKS[family.hook].available_layers(family, model_patcher)
-
-
 def front_end_table() -> list[dict]:
     """The layer map's data: one entry per released layout, in the shape web/js reads.
 
@@ -564,7 +558,3 @@ def front_end_table() -> list[dict]:
                           "groups": groups, "presets": dict(family.presets),
                           "modes": list(family.modes), "file_hint": layout.file_hint})
     return table
-
-
-# hook name → module with available_layers / install / uninstall
-HOOKS = {"unet": unet, "joint": joint}

@@ -33,7 +33,8 @@ dynamo = pytest.importorskip("torch._dynamo")
 def gag(pack):
     name = pack.__name__
     return type("Gag", (), dict(api=importlib.import_module(f"{name}.nodes.api"),
-                                joint=importlib.import_module(f"{name}.nodes.adapters.joint")))
+                                dit_replace=importlib.import_module(f"{name}.nodes.adapters.dit_replace"),
+                                model_call=importlib.import_module(f"{name}.nodes.adapters.model_call")))
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +123,10 @@ def test_dit_attention_override_traces_without_breaks(gag, mode):
     def attend(q, k, v):
         if override.block_types:
             block = {"block_type": "double", "block_index": layer.block,
-                     gag.joint.TEXT_TOKENS_KEY: text}
+                     gag.model_call.TEXT_TOKENS_KEY: text}
         else:
-            block = {gag.joint.MARK_KEY: gag.joint.BlockMark(layer, text, text + image)}
+            block = {gag.dit_replace.MARK_KEY: gag.dit_replace.BlockMark(layer, text,
+                                                                          text + image)}
         return override(attention_pytorch, q, k, v, heads, skip_reshape=True,
                         transformer_options=block)
 

@@ -59,18 +59,19 @@ def options_snapshot(patcher):
 
 def gag_objects(patched, module_of):
     """Every patch object GAG installed on this clone, and their runtimes."""
-    unet = module_of("adapters.unet")
-    joint = module_of("adapters.joint")
+    unet = module_of("adapters.unet_hook")
+    dit_hook = module_of("adapters.dit_hook")
+    dit_replace = module_of("adapters.dit_replace")
     options = patched.model_options.get("transformer_options", {})
     found = []
     for group in options.get("patches_replace", {}).values():
         for patch in group.values():
             if isinstance(patch, unet.UNetCrossAttentionPatch):
                 found += [patch, patch.runtime]
-            elif isinstance(patch, joint.DiTBlockPatch):
+            elif isinstance(patch, dit_replace.DiTBlockPatch):
                 found.append(patch)
     override = options.get("optimized_attention_override")
-    if isinstance(override, joint.JointAttentionOverride):
+    if isinstance(override, dit_hook.JointAttentionOverride):
         found += [override, override.runtime]
     return found
 

@@ -43,12 +43,12 @@ def gag(pack):
         core=importlib.import_module(f"{name}.gag_core"),
         api=importlib.import_module(f"{name}.nodes.api"),
         guidance=importlib.import_module(f"{name}.nodes.guidance"),
-        unet=importlib.import_module(f"{name}.nodes.adapters.unet"),
+        unet=importlib.import_module(f"{name}.nodes.adapters.unet_hook"),
         settings=importlib.import_module(f"{name}.nodes.settings"),
         node=importlib.import_module(f"{name}.nodes.model_patch").GAGModelPatch,
         layers_node=importlib.import_module(f"{name}.nodes.layers").GAGLayers,
         sparsity_node=importlib.import_module(f"{name}.nodes.sparsity").GAGSparsity,
-        schedule_node=importlib.import_module(f"{name}.nodes.schedule").GAGSchedule,
+        schedule_node=importlib.import_module(f"{name}.nodes.schedule_node").GAGSchedule,
     )
 
 

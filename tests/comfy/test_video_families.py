@@ -40,7 +40,7 @@ def adapters():
 @pytest.fixture(scope="module")
 def joint_hook():
     import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.joint")
+    return importlib.import_module("comfyui_gag.nodes.adapters.dit_hook")
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +420,7 @@ def test_hunyuan_video15_i2v_vision_tokens_count_as_conditioning(tv, api, gag_hi
 @pytest.fixture(scope="module")
 def readout():
     import_pack()
-    return importlib.import_module("comfyui_gag.nodes.readout")
+    return importlib.import_module("comfyui_gag.nodes.gain_readout")
 
 
 def test_readout_reports_the_gain_of_a_video_run(video, api, adapters, readout, caplog):
@@ -481,7 +481,8 @@ def test_ltx2_guides_only_the_video_text_cross_attention(tv, api, gag_hits, monk
     original = joint_hook.JointAttentionOverride.__call__
 
     def spy(self, func, *args, **kwargs):
-        call = joint_hook.AttentionCall(args, kwargs)
+        call = importlib.import_module("comfyui_gag.nodes.adapters.attention_call").AttentionCall(
+            args, kwargs)
         calls.append((call.query_tokens, call.key_tokens))
         return original(self, func, *args, **kwargs)
 

@@ -24,11 +24,13 @@ fail.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
+
+from .adapters import comfy_compat
+from .adapters.shared import SharedObject
 
 _log = logging.getLogger("comfyui_gag")
 
@@ -150,7 +152,7 @@ def _group_of(layer) -> str:
     return getattr(layer, "group", None) or "all"
 
 
-class GainReadout:
+class GainReadout(SharedObject):
     """Gains recorded by one model's guided attention calls during the current sampling run.
 
     ``record`` only appends tensors to a list (it reads nothing back, so it neither stalls the
@@ -165,9 +167,6 @@ class GainReadout:
         self._pending: list = []
         self._steps: list[tuple[int, list]] = []
         self.last: Optional[RunReadout] = None
-
-    def __deepcopy__(self, memo):
-        return self
 
     def record(self, layer, gain: torch.Tensor, capped: torch.Tensor) -> None:
         """File one call's gains (any shape, flattened) and cap mask for ``layer`` (a LayerRef
@@ -238,28 +237,12 @@ def _reduce(gains: list, capped: list) -> torch.Tensor:
 
 # --- the sampling-run hook and the report --------------------------------------------------
 
-def _outer_sample_type() -> Optional[str]:
-    try:
-        from comfy.patcher_extension import WrappersMP
-    except ImportError:
-        return None
-    return getattr(WrappersMP, "OUTER_SAMPLE", None)
-
-
-def _prompt_server():
-    """ComfyUI's running PromptServer, or None (scripts and tests sample without one). Looked
-    up without importing ComfyUI's server module, which would start nothing but load aiohttp."""
-    module = sys.modules.get("server")
-    server_class = getattr(module, "PromptServer", None) if module is not None else None
-    return getattr(server_class, "instance", None)
-
-
 def report(result: RunReadout, node_id: Optional[str]) -> None:
     """Log the run's line (with the hint, if any: one record per run); show the summary on the
     node ``node_id`` when a server runs."""
     hint = result.hint()
     _log.info(result.line() + (f" — {hint}" if hint else ""))
-    server = _prompt_server()
+    server = comfy_compat.prompt_server()
     if server is None or node_id is None:
         return
     sid = getattr(server, "client_id", None)
@@ -271,7 +254,7 @@ def report(result: RunReadout, node_id: Optional[str]) -> None:
         send_sync(MESSAGE_TYPE, dict(result.as_dict(), node=str(node_id)), sid)
 
 
-class ReadoutWrapper:
+class ReadoutWrapper(SharedObject):
     """OUTER_SAMPLE wrapper: starts a readout for the run, ends a step on each sampler step
     callback, and reports at the end. Reporting errors are logged, never raised."""
 
@@ -282,9 +265,6 @@ class ReadoutWrapper:
     def __init__(self, runtime, node_id: Optional[str] = None):
         self.runtime = runtime
         self.node_id = None if node_id is None else str(node_id)
-
-    def __deepcopy__(self, memo):
-        return self
 
     def __call__(self, executor, *args, **kwargs):
         readout = self.runtime.readout
@@ -328,8 +308,8 @@ def install_readout(model_patcher, runtime, node_id: Optional[str] = None) -> bo
     """Put the run hook on ``model_patcher`` (a clone), replacing one an earlier GAG left; with
     ``runtime.readout`` None, only remove it. False when this ComfyUI has no OUTER_SAMPLE
     wrappers (the runtime then collects nothing)."""
-    wrapper_type = _outer_sample_type()
-    if wrapper_type is None or not hasattr(model_patcher, "add_wrapper_with_key"):
+    wrapper_type = comfy_compat.outer_sample_wrapper_type()
+    if wrapper_type is None or not comfy_compat.patcher_has_wrappers(model_patcher):
         if runtime.readout is not None:
             runtime.readout = None
         return False
@@ -343,7 +323,7 @@ def install_readout(model_patcher, runtime, node_id: Optional[str] = None) -> bo
 
 def last_readout(model_patcher) -> Optional[RunReadout]:
     """The figures of the last run sampled with this GAG-patched model (for scripts and bench)."""
-    wrapper_type = _outer_sample_type()
+    wrapper_type = comfy_compat.outer_sample_wrapper_type()
     getter = getattr(model_patcher, "get_wrappers", None)
     if wrapper_type is None or getter is None:
         return None
