@@ -50,12 +50,6 @@ class _Family:
         self.seed_by_file = seed_by_file
 
 
-def _tiny_video(name):
-    """A recipe of tiny_video (Wan), imported when first used."""
-    import tiny_video
-    return tiny_video.RECIPES[name]
-
-
 def _recipe(key):
     """A tiny model of the tests' family registry (tiny_families), imported when first used."""
     import tiny_families
@@ -76,11 +70,11 @@ FAMILIES = {
     "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
                            128, downscale=16),
     # Wan 2.1/2.2 14B (each expert) and Wan 2.2 TI2V 5B (48 channels, 16× down-scaling)
-    "wan": _Family(lambda seed=0: _tiny_video("wan").build(seed),
-                   lambda seed=1: _tiny_video("wan").conditioning(seed=seed), 16,
+    "wan": _Family(lambda seed=0: _recipe("wan").make(seed),
+                   lambda seed=1: _recipe("wan").conditioning(seed=seed), 16,
                    video_latents=True, frames=True, seed_by_file=True),
-    "wan22_ti2v": _Family(lambda seed=0: _tiny_video("wan22_ti2v").build(seed),
-                          lambda seed=1: _tiny_video("wan22_ti2v").conditioning(seed=seed), 48,
+    "wan22_ti2v": _Family(lambda seed=0: _recipe("wan22_ti2v").make(seed),
+                          lambda seed=1: _recipe("wan22_ti2v").conditioning(seed=seed), 48,
                           video_latents=True, downscale=16, frames=True),
 }
 
