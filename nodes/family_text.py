@@ -228,8 +228,10 @@ def help_layouts() -> str:
     lines = []
     for family in supported():
         for layout in family.layouts:
+            chosen, total = preset_layers(layout, family.presets["paper"])
+            paper = "" if chosen == total else f"; **paper**: {chosen} of {total} layers"
             lines.append(f"- **{layout.label}** ({family.display_name}: {layout.models}): "
-                         f"{layout_groups(layout)}")
+                         f"{layout_groups(layout)}{paper}")
     for family in refused():
         lines.append(f"- **{family.display_name}** (ComfyUI {family.min_comfyui}) is not supported "
                      f"yet: GAG refuses it with the reason.")

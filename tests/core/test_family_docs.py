@@ -56,7 +56,8 @@ def test_every_supported_family_is_in_every_generated_list():
     layouts = words.help_layouts()
     for family in supported:
         for layout in family.layouts:
-            assert f"**{layout.label}** ({family.display_name}: {layout.models})" in layouts
+            assert f"**{layout.label}** ({family.display_name}: {layout.models}): " \
+                f"{words.layout_groups(layout)}" in layouts
     for family in words.refused():
         assert family.display_name in words.readme_supported_models()
         assert family.refused in words.readme_supported_models()
