@@ -23,8 +23,10 @@ __all__ = ["supported", "refused", "layout_layers", "layout_groups", "preset_lay
 
 
 def supported() -> list[Family]:
-    """The families GAG guides, in table order."""
-    return [f for f in FAMILIES if not f.refused]
+    """The families GAG guides, for reading: those tested on older ComfyUI releases first, then
+    in table order (the table itself is in detection order, most specific first)."""
+    families = [f for f in FAMILIES if not f.refused]
+    return sorted(families, key=lambda f: _version_key(f.min_comfyui))  # stable: table order
 
 
 def refused() -> list[Family]:
