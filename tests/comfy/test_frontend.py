@@ -563,7 +563,7 @@ def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(brow
       return m.LAYOUTS.map((f) => ({ id: f.id, family: f.family, presets: f.presets,
         modes: f.modes, layers: m.layoutLayers(f).map((r) => [r.group, r.block, r.sub]) }));
     }""", url)
-    table = importlib.import_module(f"{pack.__name__}.nodes.adapters.families")
+    table = importlib.import_module(f"{pack.__name__}.nodes.adapters")  # the table and its hooks
     served = table.front_end_table()
     assert [(f["id"], f["family"], f["presets"], f["modes"]) for f in families] == [
         (f["id"], f["family"], f["presets"], f["modes"]) for f in served]
