@@ -49,9 +49,10 @@ def family_text(root: Path = REPO_ROOT):
     name = f"{PRIVATE_PACKAGE}.nodes.family_text"
     if name in sys.modules:
         return sys.modules[name]
-    for package, folder in ((PRIVATE_PACKAGE, root), (f"{PRIVATE_PACKAGE}.gag_core", root / "gag_core"),
-                            (f"{PRIVATE_PACKAGE}.nodes", root / "nodes"),
-                            (f"{PRIVATE_PACKAGE}.nodes.adapters", root / "nodes" / "adapters")):
+    packages = ((PRIVATE_PACKAGE, root), (f"{PRIVATE_PACKAGE}.gag_core", root / "gag_core"),
+                (f"{PRIVATE_PACKAGE}.nodes", root / "nodes"),
+                (f"{PRIVATE_PACKAGE}.nodes.adapters", root / "nodes" / "adapters"))
+    for package, folder in packages:
         module = types.ModuleType(package)
         module.__path__ = [str(folder)]
         sys.modules[package] = module

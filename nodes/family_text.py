@@ -123,7 +123,8 @@ def model_tooltip() -> str:
 
 
 def preset_tooltip() -> str:
-    paper = "; ".join(f"{selection} ({_names(families)})" for selection, families in _paper_groups())
+    paper = "; ".join(f"{selection} ({_names(families)})"
+                      for selection, families in _paper_groups())
     groups = "; ".join(f"{name} ({_names(families)})" for name, families in _group_presets())
     return (f"paper: the layers the paper's method uses for the model's family — {paper}. "
             f"all: every attention layer. One block group: {groups}. A preset the model's family "
@@ -155,7 +156,8 @@ def _paper_md(family: Family) -> str:
     if all(chosen == total for _, chosen, total in counts):
         amount = "every layer"
     else:
-        amount = "; ".join(f"{label}: {chosen} of {total} layers" for label, chosen, total in counts)
+        amount = "; ".join(f"{label}: {chosen} of {total} layers"
+                           for label, chosen, total in counts)
     return f"`{family.presets['paper']}` ({amount})"
 
 
@@ -185,8 +187,8 @@ def _layouts_md(family: Family) -> str:
 
 def readme_supported_models() -> str:
     """README's supported-models table and the refused families under it."""
-    lines = ["| family | models | ComfyUI (tested from) | layer groups (full size) | `paper` preset "
-             "| modes | notes |",
+    lines = ["| family | models | ComfyUI (tested from) | layer groups (full size) "
+             "| `paper` preset | modes | notes |",
              "|---|---|---|---|---|---|---|"]
     for family in supported():
         models = "; ".join(layout.models for layout in family.layouts)
@@ -246,7 +248,8 @@ def help_models() -> str:
     for family in supported():
         by_version.setdefault(family.min_comfyui, []).append(family)
     parts = [f"from ComfyUI {version}: {_names(families)}"
-             for version, families in sorted(by_version.items(), key=lambda item: _version_key(item[0]))]
+             for version, families in sorted(by_version.items(),
+                                             key=lambda item: _version_key(item[0]))]
     return "; ".join(parts) + "."
 
 

@@ -107,7 +107,8 @@ def test_a_region_needs_exactly_one_pair_of_markers():
     assert script.rewrite(good, {"x": "new"}) == \
         "a\n<!-- families:begin x -->\n\nnew\n\n<!-- families:end x -->\nb"
     inline = "(<!-- families:begin x -->old<!-- families:end x -->)"
-    assert script.rewrite(inline, {"x": "new"}) == "(<!-- families:begin x -->new<!-- families:end x -->)"
+    assert script.rewrite(inline, {"x": "new"}) == \
+        "(<!-- families:begin x -->new<!-- families:end x -->)"
     for broken in ("no markers", "<!-- families:begin x -->", good + good):
         with pytest.raises(ValueError, match="expected one '<!-- families:begin x -->'"):
             script.rewrite(broken, {"x": "new"}, "README.md")
