@@ -91,7 +91,7 @@ def _names(families: Iterable[Family]) -> str:
 
 
 def _paper_groups() -> list[tuple[str, list[Family]]]:
-    """The `paper` selections, each with the families whose preset it is (table order)."""
+    """The `paper` selections, each with the families whose preset it is."""
     groups: dict[str, list[Family]] = {}
     for family in supported():
         groups.setdefault(family.presets["paper"], []).append(family)
@@ -100,7 +100,7 @@ def _paper_groups() -> list[tuple[str, list[Family]]]:
 
 def _group_presets() -> list[tuple[str, list[Family]]]:
     """The presets besides `paper` and `all` ("input, output, middle"), each list with the
-    families that offer exactly those of them (table order)."""
+    families that offer exactly those of them."""
     offered: dict[str, list[Family]] = {}
     for family in supported():
         for name in family.presets:
@@ -116,10 +116,10 @@ def _group_presets() -> list[tuple[str, list[Family]]]:
 # --- tooltips (read when ComfyUI loads the pack) ---------------------------------------------
 
 def model_tooltip() -> str:
-    oldest = min((f.min_comfyui for f in supported()), key=_version_key)
-    return (f"The model to guide: {_names(supported())} (from ComfyUI {oldest} on; some families "
-            f"need a newer ComfyUI, see the help page). Any other model is an error that names "
-            f"it. It is cloned, never modified.")
+    versions = sorted({f.min_comfyui for f in supported()}, key=_version_key)
+    newer = "; some families need a newer ComfyUI, see the help page" if len(versions) > 1 else ""
+    return (f"The model to guide: {_names(supported())} (from ComfyUI {versions[0]} on{newer}). "
+            f"Any other model is an error that names it. It is cloned, never modified.")
 
 
 def preset_tooltip() -> str:
@@ -202,8 +202,8 @@ def readme_supported_models() -> str:
 
 
 def _preset_lines(bold_names: bool) -> list[str]:
-    """One line per distinct set of presets (and its limits), naming the families that share it,
-    in table order."""
+    """One line per distinct set of presets (and its limits), naming the families that share
+    it."""
     lines: dict[str, list[Family]] = {}
     for family in supported():
         line = _presets_md(family)
