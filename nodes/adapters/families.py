@@ -121,6 +121,10 @@ class Family:
         replaces: GAG can guide all blocks together (every attention call) or none.
     refused: why GAG refuses this family (a recognised model it cannot guide); empty when it
         is supported.
+    min_comfyui: the oldest ComfyUI release GAG is tested to guide this family on (the CI runs
+        0.3.64 and 0.33.0; an older release lacks the family's class or the block info its hook
+        reads). For the docs (README's supported-models table, the help pages); detection
+        itself feature-checks the running ComfyUI.
     """
     id: str
     display_name: str
@@ -135,6 +139,7 @@ class Family:
     text_length: TextLength = TextLength()
     all_blocks_only: bool = False
     refused: str = ""
+    min_comfyui: str = "0.3.64"
 
     def group(self, name: str) -> BlockGroup:
         for group in self.groups:
@@ -207,7 +212,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # Chroma in pixel space (a NeRF head decodes patches; no attention there): Chroma's
         # blocks, block info and replaces. Before Chroma, whose class it subclasses.
-        id="chroma_radiance", display_name="Chroma Radiance",
+        id="chroma_radiance", display_name="Chroma Radiance", min_comfyui="0.33.0",
         model_class=("comfy.ldm.chroma_radiance.model", "ChromaRadiance"),
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=CHROMA_GROUPS,
         layouts=(Layout("chroma_radiance", "Radiance", "Chroma1 Radiance",
@@ -223,7 +228,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         # FLUX.2 runs on FLUX.1's class with modulation shared across blocks.
-        id="flux2", display_name="FLUX.2", model_class=FLUX_MODEL,
+        id="flux2", display_name="FLUX.2", min_comfyui="0.33.0", model_class=FLUX_MODEL,
         flags={"params.global_modulation": True},
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
         layouts=(
@@ -238,7 +243,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # LongCat-Image is FLUX.1's architecture with Qwen2.5-VL text on 2-D text positions
         # (txt_ids_dims [1, 2]; FLUX.1 has none). Ovis shares those positions but has yak MLPs.
-        id="longcat_image", display_name="LongCat-Image", model_class=FLUX_MODEL,
+        id="longcat_image", display_name="LongCat-Image", min_comfyui="0.33.0",
+        model_class=FLUX_MODEL,
         flags={"params.global_modulation": False, "params.txt_ids_dims": True,
                "params.yak_mlp": False},
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
@@ -249,7 +255,7 @@ FAMILIES: tuple[Family, ...] = (
         # One sequence [text | image | reference images]; ComfyUI marks the blocks "single"
         # with img_slice. Its text-fusion blocks (across encoder layers, then over the text)
         # run first, unmarked, and hold no image query: not offered.
-        id="krea2", display_name="Krea2",
+        id="krea2", display_name="Krea2", min_comfyui="0.33.0",
         model_class=("comfy.ldm.krea2.model", "SingleStreamDiT"),
         hook="joint", text="first", presets=SINGLE_PRESETS, modes=DIT_MODES,
         groups=(BlockGroup("single", "blocks", "single", None, separate_text=False),),
@@ -293,7 +299,7 @@ FAMILIES: tuple[Family, ...] = (
         # sequence: those queries are image-stream rows like the rest. The caption and noise
         # refiners run first, unmarked, on text only or image only (no image query retrieves
         # text there): not offered.
-        id="zimage", display_name="Z-Image",
+        id="zimage", display_name="Z-Image", min_comfyui="0.33.0",
         model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": True},
         hook="joint", text="first", text_length=TextLength(padded_to="pad_tokens_multiple"),
         presets=JOINT_PRESETS, modes=DIT_MODES, groups=NEXTDIT_GROUPS,
@@ -303,7 +309,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # Z-Image's architecture without padding; query heads share key heads (GQA), expanded
         # by the model before attention.
-        id="lumina2", display_name="Lumina 2",
+        id="lumina2", display_name="Lumina 2", min_comfyui="0.33.0",
         model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": False},
         hook="joint", text="first", presets=JOINT_PRESETS, modes=DIT_MODES,
         groups=NEXTDIT_GROUPS,
@@ -314,7 +320,7 @@ FAMILIES: tuple[Family, ...] = (
         # FLUX-style blocks; the text is the Qwen2.5-VL tokens followed by the byT5 glyph tokens
         # of quoted text in the prompt. HunyuanVideo shares the class: it has a pooled-vector
         # input (1.0) or a vision input (1.5).
-        id="hunyuan_image21", display_name="HunyuanImage 2.1",
+        id="hunyuan_image21", display_name="HunyuanImage 2.1", min_comfyui="0.33.0",
         model_class=("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
         flags={"vector_in": False, "vision_in_dim": False},
         hook="joint", text="first", text_length=TextLength(extra=(("txt_byt5", 1, 1),)),
@@ -330,7 +336,7 @@ FAMILIES: tuple[Family, ...] = (
         # one block's joint attention, so GAG guides all blocks together or none. The upstream
         # change that opens single blocks: HiDream's forward setting block_type/block_index in
         # transformer_options as the other DiTs' do.
-        id="hidream", display_name="HiDream",
+        id="hidream", display_name="HiDream", min_comfyui="0.33.0",
         model_class=("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"),
         hook="joint", text="last", all_blocks_only=True,
         text_length=TextLength(extra=(("encoder_hidden_states_llama3", 2, 2),)),
@@ -347,7 +353,7 @@ FAMILIES: tuple[Family, ...] = (
         # called with keywords it does not take), so only the block info reaches it. The text
         # blocks before it see only text: not offered. Kandinsky 5's video models share the
         # class and the hook (untested).
-        id="kandinsky5", display_name="Kandinsky 5",
+        id="kandinsky5", display_name="Kandinsky 5", min_comfyui="0.33.0",
         model_class=("comfy.ldm.kandinsky5.model", "Kandinsky5"),
         hook="joint", text="cross",
         presets={"paper": "visual", "all": "all", "visual": "visual"}, modes=("text",),
@@ -357,7 +363,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         # ComfyUI 0.38+. Recognised so that it is refused by name rather than as unknown.
-        id="qwen_image21", display_name="Qwen-Image 2.1",
+        id="qwen_image21", display_name="Qwen-Image 2.1", min_comfyui="0.38.0",
         model_class=("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel"),
         hook="joint", text="first", presets={}, modes=DIT_MODES, layouts=(),
         refused=("its blocks call attention through a closure built from the model call's "
@@ -415,7 +421,7 @@ FAMILIES: tuple[Family, ...] = (
         # in the released models) with the conditioning first in the joint sequence: the
         # SigLIP image tokens (I2V, ``clip_fea``), the byT5 glyph tokens, then the Qwen2.5-VL
         # text. All of it counts as text (ComfyUI's img_slice puts the same boundary there).
-        id="hunyuan_video15", display_name="HunyuanVideo 1.5",
+        id="hunyuan_video15", display_name="HunyuanVideo 1.5", min_comfyui="0.33.0",
         model_class=("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
         flags={"vision_in_dim": True},
         hook="joint", text="first",
@@ -433,7 +439,7 @@ FAMILIES: tuple[Family, ...] = (
         # ComfyUI tells LTX attention no block, so GAG marks blocks through their `dit`
         # replaces, whose arguments carry the video text as "v_context" and the streams as
         # img = (video, audio). Before LTX-Video, whose class it subclasses.
-        id="ltx2", display_name="LTX-2",
+        id="ltx2", display_name="LTX-2", min_comfyui="0.33.0",
         model_class=("comfy.ldm.lightricks.av_model", "LTXAVModel"),
         hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",),
         groups=(BlockGroup("blocks", "transformer_blocks", None, "double_block",
