@@ -80,8 +80,7 @@ def test_gag_changes_the_sample(family, api, mode):
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
-@pytest.mark.parametrize("key", tf.keys(lambda recipe, variant: recipe.hook == "joint"
-                                        and not variant.suite))
+@pytest.mark.parametrize("key", tf.keys(tf.dit_smoke))
 def test_gag_changes_the_sample_of_a_smoke_tested_variant(api, key, mode):
     """Variants that share their class and hooks with a sibling (FLUX.1 schnell)."""
     import_pack()

@@ -53,6 +53,9 @@ class Variant:
     text_tokens: how many text tokens attention holds with the default conditioning.
     suite: whether the family test suites run it; False: it shares its class and hooks with a
         sibling variant and gets the smoke test only.
+    own_suite: the test module that runs the family properties on this variant instead of the
+        image DiT suites (the video families: tests/comfy/test_video_families.py, which samples
+        multi-frame and multi-stream latents); "" for the shared suites.
     """
     name: str
     comfy_class: str
@@ -66,6 +69,7 @@ class Variant:
     every_kind: str = "all"
     text_tokens: Optional[int] = None
     suite: bool = True
+    own_suite: str = ""
 
     def make(self, seed: int = 0):
         """The tiny model, a ModelPatcher on the CPU in float32."""
@@ -557,7 +561,7 @@ register(Recipe(
 # Their tiny models, conditioning and released configs are in tests/comfy/tiny_video.py (built
 # through ComfyUI's own loader and detection, multi-frame latents, LTX-2's video+audio
 # NestedTensor); tests/comfy/test_video_families.py runs the family suite's properties on them
-# (suite=False keeps the image-latent DiT suites off them). ``full_size`` is left out for LTX-2:
+# (own_suite keeps the image-latent DiT suites off them). ``full_size`` is left out for LTX-2:
 # the shared released-checkpoint tests sample a single-tensor latent.
 import tiny_video as _tv  # noqa: E402  (imports no ComfyUI at module level)
 
@@ -570,7 +574,8 @@ def _video_variant(family: str, **overrides) -> Variant:
 
     return Variant("", video.model_class, video.conditioning, latent, size=video.size,
                    build=lambda seed=0, _video=video: _video.build(seed),
-                   selection=video.selection, every_kind="all", suite=False, **overrides)
+                   selection=video.selection, every_kind="all",
+                   own_suite="test_video_families.py", **overrides)
 
 
 def _video_released(layout_id: str):
@@ -626,7 +631,13 @@ def keys(where: Callable[[Recipe, Variant], bool] = lambda recipe, variant: True
 
 def dit_suite(recipe: Recipe, variant: Variant) -> bool:
     """The variants the DiT family suites run."""
-    return recipe.hook == "joint" and variant.suite
+    return recipe.hook == "joint" and variant.suite and not variant.own_suite
+
+
+def dit_smoke(recipe: Recipe, variant: Variant) -> bool:
+    """The DiT variants that get the DiT suites' smoke test only (they share their class and
+    hooks with a sibling)."""
+    return recipe.hook == "joint" and not variant.suite and not variant.own_suite
 
 
 def comfyui_version() -> tuple[int, int, int]:

@@ -416,12 +416,12 @@ def build_video(name, object_info, *, comfyui, experts, shift, vae, sampling, la
                         title=f"Frames to video {label}")
         wf.link(decode, 0, video, "images")
         what = "without GAG" if label == "A" else "with GAG"
-        save = wf.node("SaveVideo", (x + 300, y), (460, 500),
+        save = wf.node("SaveVideo", (x + 300, y), (460, 400),
                        [f"GAG/{prefix}_{label}_{what.replace(' ', '_')}", "auto", "auto"],
                        title=f"{label}: {what}")
         wf.link(video, 0, save, "video")
     right = 1560 + 320 * len(models) + 780
-    wf.group("A: without GAG", [1540, -120, right - 1540, 640], "#3f789e")
+    wf.group("A: without GAG", [1540, -120, right - 1540, 580], "#3f789e")
     wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, right - 860, 978], "#8A8")
     return wf.finish()
 
