@@ -53,6 +53,8 @@ class Variant:
     text_tokens: how many text tokens attention holds with the default conditioning.
     suite: whether the family test suites run it; False: it shares its class and hooks with a
         sibling variant and gets the smoke test only.
+    downscale: image pixels per latent pixel of the family's VAE (the test node pack's stand-in
+        VAE decodes at this scale).
     """
     name: str
     comfy_class: str
@@ -66,6 +68,7 @@ class Variant:
     every_kind: str = "all"
     text_tokens: Optional[int] = None
     suite: bool = True
+    downscale: int = 8
 
     def make(self, seed: int = 0):
         """The tiny model, a ModelPatcher on the CPU in float32."""
@@ -248,7 +251,7 @@ register(Recipe(
     variants=(Variant("", "ChromaRadiance",
                       text_conditioning(48, pooled_output=lambda b, g: torch.zeros(b, 1)),
                       image_latent(3), size=16, config=chroma_radiance_config(),
-                      selection="double 0, single 1", text_tokens=7),),
+                      selection="double 0, single 1", text_tokens=7, downscale=1),),
     released={"chroma_radiance": _released_from_full_size("chroma_radiance")},
     full_size=dict(image_model="chroma_radiance", in_channels=3, out_channels=3, patch_size=16,
                    context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19,
@@ -283,10 +286,10 @@ register(Recipe(
     variants=(
         Variant("dev", "Flux2", tm.flux2_conditioning, image_latent(128), size=4,
                 build=tm.tiny_flux2, selection="double 1, single 0",
-                every_kind="double 1, single 0, single 1", text_tokens=512),
+                every_kind="double 1, single 0, single 1", text_tokens=512, downscale=16),
         Variant("klein", "Flux2", tm.flux2_klein_conditioning, image_latent(128), size=4,
                 build=tm.tiny_flux2_klein, selection="double 0, single 1",
-                every_kind="double 0, single 1", text_tokens=512),
+                every_kind="double 0, single 1", text_tokens=512, downscale=16),
     ),
     released={"flux2": lambda: tm.tiny_flux2(depth=8, single=48, device="meta"),
               "flux2_klein_4b": lambda: tm.tiny_flux2(depth=5, single=20, device="meta"),
@@ -472,7 +475,7 @@ register(Recipe(
     # 7 text tokens and 3 glyph tokens.
     variants=(Variant("", "HunyuanImage21", _hunyuan_image21_conditioning, image_latent(64),
                       size=4, config=hunyuan_image21_config(),
-                      selection="double 0, single 1", text_tokens=10),),
+                      selection="double 0, single 1", text_tokens=10, downscale=32),),
     released={"hunyuan_image21": _released_from_full_size("hunyuan_image21")},
     full_size=dict(image_model="hunyuan_video", in_channels=64, out_channels=64,
                    patch_size=[1, 1], vec_in_dim=None, axes_dim=[64, 64], meanflow=False,
