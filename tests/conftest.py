@@ -92,6 +92,31 @@ def import_pack(cpu: bool = True):
     return module
 
 
+# The pack's modules that tests reach by name, in one place: when a module moves or is renamed,
+# this table changes and the tests do not. Role → module inside the pack.
+PACK_MODULES = {
+    "api": "nodes.api",                      # apply_gag and the family lookups the nodes use
+    "families": "nodes.adapters.families",   # the family table
+    "joint_hook": "nodes.adapters.joint",    # the DiT attention hook
+    "runtime": "nodes.guidance",             # GuidanceRuntime
+    "settings": "nodes.settings",            # GAGSettings
+    "core": "gag_core",                      # the math (pure torch)
+    "layer_spec": "gag_core.layer_spec",     # LayerRef
+}
+
+
+def pack_module(role: str):
+    """The pack's module for ``role`` (see PACK_MODULES), the pack imported as ComfyUI does."""
+    import_pack()
+    return importlib.import_module(f"{PACK_MODULE}.{PACK_MODULES[role]}")
+
+
+@pytest.fixture(scope="session")
+def family_table():
+    """nodes/adapters/families.py: FAMILIES, find_family, family_by_id, available_layers."""
+    return pack_module("families")
+
+
 @pytest.fixture(scope="session")
 def comfy_path():
     return import_comfy()

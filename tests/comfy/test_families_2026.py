@@ -6,7 +6,10 @@ Kandinsky 5 Image, Chroma Radiance and LongCat-Image relies on: which ComfyUI cl
 picks for the released checkpoints, the q/k/v layout and keywords each attention call gets, what
 ``transformer_options`` says about the block (``block_type``, ``block_index``, ``total_blocks``,
 ``img_slice``) — including the refiner and text layers that run before any block is marked —
-where the text tokens sit and how long they are, and which families take ``dit`` block replaces.
+where the text tokens sit and how long they are, and which families take ``dit`` block replaces
+(checked against what the family table says). That every attention call receives the
+transformer_options and a pass-through override changes nothing is checked for every DiT of the
+registry.
 
 A spy ``optimized_attention_override`` records every call and returns ComfyUI's own result. The
 module skips on ComfyUI older than 0.33 (no block marks; most classes missing) and per family
@@ -15,7 +18,6 @@ where the class is missing.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 
@@ -23,7 +25,7 @@ import pytest
 import torch
 
 import tiny_families as tf
-from conftest import import_comfy, import_pack
+from conftest import import_comfy
 
 pytestmark = pytest.mark.comfy
 
@@ -45,13 +47,6 @@ def comfyui_033():
         pytest.skip(f"ComfyUI {'.'.join(map(str, version))} at {path}: these tests pin ComfyUI "
                     "0.33's attention facts (block_type/block_index/img_slice in "
                     "transformer_options, the 2026 model classes); older versions set neither")
-
-
-@pytest.fixture(scope="module")
-def table():
-    """The family table (nodes/adapters/families.py)."""
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.families")
 
 
 _TINY = {}
@@ -383,12 +378,12 @@ BROKEN_DIT_REPLACES = {"kandinsky5": "test_kandinsky5_double_block_replace_is_br
 
 
 @pytest.mark.parametrize("name", RELEASED)
-def test_dit_replaces_are_what_the_family_table_says(table, name):
+def test_dit_replaces_are_what_the_family_table_says(family_table, name):
     """Where the table offers `dit` replaces for a family's blocks, replaces on every block run,
     the copy of the options they pass on reaches attention, and a pass-through replace changes
     nothing. Where it offers none, the family never consults patches_replace["dit"]: a replace
     installed on double and single blocks is not called."""
-    entry = table.family_by_id(tf.find(name)[0].family)
+    entry = family_table.family_by_id(tf.find(name)[0].family)
     model = tiny(name).patcher.model.diffusion_model
     replaces = {group.dit_replace: len(getattr(model, group.blocks))
                 for group in entry.groups if group.dit_replace}
