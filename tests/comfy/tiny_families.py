@@ -592,12 +592,14 @@ def dit_suite(recipe: Recipe, variant: Variant) -> bool:
 
 
 def comfyui_version() -> tuple[int, int, int]:
-    """The running ComfyUI's version (its comfyui_version.py), (0, 0, 0) where unknown."""
+    """The running ComfyUI's version (its comfyui_version.py, on sys.path once ComfyUI is
+    imported: conftest.import_comfy)."""
     try:
         import comfyui_version
-        return tuple(int(x) for x in comfyui_version.__version__.split(".")[:3])
-    except (ImportError, AttributeError, ValueError):
-        return (0, 0, 0)
+    except ImportError as error:
+        raise RuntimeError("ComfyUI is not on sys.path yet: import it first "
+                           "(tests/conftest.py import_comfy or import_pack)") from error
+    return tuple(int(x) for x in comfyui_version.__version__.split(".")[:3])
 
 
 def has_model_class(name: str) -> bool:
