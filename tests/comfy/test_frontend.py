@@ -489,11 +489,11 @@ def test_js_layer_spec_matches_the_shared_vectors_in_the_browser(browser_page):
     assert not problems, "web/js/gag_layer_spec.js differs from gag_core:\n" + "\n".join(problems)
 
 
-def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(browser_page, pack):
+def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(browser_page,
+                                                                            family_table):
     """The map reads the family table the server serves (not a copy), and each full-size
     layout in it is what the hook finds in the released architecture, built here at full size
     on the meta device (and the family that claims such a model is the layout's)."""
-    import importlib
     page = browser_page
     url = f"{_pack_url_part(page.gag_server)}js/gag_layouts.js"
     families = page.evaluate("""async (url) => {
@@ -501,7 +501,7 @@ def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(brow
       return m.LAYOUTS.map((f) => ({ id: f.id, family: f.family, presets: f.presets,
         modes: f.modes, layers: m.layoutLayers(f).map((r) => [r.group, r.block, r.sub]) }));
     }""", url)
-    table = importlib.import_module(f"{pack.__name__}.nodes.adapters")  # the table and its hooks
+    table = family_table
     served = table.front_end_table()
     assert [(f["id"], f["family"], f["presets"], f["modes"]) for f in families] == [
         (f["id"], f["family"], f["presets"], f["modes"]) for f in served]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+import tiny_families as tf
 from comfy_server import REPO_ROOT, TEST_NODE_PACK, PACK_FOLDER_NAME, shared_server
 from ui_to_api import (DYNAMIC_COMBO, VIRTUAL_NODE_TYPES, combo_choices, input_type,
                        ordered_inputs, spec_options, ui_to_api, widget_slots, widget_values,
@@ -73,10 +74,11 @@ STAND_INS = {"CheckpointLoaderSimple": "GAGTestTinyCheckpoint",
              "VAELoader": "GAGTestTinyVAE",
              "LoraLoaderModelOnly": "GAGTestTinyLora",
              "CLIPTextEncode": "GAGTestTinyTextEncode"}
-FAMILY = {"gag_sdxl_base_cfg": "sdxl", "gag_hyper_sdxl_8step": "sdxl",
-          "gag_dmd2_sdxl_4step": "sdxl", "gag_flux1_dev": "flux",
-          "gag_flux1_schnell": "flux_schnell", "gag_qwen_image": "qwen_image",
-          "gag_flux2_klein_4step": "flux2_klein", "gag_z_image_turbo": "zimage",
+# workflow → the tiny model (an id of the tests' family registry, tests/comfy/tiny_families.py)
+FAMILY = {"gag_sdxl_base_cfg": "unet-sdxl", "gag_hyper_sdxl_8step": "unet-sdxl",
+          "gag_dmd2_sdxl_4step": "unet-sdxl", "gag_flux1_dev": "flux-dev",
+          "gag_flux1_schnell": "flux-schnell", "gag_qwen_image": "qwen_image",
+          "gag_flux2_klein_4step": "flux2-klein", "gag_z_image_turbo": "zimage",
           "gag_wan22_t2v_lightning_4step": "wan", "gag_wan22_ti2v_5b": "wan22_ti2v"}
 # image pixels per latent pixel; 8 elsewhere
 LATENT_SCALE = {"gag_flux2_klein_4step": 16, "gag_wan22_ti2v_5b": 16}
@@ -474,7 +476,7 @@ def test_end_to_end_on_tiny_models(name, workflow_server, object_info):
         assert image.std() > 0.02, "a flat image: the sampler or VAE produced nothing useful"
     plain, guided = latents
     assert plain.shape == guided.shape
-    assert plain.shape[-1] == E2E_IMAGE_SIZE // LATENT_SCALE.get(name, 8)
+    assert plain.shape[-1] == E2E_IMAGE_SIZE // tf.find(FAMILY[name])[1].downscale
     assert bool(plain.isfinite().all() and guided.isfinite().all())
     # Without GAG the two branches agree bit for bit (test_without_gag_a_equals_b), so any
     # difference is GAG's. Tiny random UNets show a weak effect (measured 4e-5 to 2e-4 relative

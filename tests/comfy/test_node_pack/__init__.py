@@ -16,8 +16,9 @@ multi-gigabyte files:
 Each stand-in takes the same inputs as the node it replaces (plus a ``family`` where the real
 node infers it from the file), so the graph keeps its links and widget values. Everything else
 in the workflow (samplers, schedulers, FluxGuidance, ModelSampling*, latent nodes, VAEDecode,
-SaveImage and the GAG nodes) runs as shipped. Models are built with the builders in
-tests/comfy/tiny_models.py, so they are the same tiny models the in-process tests use.
+SaveImage and the GAG nodes) runs as shipped. Models are built by the recipes of the tests'
+family registry (tests/comfy/tiny_families.py; ``family`` takes its ids), so they are the same
+tiny models the in-process tests use.
 """
 
 from __future__ import annotations
@@ -32,51 +33,32 @@ _TESTS_COMFY = Path(__file__).resolve().parent.parent  # this folder is linked, 
 if str(_TESTS_COMFY) not in sys.path:
     sys.path.insert(0, str(_TESTS_COMFY))
 
-import tiny_models  # noqa: E402
+import tiny_families  # noqa: E402
 
 CATEGORY = "_gag_test"
 
 
 class _Family:
-    def __init__(self, build, conditioning, latent_channels, video_latents=False, downscale=8,
-                 frames=False, seed_by_file=False):
-        self.build = build                  # seed -> ModelPatcher
-        self.conditioning = conditioning    # seed -> [[cond, extras]]
-        self.latent_channels = latent_channels
-        self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
-        self.downscale = downscale          # image pixels per latent pixel
-        self.frames = frames                # the VAE decodes every latent frame (video models)
-        # Different model files give different models (Wan 2.2's high- and low-noise experts).
-        self.seed_by_file = seed_by_file
+    """One tiny model of the tests' family registry (tests/comfy/tiny_families.py), as the
+    stand-ins serve it."""
+
+    def __init__(self, key):
+        _, variant = tiny_families.find(key)
+        self.build = variant.make                  # seed -> ModelPatcher
+        self.conditioning = variant.conditioning   # seed= -> [[cond, extras]]
+        shape = variant.latent(1, 8)
+        self.latent_channels = shape[1]
+        self.video_latents = len(shape) == 5       # samples (batch, channels, frames, h, w)
+        self.downscale = variant.downscale         # image pixels per latent pixel
+        # Video families (their own suite): the stand-in VAE decodes every latent frame, and
+        # different model files give different models (Wan 2.2's high- and low-noise experts).
+        self.frames = self.seed_by_file = bool(variant.own_suite)
 
 
-def _recipe(key):
-    """A tiny model of the tests' family registry (tiny_families), imported when first used."""
-    import tiny_families
-    return tiny_families.find(key)[1]
-
-
-FAMILIES = {
-    "sdxl": _Family(tiny_models.tiny_sdxl, tiny_models.sdxl_conditioning, 4),
-    "flux": _Family(tiny_models.tiny_flux, tiny_models.flux_conditioning, 16),
-    "flux_schnell": _Family(lambda seed: tiny_models.tiny_flux(seed, schnell=True),
-                            tiny_models.flux_conditioning, 16),
-    "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16,
-                          video_latents=True),
-    "zimage": _Family(lambda seed=0: _recipe("zimage").make(seed),
-                      lambda seed=1: _recipe("zimage").conditioning(seed=seed), 16),
-    # FLUX.2 (ComfyUI releases that have it): 128-channel latents at 1/16 scale
-    "flux2": _Family(tiny_models.tiny_flux2, tiny_models.flux2_conditioning, 128, downscale=16),
-    "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
-                           128, downscale=16),
-    # Wan 2.1/2.2 14B (each expert) and Wan 2.2 TI2V 5B (48 channels, 16× down-scaling)
-    "wan": _Family(lambda seed=0: _recipe("wan").make(seed),
-                   lambda seed=1: _recipe("wan").conditioning(seed=seed), 16,
-                   video_latents=True, frames=True, seed_by_file=True),
-    "wan22_ti2v": _Family(lambda seed=0: _recipe("wan22_ti2v").make(seed),
-                          lambda seed=1: _recipe("wan22_ti2v").conditioning(seed=seed), 48,
-                          video_latents=True, downscale=16, frames=True),
-}
+# registry id ("unet-sdxl", "flux2-klein", "zimage", "wan") → the family the stand-ins build
+FAMILIES = {key: _Family(key) for key in tiny_families.keys()}
+DEFAULT_CHECKPOINT = "unet-sdxl"
+DEFAULT_DIFFUSION_MODEL = "flux-dev"
 
 
 class TinyTextEncoder:
@@ -162,8 +144,8 @@ def _vae_of(spec):
                     frames=spec.frames)
 
 
-def _family_input():
-    return (list(FAMILIES), {"default": "sdxl"})
+def _family_input(default):
+    return (list(FAMILIES), {"default": default})
 
 
 def _any_string():
@@ -174,13 +156,13 @@ class GAGTestTinyCheckpoint:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_CHECKPOINT)}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, ckpt_name, family="sdxl"):
+    def load(self, ckpt_name, family=DEFAULT_CHECKPOINT):
         spec = FAMILIES[family]
         return (spec.build(0), TinyTextEncoder(family), _vae_of(spec))
 
@@ -189,13 +171,13 @@ class GAGTestTinyDiffusionModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"unet_name": _any_string(), "weight_dtype": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, unet_name, weight_dtype, family="flux"):
+    def load(self, unet_name, weight_dtype, family=DEFAULT_DIFFUSION_MODEL):
         spec = FAMILIES[family]
         seed = 0
         if spec.seed_by_file:
@@ -209,13 +191,13 @@ class GAGTestTinyTextEncoderLoader:
         return {"required": {"type": _any_string()},
                 "optional": {"clip_name": _any_string(), "clip_name1": _any_string(),
                              "clip_name2": _any_string(), "device": _any_string(),
-                             "family": _family_input()}}
+                             "family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, type, family="flux", **file_names):
+    def load(self, type, family=DEFAULT_DIFFUSION_MODEL, **file_names):
         return (TinyTextEncoder(family),)
 
 
@@ -223,13 +205,13 @@ class GAGTestTinyVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae_name": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("VAE",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, vae_name, family="flux"):
+    def load(self, vae_name, family=DEFAULT_DIFFUSION_MODEL):
         return (_vae_of(FAMILIES[family]),)
 
 
