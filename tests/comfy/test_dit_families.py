@@ -27,7 +27,7 @@ def api():
 
 
 @pytest.fixture(scope="module")
-def joint_hook():
+def dit_hook():
     return pack_module("dit_hook")
 
 
@@ -50,16 +50,16 @@ def modes_of(family, mode):
 
 
 @pytest.fixture
-def gag_hits(monkeypatch, joint_hook):
+def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG, as (layer, mode, query tokens of the call)."""
     hits = []
-    original = joint_hook.JointAttentionOverride.guide
+    original = dit_hook.JointAttentionOverride.guide
 
     def spy(self, layer, call, *args):
         hits.append((str(layer), self.mode, call.query_tokens))
         return original(self, layer, call, *args)
 
-    monkeypatch.setattr(joint_hook.JointAttentionOverride, "guide", spy)
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
     return hits
 
 

@@ -20,27 +20,24 @@ import importlib
 import pytest
 import torch
 
-from conftest import import_pack
+from conftest import import_pack, pack_module
 
 pytestmark = pytest.mark.comfy
 
 
 @pytest.fixture(scope="module")
 def api():
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.api")
+    return pack_module("api")
 
 
 @pytest.fixture(scope="module")
 def adapters():
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters")
+    return pack_module("families")
 
 
 @pytest.fixture(scope="module")
-def joint_hook():
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.dit_hook")
+def dit_hook():
+    return pack_module("dit_hook")
 
 
 @pytest.fixture(scope="module")
@@ -109,16 +106,16 @@ def video(request, tv):
 
 
 @pytest.fixture
-def gag_hits(monkeypatch, joint_hook):
+def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG: (layer, query tokens, key tokens)."""
     hits = []
-    original = joint_hook.JointAttentionOverride.guide
+    original = dit_hook.JointAttentionOverride.guide
 
     def spy(self, layer, call, *args):
         hits.append((str(layer), call.query_tokens, call.key_tokens))
         return original(self, layer, call, *args)
 
-    monkeypatch.setattr(joint_hook.JointAttentionOverride, "guide", spy)
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
     return hits
 
 
@@ -472,13 +469,13 @@ def test_readout_reports_each_wan22_expert(tv, api, readout):
 # ---------------------------------------------------------------------------------------------
 
 def test_ltx2_guides_only_the_video_text_cross_attention(tv, api, gag_hits, monkeypatch,
-                                                         joint_hook):
+                                                         dit_hook):
     """Every LTX-2 block runs video self- and text cross-attention, audio self- and text
     cross-attention and audio↔video attention: GAG guides the video's text retrieval only, and
     every audio attention call goes to ComfyUI's attention unchanged."""
     video = Video(tv, "ltx2")
     calls = []
-    original = joint_hook.JointAttentionOverride.__call__
+    original = dit_hook.JointAttentionOverride.__call__
 
     def spy(self, func, *args, **kwargs):
         call = importlib.import_module("comfyui_gag.nodes.adapters.attention_call").AttentionCall(
@@ -486,7 +483,7 @@ def test_ltx2_guides_only_the_video_text_cross_attention(tv, api, gag_hits, monk
         calls.append((call.query_tokens, call.key_tokens))
         return original(self, func, *args, **kwargs)
 
-    monkeypatch.setattr(joint_hook.JointAttentionOverride, "__call__", spy)
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "__call__", spy)
     video.sample_streams(api.apply_gag(video.patcher), steps=1)
     audio_tokens = 5
     assert any(q == audio_tokens for q, _ in calls), "the tiny LTX-2 ran no audio attention"
