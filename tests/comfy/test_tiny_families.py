@@ -35,6 +35,16 @@ def test_each_recipe_says_its_familys_hook_and_names_its_variants(family_table):
         assert "-" not in recipe.family and not any("-" in name for name in names)
 
 
+def test_each_recipe_is_tested_from_the_comfyui_the_table_claims(family_table):
+    """The table's ``min_comfyui`` (what README and the help pages say) is what the tests skip
+    below: a family the docs claim for a ComfyUI is tested on it."""
+    for recipe in tf.RECIPES:
+        claimed = family_table.family_by_id(recipe.family).min_comfyui
+        assert recipe.min_comfyui == tuple(int(x) for x in claimed.split(".")), (
+            f"{recipe.family}: the table says ComfyUI {claimed}+, the recipe tests from "
+            f"{'.'.join(map(str, recipe.min_comfyui))}")
+
+
 def test_every_released_layout_of_the_table_has_a_builder(family_table):
     """The layer map's layouts are checked against released models (test_frontend.py): each
     layout of the table has one in a recipe, in its own family's recipe."""
