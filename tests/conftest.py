@@ -97,6 +97,7 @@ def import_pack(cpu: bool = True):
 PACK_MODULES = {
     "api": "nodes.api",                      # apply_gag and the family lookups the nodes use
     "families": "nodes.adapters",            # the family table and the hooks' layer lists
+    "family_table": "nodes.adapters.families",  # the table module itself (matching internals)
     "dit_hook": "nodes.adapters.dit_hook",   # the DiT attention override
     "dit_replace": "nodes.adapters.dit_replace",  # ComfyUI 0.3.64's block-replace marks
     "model_call": "nodes.adapters.model_call",    # the per-model-call wrapper

@@ -691,7 +691,7 @@ def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):
     class, which this ComfyUI lacks, so it matches nothing here; the refusal itself is checked
     by pointing a copy of the entry at a class this ComfyUI has (Qwen-Image's)."""
     import dataclasses
-    families = pack.table
+    families = pack_module("family_table")
     entry = families.family_by_id("qwen_image21")
     assert entry.model_class == ("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel")
     assert entry.refused and not entry.layouts
