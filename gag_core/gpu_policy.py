@@ -168,22 +168,14 @@ def _operand_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype,
-            alpha: float = 1.0) -> torch.Tensor:
-    """alpha · a @ b for (R, M, K) @ (R, K, N) with ``out_dtype`` accumulation and output."""
+def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """a @ b for (R, M, K) @ (R, K, N) with ``out_dtype`` accumulation and output."""
     if a.dtype == out_dtype:
-        if alpha == 1.0:
-            return torch.bmm(a, b)
-        return torch.baddbmm(a.new_empty(a.shape[0], a.shape[1], b.shape[2]), a, b,
-                             beta=0.0, alpha=alpha)
+        return torch.bmm(a, b)
     if a.device.type in _OUT_DTYPE_DEVICES:
-        if alpha == 1.0:
-            return torch.bmm(a, b, out_dtype=out_dtype)
-        return torch.baddbmm(torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=out_dtype,
-                                         device=a.device), a, b, out_dtype,
-                             beta=0.0, alpha=alpha)
+        return torch.bmm(a, b, out_dtype=out_dtype)
     # CPU and MPS have no mixed-dtype bmm: widening first gives the same (exact) products.
-    return _matmul(a.to(out_dtype), b.to(out_dtype), out_dtype, alpha)
+    return torch.bmm(a.to(out_dtype), b.to(out_dtype))
 
 
 def _threshold_from_top(top: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -241,16 +233,20 @@ def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) 
 
 
 def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
-            compute: torch.dtype) -> torch.Tensor:
-    """(R, Lq, Lk) scores q·kᵀ/√D (+ mask) in ``compute`` dtype, from operand-dtype q3, k3."""
-    scores = _matmul(q3, k3.transpose(1, 2), compute, alpha=1.0 / math.sqrt(q3.shape[-1]))
-    if mask is not None:
-        view = scores.view(shape4)
-        if mask.dtype == torch.bool:
-            view.masked_fill_(mask.logical_not(), float("-inf"))
-        else:
-            view.add_(mask)
-    return scores
+            compute: torch.dtype) -> tuple[torch.Tensor, float]:
+    """(R, Lq, Lk) scores in ``compute`` dtype from operand-dtype q3, k3, and the factor still
+    to apply: q·kᵀ unscaled and 1/√D when there is no mask (the scale is applied later in the
+    pass that subtracts the row maximum, saving a pass), else q·kᵀ/√D + mask and 1."""
+    scores = _matmul(q3, k3.transpose(1, 2), compute)
+    scale = 1.0 / math.sqrt(q3.shape[-1])
+    if mask is None:
+        return scores, scale
+    view = scores.mul_(scale).view(shape4)
+    if mask.dtype == torch.bool:
+        view.masked_fill_(mask.logical_not(), float("-inf"))
+    else:
+        view.add_(mask)
+    return scores, 1.0
 
 
 def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -278,7 +274,7 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     v3 = v.to(operand).reshape(rows, lk, dv)
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(compute)
-    scores = _scores(q3, k3, mask, (batch, heads, lq, lk), compute)
+    scores, pending_scale = _scores(q3, k3, mask, (batch, heads, lq, lk), compute)
 
     kk = candidate_count(lk)
     top = scores.topk(min(kk + 1, lk), dim=-1).values          # sorted, descending
@@ -286,8 +282,10 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if mask is not None:
         # A fully masked row has maximum −inf: shift it by 0 so its gaps stay −inf.
         row_max = torch.nan_to_num(row_max, nan=float("nan"), posinf=float("inf"), neginf=0.0)
-    gaps = scores.sub_(row_max)                                  # ≤ 0, max 0
-    top = torch.sub(top[..., :kk], row_max)
+    # gaps = scale·(s − max), ≤ 0 with maximum 0, in one pass: (−scale·max) + scale·s.
+    shift = row_max * -pending_scale
+    gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
+    top = torch.add(shift, top[..., :kk], alpha=pending_scale)
     floor = -1.0 / (alpha - 1.0)                                 # θ* ≥ this bound
     probs = torch.empty(rows, lq, 2, lk, dtype=operand, device=q.device)
     torch.exp(gaps, out=probs[:, :, 0])
