@@ -33,8 +33,8 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
 2. *Refinement* (longer rows, k = 64): a fixed number of rounds over the full rows, each a
    quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
    are the support: flat rows finish in one round) followed by one Newton step back from the
-   right (a lower bound again). One round for Lk ≤ 1024, two beyond. Rows already exact stay
-   put to rounding. tests/core/test_gpu_policy.py holds the schedule to the float64 reference
+   right (a lower bound again). One round for Lk ≤ 1024, two beyond (α = 2: Michelot steps,
+   one more round each). Rows already exact stay put to rounding. tests/core/test_gpu_policy.py holds the schedule to the float64 reference
    on random, flat, two-level and masked rows; bench/cost_model.py prices it.
 
 The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
@@ -128,11 +128,12 @@ def candidate_count(lk: int) -> int:
     return lk if lk <= SHORT_ROWS else min(LONG_ROW_CANDIDATES, lk)
 
 
-def refine_rounds(lk: int) -> int:
-    """Refinement rounds after the top-k closed form (0 when k covers the row)."""
+def refine_rounds(lk: int, alpha: float = 1.5) -> int:
+    """Refinement rounds after the top-k closed form (0 when k covers the row). α = 2's
+    Michelot steps only approach from below (no quadratic jump), so they get one more."""
     if candidate_count(lk) >= lk:
         return 0
-    return 1 if lk <= 1024 else 2
+    return (1 if lk <= 1024 else 2) + (1 if alpha == 2.0 else 0)
 
 
 def query_chunk(batch: int, heads: int, lq: int, lk: int, dtype: torch.dtype,
@@ -294,7 +295,7 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         theta = _threshold_from_top(top, alpha)
         if mask is not None:
             theta = theta.clamp_(min=floor)                      # fully masked rows: −inf
-        rounds = refine_rounds(lk)
+        rounds = refine_rounds(lk, alpha)
         if rounds:
             theta = _refine(gaps, theta, alpha, rounds)
         torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
