@@ -37,6 +37,7 @@ measured times of the sort-based path — it errs low.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -51,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 __all__ = ["Roofline", "ROOFLINES", "OpTrace", "TraceSummary", "trace", "price", "Shape",
            "SHAPES", "MODEL_CALLS", "trace_gpu_policy", "trace_cpu_policy", "fused_traffic",
-           "sdpa_traffic", "estimate", "main"]
+           "sdpa_traffic", "estimate", "gag_env", "sdxl_paper_calls", "flux_calls",
+           "model_call_estimate", "roofline_for", "main"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,6 +460,63 @@ def estimate(shape_key: str, path: str, roofline: Roofline) -> dict:
                 overlapped=price(summary, roofline, overlapped=True),
                 sdpa_seconds=price(sdpa_traffic(shape), roofline), note=note,
                 summary=summary)
+
+
+@contextlib.contextmanager
+def gag_env(**values: str):
+    """Temporarily set GAG_* environment variables (``torch_policy="gpu"`` sets
+    GAG_TORCH_POLICY, ``backend="torch"`` sets GAG_BACKEND); the pack reads them per call."""
+    names = {key: f"GAG_{key.upper()}" for key in values}
+    old = {name: os.environ.get(name) for name in names.values()}
+    os.environ.update({names[key]: value for key, value in values.items()})
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def sdxl_paper_calls(batch: int = 2, size: int = 1024, tokens: int = 77,
+                     dtype: torch.dtype = torch.float16) -> dict:
+    """{Shape: calls} of one SDXL model call with GAG on the paper layers (input + output
+    blocks): 4 + 6 transformer blocks at size/16 (10 heads), 20 + 30 at size/32 (20 heads)."""
+    level1 = Shape(f"SDXL cross {size // 16}²", batch, 10, (size // 16) ** 2, tokens, 64, dtype)
+    level2 = Shape(f"SDXL cross {size // 32}²", batch, 20, (size // 32) ** 2, tokens, 64, dtype)
+    return {level1: 10, level2: 50}
+
+
+def flux_calls(size: int = 1024, text_tokens: int = 512, mode: str = "text",
+               dtype: torch.dtype = torch.bfloat16) -> dict:
+    """{Shape: calls} of one FLUX.1 model call with GAG on the paper layers: text mode in the
+    19 double and 38 single blocks, joint mode in the 19 double blocks."""
+    image = (size // 16) ** 2
+    if mode == "text":
+        return {Shape(f"FLUX text {size}²", 1, 24, image, text_tokens, 128, dtype): 57}
+    tokens = image + text_tokens
+    return {Shape(f"FLUX joint {size}²", 1, 24, tokens, tokens, 128, dtype): 19}
+
+
+def model_call_estimate(calls: dict, path: str, roofline: Roofline) -> float:
+    """Seconds GAG adds to one model call: Σ calls × (GAG estimate − SDPA estimate)."""
+    total = 0.0
+    for shape, count in calls.items():
+        if path == "gpu":
+            summary = trace_gpu_policy(shape)
+        elif path == "cpu":
+            summary = trace_cpu_policy(shape)
+        else:
+            summary = fused_traffic(shape)[0]
+        total += count * (price(summary, roofline) - price(sdpa_traffic(shape), roofline))
+    return total
+
+
+def roofline_for(device_name: str) -> Roofline:
+    """The roofline closest to a device name: A100, RTX 4090, else H100."""
+    name = device_name.upper()
+    return ROOFLINES["A100" if "A100" in name else "RTX4090" if "4090" in name else "H100"]
 
 
 def _fmt_ms(seconds: float) -> str:
