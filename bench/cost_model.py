@@ -323,6 +323,11 @@ class Shape:
     lk: int
     d: int
     dtype: torch.dtype
+    # What the pack calls per guided layer: "attention" (gag_attention replaces the layer's
+    # attention: UNet cross-attention, joint mode) or "correction" (text mode: the model's own
+    # joint SDPA runs, and gag_correction adds GAG's change on the image-query × text-key part;
+    # its SDPA baseline is that joint call, priced as the SDPA column).
+    call: str = "attention"
 
     @property
     def dims(self) -> tuple:
@@ -332,9 +337,11 @@ class Shape:
 SHAPES = {
     "sdxl-4096": Shape("SDXL cross, 64² level", 2, 10, 4096, 77, 64, torch.float16),
     "sdxl-1024": Shape("SDXL cross, 32² level", 2, 20, 1024, 77, 64, torch.float16),
-    "flux-text": Shape("FLUX.1 text mode 1024²", 1, 24, 4096, 512, 128, torch.bfloat16),
+    "flux-text": Shape("FLUX.1 text mode 1024²", 1, 24, 4096, 512, 128, torch.bfloat16,
+                       "correction"),
     "flux-joint": Shape("FLUX.1 joint 1024²", 1, 24, 4608, 4608, 128, torch.bfloat16),
-    "zimage-text": Shape("Z-Image text mode 1024²", 1, 30, 4096, 512, 128, torch.bfloat16),
+    "zimage-text": Shape("Z-Image text mode 1024²", 1, 30, 4096, 512, 128, torch.bfloat16,
+                         "correction"),
     "zimage-joint": Shape("Z-Image joint 1024²", 1, 30, 4608, 4608, 128, torch.bfloat16),
     "wan-cross": Shape("Wan cross-attention", 1, 40, 32760, 512, 128, torch.bfloat16),
 }
@@ -357,8 +364,9 @@ def _paper_params():
 
 
 def trace_gpu_policy(shape: Shape, device: str = "meta") -> TraceSummary:
-    """One gag_attention call under the GPU policy at ``shape`` (meta tensors by default)."""
-    from gag_core import gag_attention
+    """One guided call (gag_attention, or gag_correction for text mode: ``shape.call``) under
+    the GPU policy at ``shape`` (meta tensors by default)."""
+    from gag_core import gag_attention, gag_correction
     b, h, lq, lk, d = shape.dims
     q = torch.empty(b, h, lq, d, dtype=shape.dtype, device=device)
     k = torch.empty(b, h, lk, d, dtype=shape.dtype, device=device)
@@ -366,7 +374,10 @@ def trace_gpu_policy(shape: Shape, device: str = "meta") -> TraceSummary:
     old = os.environ.get("GAG_TORCH_POLICY")
     os.environ["GAG_TORCH_POLICY"] = "gpu"
     try:
-        _, summary = trace(gag_attention, q, k, v, backend="torch", **_paper_params())
+        if shape.call == "correction":
+            _, summary = trace(gag_correction, q, k, v, **_paper_params())
+        else:
+            _, summary = trace(gag_attention, q, k, v, backend="torch", **_paper_params())
     finally:
         if old is None:
             del os.environ["GAG_TORCH_POLICY"]
@@ -391,7 +402,8 @@ def trace_cpu_policy(shape: Shape, seed: int = 0) -> TraceSummary:
     def one_chunk():
         v_c = v.to(attn.compute_dtype(q.dtype))
         dense, sparse = attn._retrievals(q, k, v_c, None, p["alpha"])
-        return combine_checked(dense, sparse, p["scale"], p["eta"], p["zeta"]).to(q.dtype)
+        out = combine_checked(dense, sparse, p["scale"], p["eta"], p["zeta"])
+        return out.sub_(dense) if shape.call == "correction" else out.to(q.dtype)
 
     old = torch.get_num_threads()
     _, summary = trace(one_chunk)
@@ -430,6 +442,11 @@ def fused_traffic(shape: Shape, list_length: int = 64, tau_steps: int = 8) -> tu
                 f"row, 1 write + {tau_steps} reads")
     summary = _fused_summary("fused_gag_attention", kv_reads + io / 2 + lists / 2,
                              io / 2 + lists / 2, flops, shape.dtype)
+    if shape.call == "correction":
+        # gag_correction on the kernel: its output minus one SDPA call (cast and subtract).
+        summary.ops += sdpa_traffic(shape).ops
+        summary.ops.append(OpRecord("sub", 1, b * h * lq * d * elt * 2, b * h * lq * d * 4))
+        what += "; text mode: minus one SDPA call"
     return summary, what
 
 
@@ -494,7 +511,8 @@ def flux_calls(size: int = 1024, text_tokens: int = 512, mode: str = "text",
     19 double and 38 single blocks, joint mode in the 19 double blocks."""
     image = (size // 16) ** 2
     if mode == "text":
-        return {Shape(f"FLUX text {size}²", 1, 24, image, text_tokens, 128, dtype): 57}
+        return {Shape(f"FLUX text {size}²", 1, 24, image, text_tokens, 128, dtype,
+                      "correction"): 57}
     tokens = image + text_tokens
     return {Shape(f"FLUX joint {size}²", 1, 24, tokens, tokens, 128, dtype): 19}
 

@@ -251,16 +251,36 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
 def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                    scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                    alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
-                   chunk_bytes: Optional[int] = None) -> torch.Tensor:
+                   chunk_bytes: Optional[int] = None, backend: str = "auto") -> torch.Tensor:
     """What GAG adds to plain attention: the GAG output minus the dense (softmax) output.
 
     q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → (B, H, Lq, Dv) in the compute dtype
-    (float32; float64 for float64 inputs); arguments as for ``gag_attention`` (PyTorch path).
+    (float32; float64 for float64 inputs); arguments as for ``gag_attention``.
     Added to another backend's or patch's softmax attention it gives GAG's output while keeping
     whatever that patch adds on top of softmax attention.
+
+    backend as for ``gag_attention``: where the fused kernel takes the call ("auto" after its
+    self-check, or GAG_BACKEND=fused), the correction is the kernel's output minus
+    scaled_dot_product_attention's, both in the input dtype (each within the input dtype's
+    rounding of the exact outputs, which is the precision the correction is added at).
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
+    if backend != "torch":
+        fused = select_backend(q, k, v, mask, alpha)
+        if fused is not None:
+            guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
+            dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if mask is not None:
+                # A fully masked query: the kernel returns zeros, SDPA NaN; its correction is 0.
+                dense = dense.nan_to_num(nan=0.0)
+            return guided.to(compute_dtype(q.dtype)).sub_(dense)
+        if backend == "fused":
+            raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
+                             f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
+                             f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
     if _policy(q) == "gpu":
         return _cat(_chunked(q, k, v, mask, chunk_bytes,
                              lambda q_chunk, mask_chunk: gpu_policy.gpu_correction(

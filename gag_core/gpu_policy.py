@@ -399,5 +399,11 @@ def gpu_correction(q, k, v, mask, alpha, scale, eta, zeta) -> torch.Tensor:
     batch, heads, lq, _ = q.shape
     dv = v.shape[-1]
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
+    if zeta == 0.0:
+        # f·n_s − n_d/a_d: the ζ = 0 factor, then the dense retrieval taken off in place.
+        factor = _zeta_zero_coefficient(_gram(numer), norm, scale, eta)
+        inv_dense = norm[:, 0].clamp(min=_NORMALISER_FLOOR).reciprocal_()
+        out = torch.mul(numer[:, 1], factor)
+        return out.addcmul_(numer[:, 0], inv_dense, value=-1.0).view(batch, heads, lq, dv)
     dense, sparse = _normalised(numer, norm)
     return _general_rule(dense, sparse, scale, eta, zeta).sub_(dense).view(batch, heads, lq, dv)

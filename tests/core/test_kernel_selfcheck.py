@@ -168,3 +168,25 @@ def test_summary_for_the_readout(monkeypatch):
     assert "ZeroDivisionError" in summary
     from gag_core.kernels import backend_summary
     assert backend_summary() == summary
+
+
+def test_text_mode_correction_on_the_kernel_is_its_output_minus_sdpa(monkeypatch):
+    # gag_correction (FLUX/Z-Image text mode) on the kernel: the kernel's GAG output minus
+    # SDPA's, a fully masked query giving 0 rather than SDPA's NaN. The exact path stands in
+    # for a correct kernel (the interpreter runs the real one above).
+    import gag_core.attention as attention_module
+    from gag_core import gag_correction
+    from reference import ref_dense_sparse, ref_gag_attention
+    stand_in = lambda q, k, v, **p: gag_attention(q, k, v, backend="torch", **p)  # noqa: E731
+    monkeypatch.setattr(attention_module, "select_backend", lambda *args: stand_in)
+    q, k, v = _inputs(torch.float16, lq=12, lk=40)
+    mask = torch.ones(1, 1, 12, 40, dtype=torch.bool)
+    mask[..., 3, :] = False
+    correction = gag_correction(q, k, v, mask=mask, **PARAMS)
+    assert correction.dtype == torch.float32 and torch.isfinite(correction).all()
+    assert (correction[:, :, 3] == 0).all()
+    ref_dense, _ = ref_dense_sparse(q, k, v, 1.5, mask)
+    ref = ref_gag_attention(q, k, v, mask=mask, **PARAMS)
+    assert rel_frobenius(correction + ref_dense, ref) < 3e-3
+    with pytest.raises(ValueError, match="backend must be"):
+        gag_correction(q, k, v, backend="cuda")
