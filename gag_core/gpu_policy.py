@@ -149,6 +149,14 @@ def query_chunk(batch: int, heads: int, lq: int, lk: int, dtype: torch.dtype,
 _constants: dict = {}
 
 
+def _value_tail(pad: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(1, 1, pad) ones: the columns appended to V whose P·V is each row's normaliser."""
+    key = ("tail", pad, dtype, str(device))
+    if key not in _constants:
+        _constants[key] = torch.ones(1, 1, pad, dtype=dtype, device=device)
+    return _constants[key]
+
+
 def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(j, 4j) for j = 1..k, shape (k,)."""
     key = ("ranks", k, dtype, str(device))
@@ -304,7 +312,8 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     else:
         sparse.copy_(entmax_bisect(gaps, alpha))
     padded = ((dv + 1 + 7) // 8) * 8
-    v_aug = torch.nn.functional.pad(v3, (0, padded - dv), value=1.0)
+    tail = _value_tail(padded - dv, operand, q.device).expand(rows, lk, padded - dv)
+    v_aug = torch.cat([v3, tail], dim=-1)
     pair = _matmul(probs.view(rows, 2 * lq, lk), v_aug, compute)
     return pair.view(rows * lq, 2, padded)
 
