@@ -177,12 +177,21 @@ def _operand_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_no_out_dtype: set = set()
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """a @ b for (R, M, K) @ (R, K, N) with ``out_dtype`` accumulation and output."""
     if a.dtype == out_dtype:
         return torch.bmm(a, b)
-    if a.device.type in _OUT_DTYPE_DEVICES:
-        return torch.bmm(a, b, out_dtype=out_dtype)
+    key = (a.device.type, a.dtype)
+    if a.device.type in _OUT_DTYPE_DEVICES and key not in _no_out_dtype:
+        try:
+            return torch.bmm(a, b, out_dtype=out_dtype)
+        except (RuntimeError, NotImplementedError):
+            # A build without the mixed-dtype kernel for this dtype (some ROCm versions): widen
+            # from now on. The failure is raised before any kernel runs, so nothing is lost.
+            _no_out_dtype.add(key)
     # CPU and MPS have no mixed-dtype bmm: widening first gives the same (exact) products.
     return torch.bmm(a.to(out_dtype), b.to(out_dtype))
 
