@@ -215,12 +215,16 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     scale is λ, eta is η, zeta is ζ (see ``gag_combine``), alpha is the entmax α of the sparse
     branch. mask: additive float mask or boolean keep-mask, broadcastable to (B, H, Lq, Lk)
     (rank 2 and 3 masks are read as ComfyUI reads them; see ``normalize_mask``).
-    The computation runs in float32 for half-precision inputs, in query chunks bounded by
-    ``chunk_bytes`` of working memory.
+    The maps and the rule compute in float32 for half-precision inputs (on the GPU policy the
+    q·kᵀ and P·V matmuls take the half-precision operands with float32 accumulation), in query
+    chunks bounded by ``chunk_bytes`` of working memory (None: the policy's default, see
+    ``_chunked``).
 
-    backend: "auto" uses a fused GPU kernel where one accepts the inputs (see
-    ``gag_core.kernels``) and this PyTorch path otherwise; "torch" forces this path; "fused"
-    requires the kernel and raises ValueError where none applies.
+    backend: "auto" uses the fused GPU kernel where one accepts the inputs and its self-check
+    on this device kept it (see ``gag_core.kernels``), and this PyTorch path otherwise;
+    "torch" forces this path; "fused" requires the kernel and raises ValueError where none
+    applies. The PyTorch path's policy (GPU or CPU) follows GAG_TORCH_POLICY
+    (``gpu_policy.torch_policy``).
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
