@@ -228,25 +228,27 @@ def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) 
     """
     n_keys = gaps.shape[-1]
     for _ in range(rounds):
-        count = torch.count_nonzero(gaps > theta, dim=-1).unsqueeze(-1).to(gaps.dtype)
+        count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{g > θ}
         if alpha == 2.0:
-            x = torch.sub(gaps, theta).clamp_(min=0.0)
-            mass = x.sum(-1, keepdim=True)
-            theta = torch.where(count > 0, theta + (mass - 1.0) / count.clamp(min=1.0), theta)
+            mass = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
+            # Rows with no mass (fully masked) move by −1 a round: their weights stay 0.
+            theta = torch.addcdiv(theta, mass.sub_(1.0), count.clamp_(min=1.0))
             continue
+        # In units of N: e = Σx/N, w = (Σx² − 4)/N ≥ 0 at a lower bound; the root shift is
+        # (Σx² − 4)/(Σx + √(Σx² ... )) = w / (e + √(e² − (n/N)·w)).
         var, mean = torch.var_mean(torch.clamp(gaps, min=theta), dim=-1, keepdim=True,
                                    correction=0)
-        excess = mean - theta                                   # Σx / N
-        s1 = excess * n_keys
-        s2_minus = torch.addcmul(var, excess, excess).mul_(n_keys).sub_(4.0)   # Σx² − 4 ≥ 0
-        disc = torch.addcmul(s1 * s1, count, s2_minus, value=-1.0).clamp_(min=0.0)
-        upper = theta + s2_minus / (s1 + disc.sqrt_()).clamp_(min=_NORMALISER_FLOOR)
+        excess = mean - theta
+        w = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)
+        inner = torch.addcmul(excess * excess, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
+        upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess).clamp_(min=_NORMALISER_FLOOR))
+        # One Newton step back from the upper bound: θ ← r + (Σx² − 4)/(2·Σx) at r. A row with
+        # no mass (fully masked) gets a huge negative θ, still finite: its weights stay 0.
         var, mean = torch.var_mean(torch.clamp(gaps, min=upper), dim=-1, keepdim=True,
                                    correction=0)
         excess = mean - upper
-        back = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)     # (Σx² − 4)/N ≤ 0
-        lower = torch.addcdiv(upper, back, excess.clamp(min=_NORMALISER_FLOOR), value=0.5)
-        theta = torch.where(excess > 0, lower, theta)
+        back = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)          # ≤ 0
+        theta = torch.addcdiv(upper, back, excess.clamp_(min=_NORMALISER_FLOOR), value=0.5)
     return theta
 
 
