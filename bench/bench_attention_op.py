@@ -191,7 +191,9 @@ def cost_estimates(shape: Shape, device_name: str) -> dict:
     model_shape = cost_model.Shape(shape.name, shape.batch, shape.heads, shape.lq, shape.lk,
                                    shape.head_dim, shape.dtype)
     out = {"roofline": roofline.name}
-    out["torch_est"] = cost_model.price(cost_model.trace_gpu_policy(model_shape), roofline) * 1e3
+    out["torch_est"] = cost_model.price(cost_model.trace_gpu_policy(model_shape,
+                                                                    roofline=roofline),
+                                        roofline) * 1e3
     out["fused_est"] = cost_model.price(cost_model.fused_traffic(model_shape)[0], roofline) * 1e3
     out["sdpa_est"] = cost_model.price(cost_model.sdpa_traffic(model_shape), roofline) * 1e3
     if shape.lq * shape.lk * shape.heads <= 24 * 4608 * 4608:

@@ -67,6 +67,7 @@ class Roofline:
     launch: float               # s per kernel launch (eager PyTorch dispatch + launch)
     sync: float                 # s per host synchronisation (pipeline drain + round trip)
     source: str
+    memory: int = 80 * 2**30    # device memory: the GPU policy chunks queries to an eighth
 
     def matmul_peak(self, dtype: torch.dtype) -> float:
         return self.matmul.get(dtype, self.matmul[torch.float32])
@@ -94,7 +95,7 @@ ROOFLINES = {
          torch.float64: 1.2e12},
         4e-6, 20e-6,
         "NVIDIA Ada whitepaper (GDDR6X 1.008 TB/s, FP16/BF16 tensor with FP32 accumulation "
-        "165 TFLOP/s dense, FP32 82.6, FP64 1.3); same derating"),
+        "165 TFLOP/s dense, FP32 82.6, FP64 1.3); same derating", memory=24 * 2**30),
 }
 
 
@@ -363,7 +364,8 @@ def _paper_params():
     return dict(scale=PAPER.scale, eta=PAPER.eta, zeta=PAPER.zeta, alpha=PAPER.alpha)
 
 
-def trace_gpu_policy(shape: Shape, device: str = "meta") -> TraceSummary:
+def trace_gpu_policy(shape: Shape, device: str = "meta",
+                     roofline: Optional[Roofline] = None) -> TraceSummary:
     """One guided call (gag_attention, or gag_correction for text mode: ``shape.call``) under
     the GPU policy at ``shape`` (meta tensors by default)."""
     from gag_core import gag_attention, gag_correction
@@ -375,6 +377,8 @@ def trace_gpu_policy(shape: Shape, device: str = "meta") -> TraceSummary:
     os.environ["GAG_TORCH_POLICY"] = "gpu"
     fn = gag_correction if shape.call == "correction" else gag_attention
     kwargs = dict(_paper_params(), **({} if shape.call == "correction" else {"backend": "torch"}))
+    # Query chunks as on the target GPU: an eighth of its memory (gpu_policy.device_chunk_bytes).
+    kwargs["chunk_bytes"] = (roofline or ROOFLINES["H100"]).memory // 8
     try:
         # One untraced call first: the policy's small device constants (ranks, the ones
         # appended to V) are made once per process, not per call.
@@ -465,7 +469,7 @@ def estimate(shape_key: str, path: str, roofline: Roofline) -> dict:
     shape = SHAPES[shape_key]
     note = ""
     if path == "gpu":
-        summary = trace_gpu_policy(shape)
+        summary = trace_gpu_policy(shape, roofline=roofline)
     elif path == "cpu":
         summary = trace_cpu_policy(shape)
     elif path == "fused":
@@ -524,7 +528,7 @@ def model_call_estimate(calls: dict, path: str, roofline: Roofline) -> float:
     total = 0.0
     for shape, count in calls.items():
         if path == "gpu":
-            summary = trace_gpu_policy(shape)
+            summary = trace_gpu_policy(shape, roofline=roofline)
         elif path == "cpu":
             summary = trace_cpu_policy(shape)
         else:
