@@ -104,8 +104,10 @@ def time_modes(api, patcher, *, size: int, text_tokens: int, repeats: int, layer
     # fused kernel where its self-check keeps it): GAG_TORCH_POLICY / GAG_BACKEND per variant.
     variants = {"plain": (patcher, {})}
     for mode, variant in patched.items():
-        variants[f"{mode}/torch-gpu-policy"] = (variant, dict(torch_policy="gpu", backend="torch"))
-        variants[f"{mode}/torch-old-policy"] = (variant, dict(torch_policy="cpu", backend="torch"))
+        variants[f"{mode}/torch-gpu-policy"] = (variant, dict(torch_policy="gpu",
+                                                              backend="torch"))
+        variants[f"{mode}/torch-old-policy"] = (variant, dict(torch_policy="cpu",
+                                                              backend="torch"))
         variants[f"{mode}/auto"] = (variant, dict(torch_policy="auto", backend="auto"))
     cuda = device.type == "cuda"
     roofline = cost_model.roofline_for(torch.cuda.get_device_name() if cuda else "H100")

@@ -730,13 +730,15 @@ def policy_markdown(cases: list[Case], batch: int, size: int, tokens: int, reps:
     calls = cost_model.sdxl_paper_calls(batch, size, tokens, torch.float16)
     with torch.inference_mode():
         plain_ms = statistics.median(time_eager(plain, reps, warmup, cuda))
+        scope = "" if cuda else ", for the full-size SDXL at this batch and size"
         lines = ["", f"### gag-paper by attention path (eager ms per step; estimate: cost model "
-                     f"on the {roofline.name} roofline{'' if cuda else ', for the full-size SDXL at this batch and size'})",
-                 "", "| path | step ms | GAG adds ms | estimated adds ms |", "| --- | --- | --- | --- |",
-                 f"| plain | {plain_ms:.2f} | — | — |"]
-        for label, env, path in (("PyTorch, GPU policy", dict(torch_policy="gpu", backend="torch"), "gpu"),
-                                 ("PyTorch, old CPU policy", dict(torch_policy="cpu", backend="torch"), "cpu"),
-                                 ("auto (self-checked kernel)", dict(torch_policy="auto", backend="auto"), "fused")):
+                     f"on the {roofline.name} roofline{scope})",
+                 "", "| path | step ms | GAG adds ms | estimated adds ms |",
+                 "| --- | --- | --- | --- |", f"| plain | {plain_ms:.2f} | — | — |"]
+        paths = (("PyTorch, GPU policy", dict(torch_policy="gpu", backend="torch"), "gpu"),
+                 ("PyTorch, old CPU policy", dict(torch_policy="cpu", backend="torch"), "cpu"),
+                 ("auto (self-checked kernel)", dict(torch_policy="auto", backend="auto"), "fused"))
+        for label, env, path in paths:
             with cost_model.gag_env(**env):
                 step = statistics.median(time_eager(paper, reps, warmup, cuda))
             estimate = cost_model.model_call_estimate(calls, path, roofline) * 1e3

@@ -583,7 +583,8 @@ def main(argv: Optional[list] = None) -> int:
             results[(key, path)] = row
             cells = [f"{shape.name} {shape.dims}", path, f"{row['launches']:,}",
                      f"{row['syncs']:,}", _fmt_bytes(row["bytes"]), _fmt_ms(row["seconds"]),
-                     _fmt_ms(row["overlapped"]), _fmt_ms(row["sdpa_seconds"]), f"{row['seconds'] / row['sdpa_seconds']:.0f}"]
+                     _fmt_ms(row["overlapped"]), _fmt_ms(row["sdpa_seconds"]),
+                     f"{row['seconds'] / row['sdpa_seconds']:.0f}"]
             print(("| " + sep.join(cells) + " |") if args.markdown else sep.join(cells))
     print()
     header = ["model call", "path", "GAG adds ms", "unguided step ms", "+% of step"]

@@ -34,7 +34,8 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
    quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
    are the support: flat rows finish in one round) followed by one Newton step back from the
    right (a lower bound again). One round for Lk ≤ 1024, two beyond (α = 2: Michelot steps,
-   one more round each). Rows already exact stay put to rounding. tests/core/test_gpu_policy.py holds the schedule to the float64 reference
+   one more round each). Rows already exact stay put to rounding.
+   tests/core/test_gpu_policy.py holds the schedule to the float64 reference
    on random, flat, two-level and masked rows; bench/cost_model.py prices it.
 
 The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
