@@ -96,3 +96,25 @@ def test_fused_and_sdpa_traffic_are_one_launch_without_syncs():
         assert summary.launches == launches and summary.syncs == 0 and what
         sdpa = cost_model.sdpa_traffic(cost_model.SHAPES[key])
         assert sdpa.launches == 1 and sdpa.bytes < summary.bytes
+
+
+@pytest.mark.parametrize("read_back", [
+    lambda t: t.sum().item(),
+    lambda t: int(t.sum()),
+    lambda t: bool(t.sum() > 0),
+    lambda t: float(t.amax()),
+    lambda t: [0, 1, 2][t.long().amax()],            # __index__
+    lambda t: t.nonzero(),
+    lambda t: t.masked_select(t > 0),
+    lambda t: t[t > 0],
+], ids=["item", "int", "bool", "float", "index", "nonzero", "masked_select", "bool_mask"])
+def test_every_kind_of_host_read_is_one_sync(read_back):
+    t = torch.tensor([0.0, 1.0, 2.0])
+    _, summary = cost_model.trace(read_back, t)
+    assert summary.syncs == 1, [(op.name, op.syncs) for op in summary.ops]
+
+
+def test_the_gpu_policy_trace_counts_no_sync_where_the_cpu_policy_counts_them():
+    shape = cost_model.Shape("small", 1, 2, 64, 300, 32, torch.float16)
+    assert cost_model.trace_gpu_policy(shape).syncs == 0
+    assert cost_model.trace_cpu_policy(shape).syncs > 0
