@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from .attention import DEFAULT_CHUNK_BYTES, dense_sparse_attention
+from .attention import dense_sparse_attention
 from .rule import _check_pair, _guidance, check_alpha, check_guidance_params
 from .sparse import _is_real_number
 
@@ -118,13 +118,13 @@ def target_gain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, 
                           mask: Optional[torch.Tensor] = None,
                           strength: Union[float, torch.Tensor] = 1.0,
                           max_scale: float = MAX_TARGET_SCALE, minus_dense: bool = False,
-                          chunk_bytes: int = DEFAULT_CHUNK_BYTES
-                          ) -> TargetGainCall:
+                          chunk_bytes: Optional[int] = None) -> TargetGainCall:
     """GAG for one attention call with λ set by ``scale_for_target`` (PyTorch path: the fused
     kernel takes λ as a number, which would need a host read).
 
-    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); mask as for ``gag_attention``.
-    Returns a ``TargetGainCall``; its ``out`` is the GAG output, or with ``minus_dense`` what
+    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv); mask and chunk_bytes as for
+    ``gag_attention`` (the retrievals take the PyTorch path's CPU or GPU policy). Returns a
+    ``TargetGainCall``; its ``out`` is the GAG output, or with ``minus_dense`` what
     GAG adds to the softmax output (as ``gag_correction``).
     """
     if check_target_gain(target) == 0:

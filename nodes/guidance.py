@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from ..gag_core import gag_attention, gag_correction
+from ..gag_core.kernels import backend_summary
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
@@ -55,6 +56,12 @@ class GuidanceRuntime(SharedObject):
                       "kernel takes λ as a number)", settings.target_gain)
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
+
+    @staticmethod
+    def backend_summary() -> str:
+        """Which attention backend the guided calls use and why (the fused kernel's self-check
+        decisions, one line per device, dtype, head dim and kernel path), for the readout."""
+        return backend_summary()
 
     @property
     def targets_gain(self) -> bool:
