@@ -180,3 +180,42 @@ def test_target_gain_call_syncs_no_more_than_the_retrievals_do():
     with SyncCounter() as counter:
         target_gain_attention(q, k, v, target=1.8, eta=15.0, zeta=0.0, alpha=1.5)
     assert counter.seen == base.seen
+
+
+# The cost model's tracer (bench/cost_model.py), whose sync rules cover every kind of host read
+# (item/int/bool/float, nonzero, masked_select, boolean-mask indexing).
+def _cost_model():
+    import importlib.util
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "bench" / "cost_model.py"
+    spec = importlib.util.spec_from_file_location("bench_cost_model_target_gain", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("zeta", [0.0, 0.5])
+def test_a_whole_target_gain_call_on_the_gpu_policy_never_reads_back(monkeypatch, zeta):
+    """On the PyTorch path's GPU policy (sync-free retrievals; forced here on the CPU) the whole
+    target-gain call — retrievals, coefficients, medians, λ, output — has no host read; and
+    text mode's joint-attention call neither."""
+    from gag_core.joint import text_guided_attention
+    monkeypatch.setenv("GAG_TORCH_POLICY", "gpu")
+    cost_model = _cost_model()
+    q, k, v = qkv(seed=10, dtype=torch.float32)
+    call, summary = cost_model.trace(target_gain_attention, q, k, v, target=1.8, eta=15.0,
+                                     zeta=zeta, alpha=1.5, strength=torch.tensor(0.5))
+    assert summary.syncs == 0, [o.name for o in summary.ops if o.syncs]
+    assert torch.isfinite(call.out).all()
+    jq, jk, jv = qkv(seed=11, lq=30, lk=30, dtype=torch.float32)
+
+    def text_mode():
+        def correction(q_img, k_txt, v_txt, mask):
+            return target_gain_attention(q_img, k_txt, v_txt, target=1.8, eta=15.0, zeta=zeta,
+                                         alpha=1.5, mask=mask, minus_dense=True).out
+        return text_guided_attention(jq, jk, jv, 6, retrieval_correction=correction)
+
+    _, summary = cost_model.trace(text_mode)
+    assert summary.syncs == 0, [o.name for o in summary.ops if o.syncs]
