@@ -1,7 +1,7 @@
 """Train the digits study's joint-attention DiT on CPU, seeded: ComfyUI's FLUX.1 class at tiny
 size (bench/digits/digits_model.py DIT_CONFIG), class given only as text tokens.
 
-    python bench/digits/train_dit.py        # ~6–7 min on one busy CPU core (2000 steps)
+    python bench/digits/train_dit.py        # 2000 steps: 8.9 min on one thread of a busy 2-core machine
 
 Flow matching in ComfyUI's FLOW parametrisation (what FluxSchnell samples with): x_σ = (1 − σ)·x₀
 + σ·ε, the model sees x_σ and σ and predicts v = ε − x₀ (ComfyUI's denoised = x_σ − σ·v). σ is
