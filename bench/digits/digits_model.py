@@ -1,5 +1,6 @@
-"""Shared pieces of the digits study: data, the tiny SD1.5-style UNet, the class-token "text
-encoder", the judge classifier and the Fréchet distance.
+"""Shared pieces of the digits study: data, the tiny SD1.5-style UNet, the tiny FLUX-class
+joint-attention DiT, the class-token "text encoder", the judge classifier and the Fréchet
+distance.
 
 Data representation (the "latent"): scikit-learn's 8×8 digits (pixel values 0–16) are scaled to
 [−1, 1], upsampled bilinearly to 16×16 and folded space-to-depth (pixel_unshuffle, factor 2) into a
