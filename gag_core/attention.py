@@ -204,6 +204,11 @@ def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     return _cat([p[0] for p in pairs]), _cat([p[1] for p in pairs])
 
 
+def _torch_path(q, k, v, **params):
+    """The PyTorch path alone: what the fused kernel's self-check compares it with."""
+    return gag_attention(q, k, v, backend="torch", **params)
+
+
 def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                   alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
@@ -231,7 +236,7 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if backend not in ("auto", "torch", "fused"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
     if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha)
+        fused = select_backend(q, k, v, mask, alpha, _torch_path)
         if fused is not None:
             return fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
         if backend == "fused":
@@ -273,7 +278,7 @@ def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if backend not in ("auto", "torch", "fused"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
     if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha)
+        fused = select_backend(q, k, v, mask, alpha, _torch_path)
         if fused is not None:
             guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
             dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)

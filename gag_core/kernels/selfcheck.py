@@ -202,19 +202,16 @@ def _fused(q, k, v, **params):
     return fused_gag_attention(q, k, v, **params)
 
 
-def _exact(q, k, v, **params):
-    from ..attention import gag_attention
-    return gag_attention(q, k, v, backend="torch", **params)
-
-
 _default: Optional[BackendChooser] = None
 
 
-def default_chooser() -> BackendChooser:
-    """The process-wide chooser ``select_backend`` uses for GAG_BACKEND=auto."""
+def default_chooser(exact: Callable) -> BackendChooser:
+    """The process-wide chooser ``select_backend`` uses for GAG_BACKEND=auto. ``exact`` is the
+    PyTorch path it checks the kernel against (gag_core.attention hands it in, so kernels never
+    import attention back)."""
     global _default
     if _default is None:
-        _default = BackendChooser(_fused, _exact)
+        _default = BackendChooser(_fused, exact)
     return _default
 
 
