@@ -8,9 +8,12 @@ the per-step, per-group and overall figures are reduced on the device and read b
 
 * one INFO record in ComfyUI's log, e.g.
   ``GAG: attention gain ×2.1 median, ×3.8 p95, cap active on 0% of tokens (7 layers, 20 steps;
-  input ×2.3, output ×1.9)``, followed on the same line by a hint when the median gain is in
-  the range that hurt images in the digits study (``HINT_GAIN``);
-* the same figures, on short lines, as ComfyUI's progress text on the GAG Model Patch node, and
+  input ×2.3, output ×1.9); backend: PyTorch path (GPU policy)``, followed on the same line by
+  a hint when the median gain is in the range that hurt images in the digits study
+  (``HINT_GAIN``). The backend part says what computed the guided calls on the run's device
+  (``backend_text``): the fused kernel or the PyTorch path, with the self-check's reason where
+  the kernel was checked (issue 20), else the PyTorch path's policy;
+* the same figures and the backend, on short lines, as ComfyUI's progress text on the GAG Model Patch node, and
   the per-step figures as a ``gag.readout`` message that web/js/gag_readout.js plots there.
 
 The gain rows are recomputed on the PyTorch path beside the guided call, whatever backend
@@ -72,6 +75,7 @@ class RunReadout:
     total_steps: int
     scale: float                      # the node's λ (before any schedule ramp)
     values: int                       # gain values pooled into ``overall``
+    backend: str = ""                 # what computed the guided calls (``backend_text``)
 
     def line(self) -> str:
         o = self.overall
@@ -80,7 +84,8 @@ class RunReadout:
                 f"on {_percent(o.capped)} of tokens ({self.layers} "
                 f"layer{'s' * (self.layers != 1)}, {len(self.steps)} "
                 f"step{'s' * (len(self.steps) != 1)}"
-                + (f"; {groups}" if len(self.groups) > 1 else "") + ")")
+                + (f"; {groups}" if len(self.groups) > 1 else "") + ")"
+                + (f"; backend: {self.backend}" if self.backend else ""))
 
     def suggested_scales(self) -> Optional[tuple[float, float]]:
         """λ range expected to give a median gain in GOOD_GAIN: the gain grows linearly with λ
@@ -112,6 +117,8 @@ class RunReadout:
         if len(self.groups) > 1:
             lines[-1] += ": " + ", ".join(f"{name} {_times(f.median)}"
                                           for name, f in self.groups.items())
+        if self.backend:
+            lines.append(f"backend: {self.backend}")
         hint = self.hint()
         return "\n".join(lines + ([hint] if hint else []))
 
@@ -122,8 +129,29 @@ class RunReadout:
             "groups": {name: f.as_dict() for name, f in self.groups.items()},
             "steps": [dict(step=i, **f.as_dict()) for i, f in self.steps],
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
+            "backend": self.backend,
             "hint_gain": HINT_GAIN, "good_gain": list(GOOD_GAIN),
         }
+
+
+def backend_text(device: torch.device) -> str:
+    """What computes guided attention on ``device``, for the readout: the fused kernel's
+    self-check decisions for that device (``gag_core.kernels.selfcheck``; one part per dtype,
+    head dim and kernel path checked), e.g. "fused kernel (float16 D64 short rows: agrees …)",
+    else "PyTorch path (GPU policy)" / "(CPU policy)" (``gag_core.gpu_policy.torch_policy``)."""
+    from ..gag_core.gpu_policy import torch_policy
+    from ..gag_core.kernels.selfcheck import decisions
+    device = torch.device(device)
+    policy = f"PyTorch path ({torch_policy(device).upper()} policy)"
+    parts = []
+    for decision in decisions():
+        name, dtype, head_dim, path = decision.key
+        if name != str(device) and not name.endswith(f"({device})"):
+            continue
+        what = "fused kernel" if decision.backend == "fused" else policy
+        parts.append(f"{what} ({str(dtype).replace('torch.', '')} D{head_dim} {path} rows: "
+                     f"{decision.reason})")
+    return "; ".join(parts) if parts else policy
 
 
 def _times(gain: float) -> str:
@@ -188,9 +216,11 @@ class GainReadout(SharedObject):
         self._pending.clear()
         self._steps = []
 
-    def end_run(self, *, scale: float, total_steps: int) -> Optional[RunReadout]:
+    def end_run(self, *, scale: float, total_steps: int,
+                backend: Optional[str] = None) -> Optional[RunReadout]:
         """The run's figures, or None when no guided call ran (window outside the run, λ
-        schedule off, no selected layer reached)."""
+        schedule off, no selected layer reached). ``backend``: what computed the guided calls;
+        None asks ``backend_text`` for the device the gains were recorded on."""
         self.collecting = False
         if self._pending:  # calls after the last step callback (or a sampler without callbacks)
             last = self._steps[-1][0] + 1 if self._steps else 0
@@ -212,13 +242,15 @@ class GainReadout(SharedObject):
         everything = ([g for _, g, _ in flat], [c for _, _, c in flat])
         pools.append(everything)
         figures = torch.stack([_reduce(gains, capped) for gains, capped in pools]).cpu().tolist()
+        if backend is None:
+            backend = backend_text(flat[0][1].device)
         as_figures = [GainFigures(*row) for row in figures]
         result = RunReadout(
             overall=as_figures[-1],
             groups=dict(zip(group_order, as_figures[len(steps):-1])),
             steps=[(step, f) for (step, _), f in zip(steps, as_figures)],
             layers=len(layers), total_steps=int(total_steps), scale=float(scale),
-            values=sum(int(g.numel()) for g in everything[0]))
+            values=sum(int(g.numel()) for g in everything[0]), backend=backend)
         self.last = result
         return result
 
