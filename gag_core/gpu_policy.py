@@ -30,6 +30,9 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
    support has at most k entries (for j ≤ j* the θ_j are lower bounds and θ_{j*} = θ*; for
    j > j* min(θ_j, g_(j)) ≤ g_(j) ≤ θ*; a NaN θ_j, from a negative discriminant, is dropped by
    ``fmin``). Rows of at most 256 keys take k = Lk: the result is exact, no refinement runs.
+   Such rows then form both maps from one pass u = g − θ over the scores: sparse [u]_+^{…},
+   dense exp(u) = e^{−θ}·exp(g), a per-row factor (≤ e², as θ ≥ −1/(α−1)) that the dense
+   map's own normaliser divides out.
 2. *Refinement* (longer rows, k = 64): a fixed number of rounds over the full rows, each a
    quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
    are the support: flat rows finish in one round) followed by one Newton step back from the
@@ -40,6 +43,12 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
 
 The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
 ulp off changes no output beyond rounding.
+
+Launches per guided call in eager mode (bench/cost_model.py traces them on meta tensors):
+30 for SDXL's 77-key rows, 52 for FLUX text mode's 512-key rows (the refinement round is 19 of
+them); the ζ = 0 combine is the Gram bmm plus 8 small per-row ops, text mode's correction one
+more bmm. bench/RESULTS.md says where the remaining time goes and why issue 20's step targets
+need the fused kernel.
 
 Range: the Gram products are float32. For float16 inputs they can neither overflow nor
 underflow (retrievals are sums of exact products of float16 values, below 4·Lk·65504 in size
