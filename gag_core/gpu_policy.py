@@ -45,9 +45,9 @@ The probabilities are renormalised by their own sum (the padded column of P·V),
 ulp off changes no output beyond rounding.
 
 Launches per guided call in eager mode (bench/cost_model.py traces them on meta tensors):
-30 for SDXL's 77-key rows, 52 for FLUX text mode's 512-key rows (the refinement round is 19 of
-them); the ζ = 0 combine is the Gram bmm plus 8 small per-row ops, text mode's correction one
-more bmm. bench/RESULTS.md says where the remaining time goes and why issue 20's step targets
+29 for SDXL's 77-key rows, 51 for FLUX text mode's 512-key rows (the refinement round is 19 of
+them); the ζ = 0 combine is the Gram baddbmm plus 7 small per-row ops, text mode's correction
+one more bmm. bench/RESULTS.md says where the remaining time goes and why issue 20's step targets
 need the fused kernel.
 
 Range: the Gram products are float32. For float16 inputs they can neither overflow nor
@@ -405,12 +405,12 @@ def _zeta_zero_coefficient(gram: torch.Tensor, inv: torch.Tensor, scale: float, 
     With p = ⟨n_d, n_s⟩, q = ‖n_s‖², normalisers a_d, a_s (s = n_s/a_s, d = n_d/a_d):
     c = ⟨s − d, s⟩/‖s‖² = 1 − p·a_s/(q·a_d) and ‖s‖ = √q/a_s, so c·‖s‖ = z/√q with
     z = q/a_s − p/a_d, and f = (1 + λ·c·min(1, η/(|c|·‖s‖)))/a_s = 1/a_s + λ·clamp(z/√q, ±η)/√q.
-    ``inv`` (N, 2, 1) = [1/a_d, 1/a_s] (``_inverse_normalisers``). 7 launches. q = 0 (a zero
-    sparse retrieval) gives z = 0 and a finite f.
+    ``inv`` (N, 2, 1) = [1/a_d, 1/a_s] (``_inverse_normalisers``); ``gram`` from ``_gram``
+    (q > 0). 6 launches. A zero sparse retrieval gives z = 0 and a finite f.
     """
     p, q = gram[:, 0, 1:2], gram[:, 1, 1:2]
     inv_d, inv_s = inv[:, 0], inv[:, 1]
-    root = q.clamp(min=_NORMALISER_FLOOR).rsqrt_()               # 1/√q
+    root = torch.rsqrt(q)                                        # 1/√q (q > 0: _gram)
     z = torch.mul(q, inv_s).addcmul_(p, inv_d, value=-1.0).mul_(root)
     if not math.isinf(eta):
         z = z.clamp_(min=-eta, max=eta)
@@ -451,7 +451,14 @@ def _normalised(numer: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _gram(numer: torch.Tensor) -> torch.Tensor:
-    return torch.bmm(numer, numer.transpose(1, 2))               # (N, 2, 2)
+    """(N, 2, 2) Gram matrices of the two numerators, plus the dtype's smallest normal number on
+    the diagonal (in the same batched matmul, baddbmm's input): ‖n_s‖² > 0 even for a zero
+    retrieval, so 1/√q needs no clamp; it moves no q ≥ 2⁻¹⁰⁰ by more than 2⁻²⁶ of itself."""
+    key = ("tiny_eye", numer.dtype, str(numer.device))
+    if key not in _constants:
+        _constants[key] = torch.eye(2, dtype=numer.dtype, device=numer.device).mul_(
+            torch.finfo(numer.dtype).tiny)
+    return torch.baddbmm(_constants[key], numer, numer.transpose(1, 2))
 
 
 def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
