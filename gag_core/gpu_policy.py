@@ -30,6 +30,9 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
    support has at most k entries (for j ≤ j* the θ_j are lower bounds and θ_{j*} = θ*; for
    j > j* min(θ_j, g_(j)) ≤ g_(j) ≤ θ*; a NaN θ_j, from a negative discriminant, is dropped by
    ``fmin``). Rows of at most 256 keys take k = Lk: the result is exact, no refinement runs.
+   Such rows then form both maps from one pass u = g − θ over the scores: sparse [u]_+^{…},
+   dense exp(u) = e^{−θ}·exp(g), a per-row factor (≤ e², as θ ≥ −1/(α−1)) that the dense
+   map's own normaliser divides out.
 2. *Refinement* (longer rows, k = 64): a fixed number of rounds over the full rows, each a
    quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
    are the support: flat rows finish in one round) followed by one Newton step back from the
@@ -40,6 +43,12 @@ The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection
 
 The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
 ulp off changes no output beyond rounding.
+
+Launches per guided call in eager mode (bench/cost_model.py traces them on meta tensors):
+29 for SDXL's 77-key rows, 51 for FLUX text mode's 512-key rows (the refinement round is 19 of
+them); the ζ = 0 combine is the Gram baddbmm plus 7 small per-row ops, text mode's correction
+one more bmm. bench/RESULTS.md says where the remaining time goes and why issue 20's step targets
+need the fused kernel.
 
 Range: the Gram products are float32. For float16 inputs they can neither overflow nor
 underflow (retrievals are sums of exact products of float16 values, below 4·Lk·65504 in size
@@ -159,11 +168,29 @@ def _value_tail(pad: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
 
 
 def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(j, 4j) for j = 1..k, shape (k,)."""
+    """(j, 1/j) for j = 1..k, shape (k,)."""
     key = ("ranks", k, dtype, str(device))
     if key not in _constants:
         j = torch.arange(1, k + 1, dtype=dtype, device=device)
-        _constants[key] = (j, 4.0 * j)
+        _constants[key] = (j, j.reciprocal())
+    return _constants[key]
+
+
+def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-dim zero."""
+    key = ("zero", dtype, str(device))
+    if key not in _constants:
+        _constants[key] = torch.zeros((), dtype=dtype, device=device)
+    return _constants[key]
+
+
+def _mass_offset(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k,) = [4, 0, …, 0]: added to −g² before the cumulative sum, which then gives 4 − S2."""
+    key = ("offset", k, dtype, str(device))
+    if key not in _constants:
+        offset = torch.zeros(k, dtype=dtype, device=device)
+        offset[0] = 4.0
+        _constants[key] = offset
     return _constants[key]
 
 
@@ -197,23 +224,32 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.T
     return torch.bmm(a.to(out_dtype), b.to(out_dtype))
 
 
-def _threshold_from_top(top: torch.Tensor, alpha: float) -> torch.Tensor:
-    """θ_k = max_j min(θ_j, g_(j)) over the sorted gaps ``top`` (..., k): (..., 1).
+def _threshold_from_top(raw_top: torch.Tensor, shift: torch.Tensor, pending_scale: float,
+                        alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ_k = max_j min(θ_j, g_(j)) from the k largest raw scores ``raw_top`` (..., k), sorted,
+    with gaps g = pending_scale·s + shift: (θ_k (..., 1), the gaps g_(j) (..., k)).
 
     Exact θ* when the support fits in the k entries, else a lower bound of it (module
-    docstring). Entries far below the support (even −inf) only give θ_j ≤ θ*, never above."""
-    k = top.shape[-1]
-    j, four_j = _ranks(k, top.dtype, top.device)
+    docstring). Entries far below the support (even −inf) only give θ_j ≤ θ*, never above.
+
+    α = 1.5 in 9 launches: one (..., 2, k) buffer holds [g, 4 − g²] (4 only in column 0), one
+    cumsum gives [S1, 4 − S2], times 1/j [μ, (4 − S2)/j], and θ_j = μ − √(μ² + (4 − S2)/j),
+    the smaller root of Σ_{i≤j} (g_(i) − θ)² = 4 (a NaN root, from a negative discriminant,
+    belongs to a j past the support and is dropped by fmin)."""
+    k = raw_top.shape[-1]
+    j, inv_j = _ranks(k, raw_top.dtype, raw_top.device)
     if alpha == 1.5:
-        s1 = top.cumsum(-1)
-        s2 = torch.square(top).cumsum_(-1)
-        # j·θ² − 2·S1·θ + S2 − 4 = 0, smaller root; disc = 4j − j·S2 + S1² (a NaN root where it
-        # is negative belongs to a j past the support and is dropped by fmin).
-        disc = torch.addcmul(four_j, j, s2, value=-1.0).addcmul_(s1, s1)
-        theta_j = torch.sub(s1, disc.sqrt_()).div_(j)
+        pair = torch.empty(*raw_top.shape[:-1], 2, k, dtype=raw_top.dtype, device=raw_top.device)
+        top = torch.add(shift, raw_top, alpha=pending_scale, out=pair[..., 0, :])
+        torch.addcmul(_mass_offset(k, raw_top.dtype, raw_top.device), top, top, value=-1.0,
+                      out=pair[..., 1, :])
+        sums = pair.cumsum(-1).mul_(inv_j)                       # [μ_j, (4 − S2_j)/j]
+        mean, rest = sums[..., 0, :], sums[..., 1, :]
+        theta_j = mean.sub_(rest.addcmul_(mean, mean).sqrt_())
     else:  # α = 2: Σ_{i≤j} (g_(i) − θ) = 1
+        top = torch.add(shift, raw_top, alpha=pending_scale)
         theta_j = top.cumsum(-1).sub_(1.0).div_(j)
-    return torch.fmin(theta_j, top).amax(dim=-1, keepdim=True)
+    return torch.fmin(theta_j, top).amax(dim=-1, keepdim=True), top
 
 
 def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) -> torch.Tensor:
@@ -303,26 +339,36 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if mask is not None:
         # A fully masked row has maximum −inf: shift it by 0 so its gaps stay −inf.
         row_max = torch.nan_to_num(row_max, nan=float("nan"), posinf=float("inf"), neginf=0.0)
-    # gaps = scale·(s − max), ≤ 0 with maximum 0, in one pass: (−scale·max) + scale·s.
+    # gaps g = scale·(s − max) = (−scale·max) + scale·s: ≤ 0 with maximum 0.
     shift = row_max * -pending_scale
-    gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
-    top = torch.add(shift, top[..., :kk], alpha=pending_scale)
     floor = -1.0 / (alpha - 1.0)                                 # θ* ≥ this bound
     probs = torch.empty(rows, lq, 2, lk, dtype=operand, device=q.device)
-    torch.exp(gaps, out=probs[:, :, 0])
-    sparse = probs[:, :, 1]
-    if alpha in (1.5, 2.0):
-        theta = _threshold_from_top(top, alpha)
+    dense, sparse = probs[:, :, 0], probs[:, :, 1]
+    if alpha not in (1.5, 2.0):
+        gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
+        torch.exp(gaps, out=dense)
+        sparse.copy_(entmax_bisect(gaps, alpha))
+    else:
+        theta, _ = _threshold_from_top(top[..., :kk], shift, pending_scale, alpha)
         if mask is not None:
             theta = theta.clamp_(min=floor)                      # fully masked rows: −inf
         rounds = refine_rounds(lk, alpha)
         if rounds:
+            gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
             theta = _refine(gaps, theta, alpha, rounds)
-        torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
+            torch.exp(gaps, out=dense)
+            torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
+        else:
+            # Short rows: one pass forms u = g − θ, and both maps come from it. The dense map
+            # is exp(u) = exp(g)·e^{−θ}: a per-row factor (θ ∈ [floor, 0], so ≤ e², no
+            # overflow) that its own normaliser (the padded column of P·V) divides out.
+            u = torch.add(torch.sub(shift, theta), scores, alpha=pending_scale, out=scores)
+            torch.exp(u, out=dense)
+            # maximum with a 0-dim zero: a binary op writes the operand dtype directly (clamp
+            # with a scalar bound refuses a differently typed out= on CPU).
+            torch.maximum(u, _zero(u.dtype, u.device), out=sparse)
         if alpha == 1.5:
             sparse.square_()
-    else:
-        sparse.copy_(entmax_bisect(gaps, alpha))
     padded = ((dv + 1 + 7) // 8) * 8
     tail = _value_tail(padded - dv, operand, q.device).expand(rows, lk, padded - dv)
     v_aug = torch.cat([v3, tail], dim=-1)
@@ -346,23 +392,31 @@ def gpu_dense_sparse(q, k, v, mask, alpha) -> tuple[torch.Tensor, torch.Tensor]:
     return out[..., 0, :], out[..., 1, :]
 
 
-def _zeta_zero_coefficient(gram: torch.Tensor, norm: torch.Tensor, scale: float,
-                           eta: float) -> torch.Tensor:
+def _inverse_normalisers(norm: torch.Tensor, masked: bool) -> torch.Tensor:
+    """(N, 2, 1) → [1/a_d, 1/a_s]. Live rows have a_d ≥ 1 and a_s > 0; only fully masked rows
+    (normaliser 0, possible only with a mask) need the floor."""
+    return norm.clamp(min=_NORMALISER_FLOOR).reciprocal_() if masked else torch.reciprocal(norm)
+
+
+def _zeta_zero_coefficient(gram: torch.Tensor, inv: torch.Tensor, scale: float, eta: float,
+                           out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-row factor f with GAG output = f · (sparse numerator), for ζ = 0: (N, 1).
 
     With p = ⟨n_d, n_s⟩, q = ‖n_s‖², normalisers a_d, a_s (s = n_s/a_s, d = n_d/a_d):
-    c = ⟨s − d, s⟩/‖s‖² = 1 − p·a_s/(q·a_d), ‖g‖ = |c|·√q/a_s, and
-    f = (1 + λ·min(1, η/‖g‖)·c)/a_s = 1/a_s + λ·clamp(c/a_s, −η/√q, η/√q).
+    c = ⟨s − d, s⟩/‖s‖² = 1 − p·a_s/(q·a_d) and ‖s‖ = √q/a_s, so c·‖s‖ = z/√q with
+    z = q/a_s − p/a_d, and f = (1 + λ·c·min(1, η/(|c|·‖s‖)))/a_s = 1/a_s + λ·clamp(z/√q, ±η)/√q.
+    ``inv`` (N, 2, 1) = [1/a_d, 1/a_s] (``_inverse_normalisers``); ``gram`` from ``_gram``
+    (q > 0). 6 launches. A zero sparse retrieval gives z = 0 and a finite f.
     """
     p, q = gram[:, 0, 1:2], gram[:, 1, 1:2]
-    a_d, a_s = norm[:, 0], norm[:, 1]
-    inv_s = a_s.clamp(min=_NORMALISER_FLOOR).reciprocal_()
-    weight = torch.mul(q, a_d).clamp_(min=_NORMALISER_FLOOR)
-    c_over = torch.addcdiv(inv_s, p, weight, value=-1.0)         # c / a_s
+    inv_d, inv_s = inv[:, 0], inv[:, 1]
+    root = torch.rsqrt(q)                                        # 1/√q (q > 0: _gram)
+    z = torch.mul(q, inv_s).addcmul_(p, inv_d, value=-1.0).mul_(root)
     if not math.isinf(eta):
-        bound = torch.rsqrt(q).mul_(eta)                         # η/√q (inf where s = 0)
-        c_over = c_over.clamp_(min=torch.neg(bound), max=bound)
-    return torch.add(inv_s, c_over, alpha=scale)
+        z = z.clamp_(min=-eta, max=eta)
+    if out is None:
+        return torch.addcmul(inv_s, z, root, value=scale)
+    return torch.addcmul(inv_s, z, root, value=scale, out=out)
 
 
 def _general_rule(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: float,
@@ -397,7 +451,14 @@ def _normalised(numer: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _gram(numer: torch.Tensor) -> torch.Tensor:
-    return torch.bmm(numer, numer.transpose(1, 2))               # (N, 2, 2)
+    """(N, 2, 2) Gram matrices of the two numerators, plus the dtype's smallest normal number on
+    the diagonal (in the same batched matmul, baddbmm's input): ‖n_s‖² > 0 even for a zero
+    retrieval, so 1/√q needs no clamp; it moves no q ≥ 2⁻¹⁰⁰ by more than 2⁻²⁶ of itself."""
+    key = ("tiny_eye", numer.dtype, str(numer.device))
+    if key not in _constants:
+        _constants[key] = torch.eye(2, dtype=numer.dtype, device=numer.device).mul_(
+            torch.finfo(numer.dtype).tiny)
+    return torch.baddbmm(_constants[key], numer, numer.transpose(1, 2))
 
 
 def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
@@ -407,7 +468,8 @@ def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
     out = torch.empty(batch * heads * lq, dv, dtype=out_dtype, device=q.device)
     if zeta == 0.0:
-        factor = _zeta_zero_coefficient(_gram(numer), norm, scale, eta)
+        inv = _inverse_normalisers(norm, mask is not None)
+        factor = _zeta_zero_coefficient(_gram(numer), inv, scale, eta)
         torch.mul(numer[:, 1], factor, out=out)
     else:
         dense, sparse = _normalised(numer, norm)
@@ -421,10 +483,13 @@ def gpu_correction(q, k, v, mask, alpha, scale, eta, zeta) -> torch.Tensor:
     dv = v.shape[-1]
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
     if zeta == 0.0:
-        # f·n_s − n_d/a_d: the ζ = 0 factor, then the dense retrieval taken off in place.
-        factor = _zeta_zero_coefficient(_gram(numer), norm, scale, eta)
-        inv_dense = norm[:, 0].clamp(min=_NORMALISER_FLOOR).reciprocal_()
-        out = torch.mul(numer[:, 1], factor)
-        return out.addcmul_(numer[:, 0], inv_dense, value=-1.0).view(batch, heads, lq, dv)
+        # f·n_s − n_d/a_d as one (1 × 2)·(2 × Dv) product per row: the coefficients [−1/a_d, f]
+        # are written in place, the numerators are read once.
+        rows = numer.shape[0]
+        coef = torch.empty(rows, 1, 2, dtype=numer.dtype, device=numer.device)
+        inv = _inverse_normalisers(norm, mask is not None)
+        _zeta_zero_coefficient(_gram(numer), inv, scale, eta, out=coef[:, 0, 1:2])
+        torch.neg(inv[:, 0], out=coef[:, 0, 0:1])
+        return torch.bmm(coef, numer).view(batch, heads, lq, dv)
     dense, sparse = _normalised(numer, norm)
     return _general_rule(dense, sparse, scale, eta, zeta).sub_(dense).view(batch, heads, lq, dv)

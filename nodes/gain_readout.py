@@ -8,9 +8,12 @@ the per-step, per-group and overall figures are reduced on the device and read b
 
 * one INFO record in ComfyUI's log, e.g.
   ``GAG: attention gain ×2.1 median, ×3.8 p95, cap active on 0% of tokens (7 layers, 20 steps;
-  input ×2.3, output ×1.9)``, followed on the same line by a hint when the median gain is in
-  the range that hurt images in the digits study (``HINT_GAIN``);
-* the same figures, on short lines, as ComfyUI's progress text on the GAG Model Patch node, and
+  input ×2.3, output ×1.9); backend: PyTorch path (GPU policy)``, followed on the same line by
+  a hint when the median gain is in the range that hurt images in the digits study
+  (``HINT_GAIN``). The backend part says what computed the guided calls on the run's device
+  (``backend_text``): the fused kernel or the PyTorch path, with the self-check's reason where
+  the kernel was checked (issue 20), else the PyTorch path's policy;
+* the same figures and the backend, on short lines, as ComfyUI's progress text on the GAG Model Patch node, and
   the per-step figures as a ``gag.readout`` message that web/js/gag_readout.js plots there.
 
 The gain rows are recomputed on the PyTorch path beside the guided call, whatever backend
@@ -117,6 +120,7 @@ class RunReadout:
     values: int                       # gain values pooled into ``overall``
     target: Optional[TargetFigures] = None   # target-gain mode only
     band: GainBand = GAIN_BANDS["unet"]      # the evidence for this kind of model
+    backend: str = ""                 # what computed the guided calls (``backend_text``)
 
     def target_text(self) -> Optional[str]:
         """Target against achieved, and where the target was out of reach, why and how far."""
@@ -143,7 +147,8 @@ class RunReadout:
                 f"layer{'s' * (self.layers != 1)}, {len(self.steps)} "
                 f"step{'s' * (len(self.steps) != 1)}"
                 + (f"; {groups}" if len(self.groups) > 1 else "") + ")"
-                + (f"; {self.target_text()}" if self.target else ""))
+                + (f"; {self.target_text()}" if self.target else "")
+                + (f"; backend: {self.backend}" if self.backend else ""))
 
     def suggested_scales(self) -> Optional[tuple[float, float]]:
         """λ range expected to give a median gain in the model's good band: the gain grows
@@ -185,6 +190,8 @@ class RunReadout:
                                           for name, f in self.groups.items())
         if self.target is not None:
             lines.append(self.target_text())
+        if self.backend:
+            lines.append(f"backend: {self.backend}")
         hint = self.hint()
         return "\n".join(lines + ([hint] if hint else []))
 
@@ -195,9 +202,30 @@ class RunReadout:
             "groups": {name: f.as_dict() for name, f in self.groups.items()},
             "steps": [dict(step=i, **f.as_dict()) for i, f in self.steps],
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
+            "backend": self.backend,
             "hint_gain": self.band.hint_from, "good_gain": list(self.band.good),
             "target": self.target.as_dict() if self.target else None,
         }
+
+
+def backend_text(device: torch.device) -> str:
+    """What computes guided attention on ``device``, for the readout: the fused kernel's
+    self-check decisions for that device (``gag_core.kernels.selfcheck``; one part per dtype,
+    head dim and kernel path checked), e.g. "fused kernel (float16 D64 short rows: agrees …)",
+    else "PyTorch path (GPU policy)" / "(CPU policy)" (``gag_core.gpu_policy.torch_policy``)."""
+    from ..gag_core.gpu_policy import torch_policy
+    from ..gag_core.kernels.selfcheck import decisions
+    device = torch.device(device)
+    policy = f"PyTorch path ({torch_policy(device).upper()} policy)"
+    parts = []
+    for decision in decisions():
+        name, dtype, head_dim, path = decision.key
+        if name != str(device) and not name.endswith(f"({device})"):
+            continue
+        what = "fused kernel" if decision.backend == "fused" else policy
+        parts.append(f"{what} ({str(dtype).replace('torch.', '')} D{head_dim} {path} rows: "
+                     f"{decision.reason})")
+    return "; ".join(parts) if parts else policy
 
 
 def _times(gain: float) -> str:
@@ -271,11 +299,13 @@ class GainReadout(SharedObject):
         self._targets = []
 
     def end_run(self, *, scale: float, total_steps: int, target: float = 0.0,
-                max_scale: float = MAX_TARGET_SCALE,
-                band: GainBand = GAIN_BANDS["unet"]) -> Optional[RunReadout]:
+                max_scale: float = MAX_TARGET_SCALE, band: GainBand = GAIN_BANDS["unet"],
+                backend: Optional[str] = None) -> Optional[RunReadout]:
         """The run's figures, or None when no guided call ran (window outside the run, λ
         schedule off, no selected layer reached). ``target``: the target gain in target-gain
-        mode (0 = off), ``max_scale`` its λ bound; ``band``: the evidence for the hint."""
+        mode (0 = off), ``max_scale`` its λ bound; ``band``: the evidence for the hint;
+        ``backend``: what computed the guided calls (None asks ``backend_text`` for the device
+        the gains were recorded on)."""
         self.collecting = False
         if self._pending:  # calls after the last step callback (or a sampler without callbacks)
             last = self._steps[-1][0] + 1 if self._steps else 0
@@ -304,6 +334,8 @@ class GainReadout(SharedObject):
         target_figures = None
         if target and targets:
             target_figures = TargetFigures(target, *figures.pop(), max_scale=max_scale)
+        if backend is None:
+            backend = backend_text(flat[0][1].device)
         as_figures = [GainFigures(*row) for row in figures]
         result = RunReadout(
             overall=as_figures[-1],
@@ -311,7 +343,7 @@ class GainReadout(SharedObject):
             steps=[(step, f) for (step, _), f in zip(steps, as_figures)],
             layers=len(layers), total_steps=int(total_steps), scale=float(scale),
             values=sum(int(g.numel()) for g in everything[0]), target=target_figures,
-            band=band)
+            band=band, backend=backend)
         self.last = result
         return result
 

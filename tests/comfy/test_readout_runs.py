@@ -8,6 +8,8 @@
   text and joint modes).
 * One INFO line per sampling run; nothing when no step was guided; a failing report never
   fails sampling.
+* The line and the node text say which backend computed the guided calls (issue 20): the
+  PyTorch path and its policy, or the fused kernel's self-check decision for the device.
 * Under torch.compile the readout adds no graph break to the patch.
 """
 
@@ -139,7 +141,8 @@ def test_larger_scale_reads_as_larger_gain_and_a_large_gain_brings_the_hint(gag,
         medians.append(result.overall.median)
         assert result.overall.capped == 0  # η = ∞ never binds
         if result.overall.median < gag.readout.HINT_GAIN:
-            assert result.hint() is None and result.text().count("\n") == 2
+            # figures, cap share, layers and steps, backend: four lines, no hint
+            assert result.hint() is None and result.text().count("\n") == 3
         else:
             low, high = result.suggested_scales()
             assert low < high < scale
@@ -193,6 +196,41 @@ def test_one_log_line_per_run_and_none_without_guided_steps(gag, sdxl, caplog):
     hint = result.hint()  # one record per run: the hint, when there is one, rides on the line
     assert lines[0] == result.line() + (f" — {hint}" if hint else "")
 
+
+
+def test_the_line_and_the_node_say_which_backend_ran(gag, sdxl, caplog, monkeypatch):
+    plain = gag.api.apply_gag(sdxl.patcher, scale=5.0, readout=False)
+    for policy in ("cpu", "gpu"):
+        monkeypatch.setenv("GAG_TORCH_POLICY", policy)
+        patched = gag.api.apply_gag(sdxl.patcher, scale=5.0)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="comfyui_gag"):
+            out = run(sdxl, patched, cfg=5.0)
+        assert torch.equal(out, run(sdxl, plain, cfg=5.0))   # the readout changes nothing
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith(LINE)]
+        said = f"backend: PyTorch path ({policy.upper()} policy)"
+        result = gag.readout.last_readout(patched)
+        assert result.backend == said[len("backend: "):]
+        assert f"; {said}" in line and said in result.text().splitlines()
+        assert result.as_dict()["backend"] == result.backend
+
+
+def test_backend_text_reports_the_self_check_for_this_device(gag, pack, monkeypatch):
+    selfcheck = importlib.import_module(f"{pack.__name__}.gag_core.kernels.selfcheck")
+    kept = selfcheck.Decision(("cpu", torch.float16, 64, "short"), "fused",
+                              "agrees (error 3.1e-04) and is 2.4× faster")
+    refused = selfcheck.Decision(("cpu", torch.bfloat16, 128, "stream"), "torch",
+                                 "the kernel disagrees (error 0.3)")
+    elsewhere = selfcheck.Decision(("NVIDIA H100 (cuda:0)", torch.float16, 64, "short"),
+                                   "fused", "agrees")
+    monkeypatch.setattr(selfcheck, "decisions", lambda: [kept, refused, elsewhere])
+    monkeypatch.setenv("GAG_TORCH_POLICY", "auto")
+    text = gag.readout.backend_text(torch.device("cpu"))
+    assert text == ("fused kernel (float16 D64 short rows: agrees (error 3.1e-04) and is 2.4× "
+                    "faster); PyTorch path (CPU policy) (bfloat16 D128 stream rows: the kernel "
+                    "disagrees (error 0.3))")
+    monkeypatch.setattr(selfcheck, "decisions", lambda: [elsewhere])
+    assert gag.readout.backend_text(torch.device("cpu")) == "PyTorch path (CPU policy)"
 
 
 def test_a_partial_window_reports_only_the_guided_steps(gag, sdxl, caplog):

@@ -120,6 +120,20 @@ def test_fully_masked_rows_give_zeros():
         assert (out[:, :, 2] == 0).all()
 
 
+@pytest.mark.parametrize("lk", [40, 300])
+def test_zero_values_give_zeros(lk):
+    # V = 0 makes both retrievals 0 (q = ‖n_s‖² = 0 in the ζ = 0 coefficient): finite zeros.
+    q, k, _ = make_qkv(1, 2, 6, lk, 16, seed=30)
+    v = torch.zeros(1, 2, lk, 16)
+    mask = torch.ones(1, 1, 6, lk, dtype=torch.bool)
+    mask[..., 1, :] = False
+    for dtype in DTYPES:
+        for m in (None, mask):
+            args = (q.to(dtype), k.to(dtype), v.to(dtype))
+            assert (gag_attention(*args, mask=m) == 0).all()
+            assert (gag_correction(*args, mask=m) == 0).all()
+
+
 def test_batch_one_equals_batch_n_and_chunks_agree():
     q, k, v = make_qkv(3, 2, 40, 600, 32, logit_std=2.0, dtype=torch.float16, seed=26)
     whole = gag_attention(q, k, v)
@@ -176,9 +190,10 @@ def test_the_cpu_policy_does_synchronise(monkeypatch):
 def test_real_shapes_trace_on_meta_without_syncs(key):
     summary = cost_model.trace_gpu_policy(cost_model.SHAPES[key])
     assert summary.syncs == 0
-    # Issue 20's launch budget holds for the short rows of SDXL (exact from the sorted row);
-    # FLUX text mode adds the fixed refinement round over its 512-key rows.
-    assert summary.launches <= (40 if key.startswith("sdxl") else 60)
+    # Issue 20's launch budget (≤ 40) holds for the short rows of SDXL (exact from the sorted
+    # row); FLUX text mode adds the fixed refinement round over its 512-key rows (19 launches).
+    # The bounds are today's counts (bench/RESULTS.md), so a change that adds launches shows.
+    assert summary.launches <= (29 if key.startswith("sdxl") else 51)
     # q·kᵀ and P·V (the two big matmuls) on half-precision operands; the per-row 2 × 2 Gram
     # matrix is a float32 matmul over 10 times smaller.
     matmuls = sorted((op for op in summary.ops if op.flops), key=lambda op: -op.flops)
