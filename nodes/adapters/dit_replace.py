@@ -11,28 +11,17 @@ and its call site in ``dit_hook.install``/``uninstall``.
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from ...gag_core.layer_spec import LayerRef
 from .diagnose import missing_options_message, unconsumed_mark_cause
-from .model_call import TEXT_TOKENS_KEY
+from .model_call import CALL_KEY, TEXT_TOKENS_KEY, ModelCallRecord, warn_once
 from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "BlockMark", "DiTBlockPatch", "marked_block", "has_block_replaces",
            "install_block_replaces", "remove_block_replaces"]
 
 MARK_KEY = "gag_block_mark"
-
-_log = logging.getLogger("comfyui_gag")
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        _log.warning(message)
-
 
 class BlockMark(SharedObject):
     """What a ``dit`` block replace tells the attention of its block. ``consumed`` counts the
@@ -65,6 +54,8 @@ def marked_block(options: dict) -> Optional[BlockMark]:
 class DiTBlockPatch(SharedObject):
     """A ``dit`` block replace: marks the block's transformer_options for GAG's override and
     runs the block."""
+
+    marks_gag_block = True   # tells GAG's model-call audit this replace is GAG's own
 
     def __init__(self, layer: LayerRef, separate_text: bool, previous=None):
         self.layer = layer
@@ -101,9 +92,14 @@ class DiTBlockPatch(SharedObject):
                 raise RuntimeError(
                     f"GAG: the attention of {self.layer} never saw the GAG mark: "
                     f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
-            _warn_once(f"unconsumed:{self.layer}",
-                       f"GAG: another patch on {self.layer} ran the block without its attention "
-                       f"seeing GAG's mark; GAG did not act on that block for that call.")
+            why = f"another 'dit' block replace on {self.layer} ran the block without it"
+            record = options.get(CALL_KEY)
+            if isinstance(record, ModelCallRecord):
+                record.explained[self.layer] = why   # the model-call audit reports it
+            else:
+                warn_once(f"unconsumed:{self.layer}",
+                          f"GAG: {why}: its attention never saw GAG's mark; GAG did not act "
+                          f"on that block for that call.")
         return out
 
 
