@@ -222,13 +222,14 @@ def describe_override(fn: Any) -> str:
     return code_origin(function) or name
 
 
-# (words in a module path or file name of a diffusion model's code, lower case) → the pack,
-# and why GAG cannot act inside its models.
-WRAPPED_MODEL_PACKS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+# (words in a module path or a custom-node folder of a diffusion model's code, lower case) →
+# the pack, why GAG cannot act inside its models, and the family ids whose port of it hands
+# attention its transformer_options (those are guided, and audited per model call like any).
+WRAPPED_MODEL_PACKS: tuple[tuple[tuple[str, ...], str, str, tuple[str, ...]], ...] = (
     (("nunchaku",), "Nunchaku",
      "Nunchaku's quantized models run their blocks in fused CUDA kernels (FLUX.1) or call "
      "attention without transformer_options (Qwen-Image), so no attention patch — GAG's "
-     "included — can reach their attention"),
+     "included — can reach their attention", ("zimage",)),
 )
 
 
@@ -243,12 +244,14 @@ def _code_place(cls: type) -> str:
     return f"{cls.__module__} {folder}".lower()
 
 
-def wrapped_model_refusal(diffusion_model, modules_to_scan: int = 64) -> Optional[str]:
+def wrapped_model_refusal(diffusion_model, family_id: Optional[str] = None,
+                          modules_to_scan: int = 64) -> Optional[str]:
     """Why GAG refuses a model another pack wrapped, naming the pack (Nunchaku), or None.
 
-    Read from the module path and file of the diffusion model's class and of the first
-    ``modules_to_scan`` submodules' classes (a wrapper may hold the pack's model inside a
-    ComfyUI class)."""
+    Read from the module path (and custom-node folder) of the diffusion model's class and of
+    the first ``modules_to_scan`` submodules' classes (a wrapper may hold the pack's model
+    inside a ComfyUI class). ``family_id``: the family the model matched, if any; a family the
+    pack's port leaves reachable is not refused."""
     if diffusion_model is None:
         return None
     classes = [type(diffusion_model)]
@@ -260,8 +263,8 @@ def wrapped_model_refusal(diffusion_model, modules_to_scan: int = 64) -> Optiona
             classes.append(type(module))
     for cls in dict.fromkeys(classes):
         place = _code_place(cls)
-        for words, pack, why in WRAPPED_MODEL_PACKS:
-            if any(word in place for word in words):
+        for words, pack, why, reachable in WRAPPED_MODEL_PACKS:
+            if any(word in place for word in words) and family_id not in reachable:
                 return (f"GAG cannot guide this {pack} model ({cls.__qualname__} from "
                         f"{cls.__module__}): {why}. Use the model's non-{pack} checkpoint "
                         f"with GAG, or sample without GAG.")

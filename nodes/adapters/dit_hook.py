@@ -195,14 +195,15 @@ class JointAttentionOverride(SharedObject):
 
     def _is_guided_attention(self, call: AttentionCall, target) -> bool:
         """Whether this call is the attention GAG guides in its block: the joint attention
-        (as many keys as queries, the whole sequence where its length is known), or, where the
-        text is a separate cross-attention, the call whose keys are not the queries' tokens.
-        A block may run other attentions with the same options (an image-only self-attention
-        in SD3.5's MMDiT-X blocks and in Kandinsky 5's blocks)."""
+        (queries: the whole sequence where its length is known; keys: the same tokens, then
+        possibly extra ones, as FluxKVCache appends the cached reference tokens from the second
+        step on), or, where the text is a separate cross-attention, the call whose keys are not
+        the queries' tokens. A block may run other attentions with the same options (an
+        image-only self-attention in SD3.5's MMDiT-X blocks and in Kandinsky 5's blocks)."""
         queries, keys = call.query_tokens, call.key_tokens
         text_tokens, joint_tokens = target.text_tokens, target.joint_tokens
         if self.text != "cross":
-            return keys == queries and (joint_tokens is None or queries == joint_tokens)
+            return keys >= queries and (joint_tokens is None or queries == joint_tokens)
         if keys != queries:
             return text_tokens is None or keys == text_tokens
         if text_tokens == queries:
