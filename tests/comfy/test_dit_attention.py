@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+import tiny_families as tf
 from conftest import import_pack
 
 pytestmark = pytest.mark.comfy
@@ -58,26 +59,59 @@ def compat(pack):
 
 @pytest.fixture(scope="module")
 def tm():
+    """tiny_models, for the models outside the family table (AuraFlow) and the plain UNet."""
     import_pack()
     import tiny_models
     return tiny_models
 
 
-# FLUX.2 dev and Klein skip where the ComfyUI has no FLUX.2 (0.3.64).
-FAMILIES = ["flux", "chroma", "sd3", "qwen_image", "flux2", "flux2_klein"]
-# Selections that include every block kind of the family.
-ALL_KINDS = {"flux": "double 1, single 0, single 1", "chroma": "double 0, single 0",
-             "sd3": "joint 0, joint 1", "qwen_image": "joint 0, joint 1",
-             "flux2": "double 1, single 0, single 1", "flux2_klein": "double 0, single 1"}
+# The DiT variants of the registry (tests/comfy/tiny_families.py); each skips where this ComfyUI
+# cannot run it (FLUX.2 and the 2026 families before 0.33).
+DITS = tf.keys(tf.dit_suite)
 
 
-def build(tm, name):
-    builder, conditioning, kwargs, _ = tm.DIT_FAMILIES[name]
-    return builder(), conditioning, dict(dict(size=8, steps=2), **kwargs)
+def build(key):
+    """A freshly built tiny model of ``key`` (tiny_families.Tiny), or a skip."""
+    import_pack()
+    return tf.Tiny(key)
 
 
-def run(tm, patcher, conditioning, kwargs):
-    return tm.sample_dit(patcher, conditioning(), conditioning(seed=2), **kwargs)
+def table_entry(pack, model):
+    return pack["nodes.adapters"].find_family(model.patcher)
+
+
+def joint_sequence(pack, model):
+    """The family's table entry; skips a family whose text is not in the attention's joint
+    sequence (a separate cross-attention: text="cross")."""
+    entry = table_entry(pack, model)
+    if entry.text not in ("first", "last"):
+        pytest.skip(f"{entry.display_name}'s text is a separate cross-attention "
+                    f"(text={entry.text!r}), not part of a joint sequence")
+    return entry
+
+
+def has_mode(pack, model, mode):
+    entry = table_entry(pack, model)
+    if mode not in entry.modes:
+        pytest.skip(f"{entry.display_name} has no {mode!r} mode (modes: {entry.modes})")
+    return entry
+
+
+def expected_layers(pack, model, selection):
+    """The layer names GAG reports for ``selection``: "None" for a family guided on all blocks
+    together (a call cannot name its block), every available layer for "all"."""
+    adapters = pack["nodes.adapters"]
+    entry = adapters.find_family(model.patcher)
+    if entry.all_blocks_only:
+        return {"None"}
+    if selection == "all":
+        return {str(ref) for ref in adapters.available_layers(entry, model.patcher)}
+    return {item.strip() for item in selection.split(",")}
+
+
+def text_span(entry, length, t):
+    """The text positions of a joint sequence of this family."""
+    return slice(0, t) if entry.text == "first" else slice(length - t, length)
 
 
 def gag_override(patched):
@@ -105,55 +139,76 @@ def capture(patched):
     return Capture(gag_override(patched))
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_text_mode_changes_only_image_queries(tm, api, name):
-    patcher, conditioning, kwargs = build(tm, name)
-    patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="text")
+def image_rows(length, text):
+    rows = torch.ones(length, dtype=torch.bool)
+    rows[text] = False
+    return rows
+
+
+@pytest.mark.parametrize("key", DITS)
+def test_text_mode_changes_only_image_queries(api, pack, key):
+    model = build(key)
+    entry = joint_sequence(pack, model)
+    patched = api.apply_gag(model.patcher, layers=model.every_kind, mode="text")
     spy = capture(patched)
-    run(tm, patched, conditioning, kwargs)
+    model.sample(patched)
     layers = {str(r["layer"]) for r in spy.records}
-    assert layers == {item.strip() for item in ALL_KINDS[name].split(",")}
+    assert layers == expected_layers(pack, model, model.every_kind)
     for record in spy.records:
         call, t = record["call"], record["text_tokens"]
         out = call.output_to_heads(record["out"])
         plain = call.output_to_heads(record["plain"])
         assert 0 < t < out.shape[2]
-        assert torch.equal(out[:, :, :t], plain[:, :, :t]), "text queries must be untouched"
-        assert not torch.allclose(out[:, :, t:], plain[:, :, t:], atol=1e-4)
+        text = text_span(entry, out.shape[2], t)
+        image = image_rows(out.shape[2], text)
+        assert torch.equal(out[:, :, text], plain[:, :, text]), "text queries must be untouched"
+        assert not torch.allclose(out[:, :, image], plain[:, :, image], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_text_mode_image_rows_follow_the_formula(tm, api, pack, name):
-    """Image rows = plain + w·(GAG over text keys − softmax over text keys), recomputed here in
-    float64 from the q, k, v the model handed to its attention."""
+@pytest.mark.parametrize("key", DITS)
+def test_text_mode_guides_image_rows_by_the_formula_and_keeps_text_rows(api, pack, key):
+    """Text mode on blocks of every kind: the text length is the family's rule (padding, glyph
+    and Llama tokens), the text rows are the plain rows bit for bit wherever the text sits
+    (first, or last for HiDream), and the image rows are plain + w·(GAG over text keys − softmax
+    over text keys), recomputed in float64 from the q, k, v the model handed to its attention."""
     core = pack["gag_core"]
-    patcher, conditioning, kwargs = build(tm, name)
-    patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="text", scale=6.0, eta=2.0)
+    model = build(key)
+    entry = joint_sequence(pack, model)
+    patched = api.apply_gag(model.patcher, layers=model.every_kind, mode="text", scale=6.0,
+                            eta=2.0)
     spy = capture(patched)
-    run(tm, patched, conditioning, kwargs)
+    model.sample(patched)
     assert spy.records
-    for record in spy.records:
-        call, t = record["call"], record["text_tokens"]
+    for rec in spy.records:
+        call, t = rec["call"], rec["text_tokens"]
+        assert t == model.text_tokens
         q, k, v = (x.to(F64) for x in call.heads_qkv())
+        text = text_span(entry, q.shape[2], t)
+        image = image_rows(q.shape[2], text)
+        out = call.output_to_heads(rec["out"])
+        plain = call.output_to_heads(rec["plain"])
+        assert torch.equal(out[:, :, text], plain[:, :, text]), "text queries must be untouched"
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        w = torch.softmax(scores, -1)[..., t:, :t].sum(-1, keepdim=True)
-        dense, sparse = core.dense_sparse_attention(q[:, :, t:], k[:, :, :t], v[:, :, :t])
+        w = torch.softmax(scores, -1)[:, :, image][..., text].sum(-1, keepdim=True)
+        dense, sparse = core.dense_sparse_attention(q[:, :, image], k[:, :, text], v[:, :, text])
         guided = core.gag_combine(dense, sparse, scale=6.0, eta=2.0, zeta=0.0)
-        plain = call.output_to_heads(record["plain"]).to(F64)
-        expected = plain[:, :, t:] + w * (guided - dense)
-        out = call.output_to_heads(record["out"])[:, :, t:]
-        torch.testing.assert_close(out.to(F64), expected, atol=2e-4, rtol=2e-4)
+        expected = plain[:, :, image].to(F64) + w * (guided - dense)
+        torch.testing.assert_close(out[:, :, image].to(F64), expected, atol=2e-4, rtol=2e-4)
+        assert not torch.allclose(out[:, :, image], plain[:, :, image], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_joint_mode_is_gag_attention_on_the_models_qkv(tm, api, pack, name):
+@pytest.mark.parametrize("key", DITS)
+def test_joint_mode_is_gag_attention_on_the_models_qkv(api, pack, key):
     core = pack["gag_core"]
-    patcher, conditioning, kwargs = build(tm, name)
-    patched = api.apply_gag(patcher, layers=ALL_KINDS[name], mode="joint", scale=8.0, zeta=0.3)
+    model = build(key)
+    has_mode(pack, model, "joint")
+    patched = api.apply_gag(model.patcher, layers=model.every_kind, mode="joint", scale=8.0,
+                            zeta=0.3)
     spy = capture(patched)
-    run(tm, patched, conditioning, kwargs)
-    assert {str(r["layer"]) for r in spy.records} == {
-        item.strip() for item in ALL_KINDS[name].split(",")}
+    model.sample(patched)
+    assert spy.records
+    assert {str(r["layer"]) for r in spy.records} == expected_layers(pack, model,
+                                                                     model.every_kind)
     for record in spy.records:
         call = record["call"]
         q, k, v = call.heads_qkv()
@@ -168,7 +223,8 @@ def test_flux_attention_sees_post_rope_queries(tm, api):
     """FLUX rotates q and k before attention: the q GAG receives must not equal the block's
     plain projection. Checked by rotating nothing: positions 0 (text ids are all zero) keep
     their values, image positions (non-zero ids) do not."""
-    patcher, conditioning, kwargs = build(tm, "flux")
+    model = build("flux-dev")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, layers="double 0", mode="joint")
     spy = capture(patched)
     seen = {}
@@ -178,7 +234,7 @@ def test_flux_attention_sees_post_rope_queries(tm, api):
 
     hook = block.img_attn.norm.register_forward_hook(keep_first_query)
     try:
-        run(tm, patched, conditioning, {**kwargs, "steps": 1})
+        model.sample(patched, steps=1)
     finally:
         hook.remove()
     call, t = spy.records[0]["call"], spy.records[0]["text_tokens"]
@@ -192,7 +248,8 @@ def test_flux_attention_sees_post_rope_queries(tm, api):
 def test_mmdit_x_image_self_attention_is_left_alone(tm, api):
     """SD3.5-medium block 0 runs its joint attention and then an image-only self-attention with
     the same options; GAG must act on the first only."""
-    patcher, conditioning, kwargs = build(tm, "sd3")
+    model = build("sd3")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, layers="joint 0", mode="joint")
     lengths = []
     inner = gag_override(patched)
@@ -204,14 +261,15 @@ def test_mmdit_x_image_self_attention_is_left_alone(tm, api):
     patched.model_options["transformer_options"] = dict(
         patched.model_options["transformer_options"], optimized_attention_override=outer)
     spy = Capture(inner)
-    run(tm, patched, conditioning, {**kwargs, "steps": 1})
+    model.sample(patched, steps=1)
     assert 16 in lengths and 16 + 20 in lengths  # block 0 runs both attentions
     assert [r["call"].query_tokens for r in spy.records] == [16 + 20]
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
 def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
-    patcher, conditioning, kwargs = build(tm, "flux")
+    model = build("flux-dev")
+    patcher = model.patcher
     events = []
 
     def foreign_override(func, *args, **kwargs):
@@ -226,13 +284,13 @@ def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
     base.model_options["transformer_options"] = dict(
         base.model_options["transformer_options"], optimized_attention_override=foreign_override)
     base.set_model_patch_replace(foreign_block, "dit", "double_block", 1)
-    plain = run(tm, base, conditioning, kwargs)
+    plain = model.sample(base)
     plain_events = list(events)
     events.clear()
 
     patched = api.apply_gag(base, layers="double 1, single 0", mode=mode)
     spy = capture(patched)
-    guided = run(tm, patched, conditioning, kwargs)
+    guided = model.sample(patched)
     # The same attention and block calls happen, each through the foreign patches: GAG takes
     # the plain attention of a guided call from the override installed before it.
     assert events == plain_events and events.count("block") == 2
@@ -245,11 +303,11 @@ def test_patches_installed_before_gag_still_run_inside_it(tm, api, jh, mode):
     options = restored.model_options["transformer_options"]
     assert options["optimized_attention_override"] is foreign_override
     assert options["patches_replace"]["dit"] == {("double_block", 1): foreign_block}
-    assert torch.equal(run(tm, restored, conditioning, kwargs), plain)
+    assert torch.equal(model.sample(restored), plain)
 
 
 def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh, mc):
-    patcher, _, _ = build(tm, "qwen_image")
+    patcher = build("qwen_image").patcher
     patched = api.apply_gag(patcher, mode="text")
     clone = patched.clone()
     assert jh.uninstall(clone) == 2
@@ -264,48 +322,43 @@ def test_uninstall_of_plain_gag_leaves_no_trace(tm, api, jh, mc):
 def test_single_block_text_mode_knows_the_text_length(tm, api, jh):
     """Text mode on single blocks only: the text length comes from ComfyUI's img_slice (0.33+)
     or from the text context the model call received, whatever the double blocks do."""
-    patcher, conditioning, kwargs = build(tm, "flux")
+    model = build("flux-dev")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, layers="single", mode="text")
     spy = capture(patched)
-    run(tm, patched, conditioning, kwargs)
+    model.sample(patched)
     assert {str(r["layer"]) for r in spy.records} == {"single 0", "single 1"}
     assert {r["text_tokens"] for r in spy.records} == {20}
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(tm, api, compat,
-                                                                           name):
-    """Where the model's forward sets block_type/block_index (ComfyUI 0.33+ for FLUX, Chroma,
-    Qwen-Image), GAG installs no per-block replace; elsewhere (0.3.64, SD3 everywhere) one
-    `dit` replace per chosen block marks the block for the override."""
-    patcher, conditioning, kwargs = build(tm, name)
-    patched = api.apply_gag(patcher, layers=ALL_KINDS[name])
+@pytest.mark.parametrize("key", DITS)
+def test_block_replaces_only_where_comfyui_does_not_tell_attention_its_block(api, compat, pack, key):
+    """Where the model's forward sets block_type/block_index for every block group (ComfyUI
+    0.33+ for FLUX, Chroma, Qwen-Image), GAG installs no per-block replace; elsewhere (0.3.64,
+    SD3 everywhere: no block_type in its table entry) one `dit` replace per chosen block marks
+    the block for the override. Families ComfyUI offers no `dit` replaces for skip."""
+    model = build(key)
+    entry = table_entry(pack, model)
+    if not any(group.dit_replace for group in entry.groups):
+        pytest.skip(f"ComfyUI offers no 'dit' block replaces for {entry.display_name}")
+    patched = api.apply_gag(model.patcher, layers=model.every_kind)
     dit = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
-    if compat.model_sets_block_info(patcher.model.diffusion_model) and name != "sd3":
+    if compat.model_sets_block_info(model.patcher.model.diffusion_model) and all(
+            group.block_type for group in entry.groups):
         assert dit == {}
     else:
-        assert len(dit) == len(ALL_KINDS[name].split(","))
-    assert run(tm, patched, conditioning, kwargs).isfinite().all()
+        assert len(dit) == len(model.every_kind.split(","))
+    assert model.sample(patched).isfinite().all()
 
 
-# --- recognising families ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("name,family", [("flux", "flux"), ("flux_schnell", "flux"),
-                                         ("chroma", "chroma"), ("sd3", "sd3"),
-                                         ("qwen_image", "qwen_image"), ("flux2", "flux2"),
-                                         ("flux2_klein", "flux2")])
-def test_detection(tm, pack, name, family):
-    patcher = tm.DIT_FAMILIES[name][0]()
-    assert pack["nodes.adapters"].find_family(patcher).id == family
-
-
-@pytest.mark.parametrize("name", ["flux2", "flux2_klein"])
-def test_flux2_blocks_keep_their_modulation_and_padded_text(tm, api, name):
+@pytest.mark.parametrize("key", tf.keys(lambda recipe, variant: recipe.family == "flux2"))
+def test_flux2_blocks_keep_their_modulation_and_padded_text(api, key):
     """Real FLUX.2 (ComfyUI's Flux with global_modulation): its double blocks get ``vec`` as a
     tuple of shared modulations, which must reach the blocks untouched (through GAG's block
     replace where it has one, and through a replace installed before GAG); text mode finds the text where ComfyUI's
     Flux2.extra_conds put it, front-padded to 512 tokens."""
-    patcher, conditioning, kwargs = build(tm, name)
+    model = build(key)
+    patcher = model.patcher
     assert patcher.model.diffusion_model.params.global_modulation
     seen = []
 
@@ -315,14 +368,14 @@ def test_flux2_blocks_keep_their_modulation_and_padded_text(tm, api, name):
 
     base = patcher.clone()
     base.set_model_patch_replace(foreign_block, "dit", "double_block", 0)
-    plain = run(tm, base, conditioning, kwargs)
-    patched = api.apply_gag(base, layers=ALL_KINDS[name], mode="text")
+    plain = model.sample(base)
+    patched = api.apply_gag(base, layers=model.every_kind, mode="text")
     spy = capture(patched)
-    guided = run(tm, patched, conditioning, kwargs)
+    guided = model.sample(patched)
     assert seen and set(seen) == {tuple}
     assert {r["text_tokens"] for r in spy.records} == {512}
     assert {str(r["layer"]) for r in spy.records} == {
-        item.strip() for item in ALL_KINDS[name].split(",")}
+        item.strip() for item in model.every_kind.split(",")}
     assert torch.isfinite(guided).all()
     assert not torch.allclose(guided, plain, atol=1e-4)
 
@@ -340,7 +393,7 @@ def test_unet_gets_no_attention_override(tm, api):
 
 
 def test_family_specific_errors(tm, api):
-    patcher, _, _ = build(tm, "flux")
+    patcher = build("flux-dev").patcher
     with pytest.raises(ValueError, match="'joint' does not apply to FLUX.1"):
         api.apply_gag(patcher, layers="joint")
     with pytest.raises(ValueError, match=r"double 5.*Valid layers: double 0-1; single 0-1"):
@@ -509,8 +562,9 @@ def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api
     """Where GAG relies on ComfyUI telling attention its block and a later patch hides that
     (as a node that replaced the model's forward would), sampling stops with the reason
     instead of silently not guiding."""
-    patcher, conditioning, kwargs = build(tm, "flux")
-    if not compat.model_sets_block_info(patcher.model.diffusion_model):
+    model = build("flux-dev")
+    patcher = model.patcher
+    if not jh.model_sets_block_info(patcher.model.diffusion_model):
         pytest.skip("this ComfyUI does not tell attention its block (0.3.64): GAG uses block "
                     "replaces there, which check themselves")
     from comfy.patcher_extension import WrappersMP
@@ -534,121 +588,42 @@ def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api
     patched.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test_hides_block_info",
                                  hide_block_info_inside_the_model_call)
     with pytest.raises(RuntimeError, match="without telling it which block"):
-        run(tm, patched, conditioning, kwargs)
+        model.sample(patched)
 
 
-# --- the 2026 families (tests/comfy/tiny_models_2026.py; ComfyUI 0.33+) ------------------------
+# --- family-specific behaviour ------------------------------------------------------------------
 
-JOINT_2026 = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "chroma_radiance",
-              "longcat_image"]
-# Text tokens attention holds with the tiny models' default conditioning: 7 text tokens;
-# Z-Image pads them to 32; HunyuanImage 2.1 appends 3 glyph tokens; HiDream adds its Llama-3
-# tokens (5) twice.
-TEXT_TOKENS_2026 = {"zimage": 32, "lumina2": 7, "krea2": 7, "hunyuan_image21": 10,
-                    "hidream": 17, "chroma_radiance": 7, "longcat_image": 7}
-
-
-@pytest.fixture(scope="module")
-def tm26():
-    import_pack()
-    import tiny_models_2026
-    return tiny_models_2026
-
-
-def build_2026(tm26, name):
-    reason = tm26.unavailable(name)
-    if reason:
-        pytest.skip(reason)
-    return tm26.FAMILIES[name], tm26.FAMILIES[name].build()
-
-
-def run_2026(tm26, record, patcher, steps=2, cfg=1.0, **cond):
-    return tm26.sample(record, patcher, record.conditioning(**cond),
-                       record.conditioning(seed=2, **cond), steps=steps, cfg=cfg)
-
-
-def text_span(pack, patcher, length, t):
-    """The text positions of a joint sequence of this model's family."""
-    first = pack["nodes.adapters"].find_family(patcher).text == "first"
-    return slice(0, t) if first else slice(length - t, length)
-
-
-@pytest.mark.parametrize("name", JOINT_2026)
-def test_2026_text_mode_guides_image_rows_by_the_formula_and_keeps_text_rows(tm26, api, pack,
-                                                                             name):
-    """Text mode on every block: the text length is the family's rule (padding, glyph and Llama
-    tokens), the text rows are the plain rows bit for bit wherever the text sits (first, or last
-    for HiDream), and the image rows are plain + w·(GAG over text keys − softmax over text keys),
-    recomputed in float64 from the q, k, v the model handed to its attention."""
-    core = pack["gag_core"]
-    record, patcher = build_2026(tm26, name)
-    patched = api.apply_gag(patcher, layers="all", mode="text", scale=6.0, eta=2.0)
-    spy = capture(patched)
-    run_2026(tm26, record, patched)
-    assert spy.records
-    for rec in spy.records:
-        call, t = rec["call"], rec["text_tokens"]
-        assert t == TEXT_TOKENS_2026[name]
-        q, k, v = (x.to(F64) for x in call.heads_qkv())
-        text = text_span(pack, patcher, q.shape[2], t)
-        image = torch.ones(q.shape[2], dtype=torch.bool)
-        image[text] = False
-        out = call.output_to_heads(rec["out"])
-        plain = call.output_to_heads(rec["plain"])
-        assert torch.equal(out[:, :, text], plain[:, :, text]), "text queries must be untouched"
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        w = torch.softmax(scores, -1)[:, :, image][..., text].sum(-1, keepdim=True)
-        dense, sparse = core.dense_sparse_attention(q[:, :, image], k[:, :, text], v[:, :, text])
-        guided = core.gag_combine(dense, sparse, scale=6.0, eta=2.0, zeta=0.0)
-        expected = plain[:, :, image].to(F64) + w * (guided - dense)
-        torch.testing.assert_close(out[:, :, image].to(F64), expected, atol=2e-4, rtol=2e-4)
-        assert not torch.allclose(out[:, :, image], plain[:, :, image], atol=1e-4)
-
-
-@pytest.mark.parametrize("name", JOINT_2026)
-def test_2026_joint_mode_is_gag_attention_on_the_models_qkv(tm26, api, pack, name):
-    core = pack["gag_core"]
-    record, patcher = build_2026(tm26, name)
-    patched = api.apply_gag(patcher, mode="joint", scale=8.0, zeta=0.3)
-    spy = capture(patched)
-    run_2026(tm26, record, patched)
-    assert spy.records
-    for rec in spy.records:
-        q, k, v = rec["call"].heads_qkv()
-        assert q.shape[2] == k.shape[2] > rec["text_tokens"]  # every query, every key
-        expected = core.gag_attention(q, k, v, scale=8.0, eta=15.0, zeta=0.3, alpha=1.5)
-        torch.testing.assert_close(rec["call"].output_to_heads(rec["out"]), expected,
-                                   atol=1e-5, rtol=1e-5)
-
-
-def test_zimage_pad_tokens_count_as_text(tm26, api):
+def test_zimage_pad_tokens_count_as_text(api):
     """40 caption tokens are padded to 64 by the model: all 64 are text for GAG."""
-    record, patcher = build_2026(tm26, "zimage")
+    model = build("zimage")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, layers="joint 0", mode="text")
     spy = capture(patched)
-    run_2026(tm26, record, patched, tokens=40)
+    model.sample(patched, cond=dict(tokens=40))
     assert {r["text_tokens"] for r in spy.records} == {64}
     assert {r["call"].query_tokens for r in spy.records} == {64 + 32}  # image 16, padded to 32
 
 
-def test_hunyuan_image21_text_without_glyphs_is_the_context(tm26, api):
+def test_hunyuan_image21_text_without_glyphs_is_the_context(api):
     """Without quoted text in the prompt there is no byT5 input: the text is the Qwen tokens."""
-    record, patcher = build_2026(tm26, "hunyuan_image21")
+    model = build("hunyuan_image21")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, mode="text")
     spy = capture(patched)
-    run_2026(tm26, record, patched, glyph_tokens=0)
+    model.sample(patched, cond=dict(glyph_tokens=0))
     assert spy.records and {r["text_tokens"] for r in spy.records} == {7}
 
 
-def test_kandinsky5_guides_the_cross_attention_only(tm26, api, pack):
+def test_kandinsky5_guides_the_cross_attention_only(api, pack):
     """Each visual block runs self-attention then cross-attention with the same block info;
     GAG guides the cross-attention (image queries, text keys) as GAG attention over the text,
     and the self-attention is ComfyUI's."""
     core = pack["gag_core"]
-    record, patcher = build_2026(tm26, "kandinsky5_image")
+    model = build("kandinsky5")
+    patcher = model.patcher
     patched = api.apply_gag(patcher, layers="visual 1", scale=8.0)
     spy = capture(patched)
-    run_2026(tm26, record, patched)
+    model.sample(patched)
     assert [str(r["layer"]) for r in spy.records] == ["visual 1"] * 2  # 2 steps, one call each
     for rec in spy.records:
         q, k, v = rec["call"].heads_qkv()
@@ -660,15 +635,17 @@ def test_kandinsky5_guides_the_cross_attention_only(tm26, api, pack):
         api.apply_gag(patcher, mode="joint")
 
 
-def test_kandinsky5_text_as_long_as_the_image_is_a_clear_error(tm26, api):
-    record, patcher = build_2026(tm26, "kandinsky5_image")
+def test_kandinsky5_text_as_long_as_the_image_is_a_clear_error(api):
+    model = build("kandinsky5")
+    patcher = model.patcher
     with pytest.raises(RuntimeError, match="as many tokens as the text \\(16\\).*self-attention "
                                            "from its cross-attention"):
-        run_2026(tm26, record, api.apply_gag(patcher), tokens=16)
+        model.sample(api.apply_gag(patcher), cond=dict(tokens=16))
 
 
-def test_hidream_is_guided_on_all_blocks_together_or_refused(tm26, api):
-    record, patcher = build_2026(tm26, "hidream")
+def test_hidream_is_guided_on_all_blocks_together_or_refused(api):
+    model = build("hidream")
+    patcher = model.patcher
     api.apply_gag(patcher, layers="paper")
     api.apply_gag(patcher, layers="double 0-1, single")
     for selection in ("double 0-1", "single 0"):
@@ -677,12 +654,13 @@ def test_hidream_is_guided_on_all_blocks_together_or_refused(tm26, api):
             api.apply_gag(patcher, layers=selection)
 
 
-@pytest.mark.parametrize("name", JOINT_2026 + ["kandinsky5_image"])
-def test_2026_patches_installed_before_gag_still_run_inside_it(tm26, api, jh, pack, name):
+@pytest.mark.parametrize("key", DITS)
+def test_patches_installed_before_gag_still_run_inside_it_in_every_family(api, jh, pack, key):
     """An attention override (and, where the family has them, a `dit` block replace) installed
     before GAG: every call still goes through them, in the order they were wired, and removing
     GAG puts them back exactly."""
-    record, patcher = build_2026(tm26, name)
+    model = build(key)
+    patcher = model.patcher
     entry = pack["nodes.adapters"].find_family(patcher)
     events = []
 
@@ -700,13 +678,13 @@ def test_2026_patches_installed_before_gag_still_run_inside_it(tm26, api, jh, pa
     replace = entry.groups[0].dit_replace
     if replace:
         base.set_model_patch_replace(foreign_block, "dit", replace, 0)
-    plain = run_2026(tm26, record, base)
+    plain = model.sample(base)
     plain_events = list(events)
     events.clear()
     mode = entry.modes[0]
     patched = api.apply_gag(base, mode=mode)
     spy = capture(patched)
-    guided = run_2026(tm26, record, patched)
+    guided = model.sample(patched)
     assert events == plain_events and events.count("block") == (2 if replace else 0)
     assert spy.records and not torch.allclose(guided, plain, atol=1e-4)
     restored = patched.clone()
@@ -715,7 +693,7 @@ def test_2026_patches_installed_before_gag_still_run_inside_it(tm26, api, jh, pa
     assert options["optimized_attention_override"] is foreign_override
     assert options.get("patches_replace", {}).get("dit", {}) == (
         {(replace, 0): foreign_block} if replace else {})
-    assert torch.equal(run_2026(tm26, record, restored), plain)
+    assert torch.equal(model.sample(restored), plain)
 
 
 def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):

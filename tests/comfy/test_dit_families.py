@@ -1,8 +1,6 @@
 """GAG on joint-attention DiTs, end to end through ComfyUI's real samplers: one tiny
-random-weight model per supported family (FLUX.1-dev, FLUX.1-schnell, Chroma, SD3.5, Qwen-Image,
-and from ComfyUI 0.33 FLUX.2 dev and Klein and the 2026 families of
-tests/comfy/tiny_models_2026.py: Z-Image, Lumina 2, Krea2, HunyuanImage 2.1, HiDream,
-Kandinsky 5 Image, Chroma Radiance, LongCat-Image).
+random-weight model per variant of every DiT family of the table (tests/comfy/tiny_families.py;
+FLUX.2 and the 2026 families from ComfyUI 0.33).
 
 Each test samples a few steps and checks a property of the patched model against the same
 model unpatched: GAG changes the result, acts exactly on the selected blocks, is exactly off
@@ -18,10 +16,10 @@ import importlib
 import pytest
 import torch
 
+import tiny_families as tf
 from conftest import import_pack
 
 pytestmark = pytest.mark.comfy
-
 
 
 @pytest.fixture(scope="module")
@@ -36,73 +34,14 @@ def joint_hook():
     return importlib.import_module("comfyui_gag.nodes.adapters.dit_hook")
 
 
-@pytest.fixture(scope="module")
-def tm():
-    import_pack()
-    import tiny_models
-    return tiny_models
-
-
-# FLUX.1-schnell shares FLUX.1-dev's model class and hooks; it gets the smoke test only.
-# FLUX.2 dev and Klein skip where the ComfyUI has no FLUX.2 (0.3.64).
-FAMILIES = ["flux", "chroma", "sd3", "qwen_image", "flux2", "flux2_klein"]
-FAMILIES_2026 = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "kandinsky5_image",
-                 "chroma_radiance", "longcat_image"]
-
-
-class Family:
-    """A tiny model of one family with its conditioning and sampler settings."""
-
-    def __init__(self, tm, name):
-        build, conditioning, sample_kwargs, self.selection = tm.DIT_FAMILIES[name]
-        self.name = name
-        self.tm = tm
-        self.patcher = build()
-        self.conditioning = conditioning
-        # 8×8 latents (16 image tokens) and 2 steps keep each run to a few tens of ms.
-        self.kwargs = dict(dict(size=8, steps=2), **sample_kwargs)
-        frames, size = self.kwargs.get("frames"), self.kwargs["size"]
-        channels = self.kwargs.get("channels", 16)
-        self.noise_shape = lambda batch: ((batch, channels) + ((frames,) if frames else ())
-                                          + (size, size))
-
-    def sample(self, patcher=None, *, noise=None, **overrides):
-        """One prompt (ComfyUI repeats it over a batch of noise)."""
-        kwargs = dict(self.kwargs, **overrides)
-        return self.tm.sample_dit(patcher or self.patcher, self.conditioning(),
-                                  self.conditioning(seed=2), noise=noise, **kwargs)
-
-
-class Family2026(Family):
-    """A tiny model of a 2026 family (tiny_models_2026), with the same interface; skips where
-    this ComfyUI cannot run it."""
-
-    def __init__(self, name):
-        import tiny_models_2026 as tm
-        reason = tm.unavailable(name)
-        if reason:
-            pytest.skip(reason)
-        self.name, self.tm, self.record = name, tm, tm.FAMILIES[name]
-        self.family_id, self.selection = tm.GAG[name]
-        self.patcher = self.record.build()
-        self.kwargs = dict(steps=2)
-        self.noise_shape = lambda batch: self.record.latent_shape(batch, self.record.default_size)
-
-    def sample(self, patcher=None, *, noise=None, **overrides):
-        kwargs = dict(self.kwargs, **overrides)
-        return self.tm.sample(self.record, patcher or self.patcher, self.record.conditioning(),
-                              self.record.conditioning(seed=2), noise=noise, **kwargs)
-
-
 def table_entry(family):
     return importlib.import_module("comfyui_gag.nodes.adapters").find_family(family.patcher)
 
 
-@pytest.fixture(scope="module", params=FAMILIES + FAMILIES_2026)
-def family(request, tm):
-    if request.param in FAMILIES_2026:
-        return Family2026(request.param)
-    return Family(tm, request.param)
+@pytest.fixture(scope="module", params=tf.keys(tf.dit_suite))
+def family(request):
+    import_pack()
+    return tf.Tiny(request.param)
 
 
 def modes_of(family, mode):
@@ -141,10 +80,14 @@ def test_gag_changes_the_sample(family, api, mode):
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
-def test_gag_changes_flux_schnell(tm, api, mode):
-    schnell = Family(tm, "flux_schnell")
-    plain = schnell.sample()
-    assert rel_change(schnell.sample(api.apply_gag(schnell.patcher, mode=mode)), plain) > 1e-3
+@pytest.mark.parametrize("key", tf.keys(lambda recipe, variant: recipe.hook == "joint"
+                                        and not variant.suite))
+def test_gag_changes_the_sample_of_a_smoke_tested_variant(api, key, mode):
+    """Variants that share their class and hooks with a sibling (FLUX.1 schnell)."""
+    import_pack()
+    variant = tf.Tiny(key)
+    plain = variant.sample()
+    assert rel_change(variant.sample(api.apply_gag(variant.patcher, mode=mode)), plain) > 1e-3
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
@@ -175,8 +118,7 @@ def test_default_preset_guides_every_block(family, api, gag_hits):
 
 def test_the_family_is_recognised(family):
     """The tiny model is claimed by its own table entry (not by a sibling sharing its class)."""
-    if isinstance(family, Family2026):
-        assert table_entry(family).id == family.family_id
+    assert table_entry(family).id == family.family
 
 
 def test_schedule_window_without_steps_is_exactly_unpatched(family, api, gag_hits):

@@ -1,5 +1,5 @@
 """What ComfyUI 0.33 hands to attention in the image families new since 0.3.64, pinned on tiny
-random-weight models through its real samplers (tests/comfy/tiny_models_2026.py).
+random-weight models through its real samplers (the recipes of tests/comfy/tiny_families.py).
 
 These are the facts a GAG hook for Z-Image, Lumina 2, Krea2, HunyuanImage 2.1, HiDream,
 Kandinsky 5 Image, Chroma Radiance and LongCat-Image relies on: which ComfyUI class detection
@@ -21,12 +21,13 @@ import re
 import pytest
 import torch
 
+import tiny_families as tf
 from conftest import import_comfy
 
 pytestmark = pytest.mark.comfy
 
-FAMILY_NAMES = ["zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "kandinsky5_image",
-                "chroma_radiance", "longcat_image"]
+# The families whose released checkpoints the registry describes (the 2026 families).
+RELEASED = tf.keys(lambda recipe, variant: recipe.full_size is not None and variant is recipe.main)
 
 
 def _comfy_version(path):
@@ -35,41 +36,37 @@ def _comfy_version(path):
     return tuple(int(x) for x in match.groups()) if match else (0, 0, 0)
 
 
-@pytest.fixture(scope="module")
-def tm():
+@pytest.fixture(scope="module", autouse=True)
+def comfyui_033():
     path = import_comfy()
     version = _comfy_version(path)
     if version < (0, 33, 0):
         pytest.skip(f"ComfyUI {'.'.join(map(str, version))} at {path}: these tests pin ComfyUI "
                     "0.33's attention facts (block_type/block_index/img_slice in "
                     "transformer_options, the 2026 model classes); older versions set neither")
-    import tiny_models_2026
-    return tiny_models_2026
 
 
-def _family(tm, name):
-    family = tm.FAMILIES[name]
-    if not tm.has_model_class(family.model_class):
-        pytest.skip(f"this ComfyUI has no comfy.supported_models.{family.model_class} ({name})")
-    return family
-
-
-_PATCHERS = {}
+_TINY = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _drop_patchers():
+def _drop_models():
     """Release the shared tiny models with the module (a ModelPatcher left for interpreter exit
     complains in its __del__)."""
     yield
-    _PATCHERS.clear()
+    _TINY.clear()
 
 
-def _patcher(tm, name):
-    """One tiny model per family for the whole module (building is the slow part)."""
-    if name not in _PATCHERS:
-        _PATCHERS[name] = _family(tm, name).build()
-    return _PATCHERS[name]
+def tiny(key):
+    """One tiny model per variant for the whole module (building is the slow part); skips where
+    this ComfyUI lacks the variant's class."""
+    if key not in _TINY:
+        _TINY[key] = tf.Tiny(key)
+    return _TINY[key]
+
+
+def config(key):
+    return tf.find(key)[1].config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,19 +103,17 @@ def _copy(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def record(tm, name, *, steps=2, cfg=2.0, size=None, patch=None, **cond_kwargs):
+def record(name, *, steps=2, cfg=2.0, size=None, patch=None, **cond_kwargs):
     """Sample with the spy installed; returns (calls, result). ``cfg`` > 1 so cond and uncond run,
     batched into one model call per step on these tiny models."""
-    family = _family(tm, name)
-    patcher = _patcher(tm, name).clone()
+    model = tiny(name)
+    patcher = model.patcher.clone()
     spy = AttentionSpy()
     options = patcher.model_options.setdefault("transformer_options", {})
     options["optimized_attention_override"] = spy
     if patch is not None:
         patch(patcher)
-    positive = family.conditioning(seed=1, **cond_kwargs)
-    negative = family.conditioning(seed=2, **cond_kwargs)
-    out = tm.sample(family, patcher, positive, negative, steps=steps, cfg=cfg, size=size)
+    out = model.sample(patcher, steps=steps, cfg=cfg, size=size, cond=cond_kwargs)
     return spy.calls, out
 
 
@@ -149,41 +144,20 @@ def assert_bhld(call, heads, length, kv_length=None):
 # detection: the released checkpoints' keys and shapes pick the family's class
 # ---------------------------------------------------------------------------------------------
 
-DETECTED = {
-    # what detect_unet_config must say for the released model (facts the family table uses)
-    "zimage": dict(image_model="lumina2", dim=3840, n_heads=30, n_kv_heads=30, n_layers=30,
-                   pad_tokens_multiple=32, z_image_modulation=True),
-    "lumina2": dict(image_model="lumina2", dim=2304, n_heads=24, n_kv_heads=8, n_layers=26),
-    "krea2": dict(image_model="krea2", features=6144, heads=48, kvheads=12, layers=28,
-                  txtlayers=12, txtdim=2560),
-    "hunyuan_image21": dict(image_model="hunyuan_video", hidden_size=3584, num_heads=28, depth=20,
-                            depth_single_blocks=40, byt5=True, vec_in_dim=None,
-                            patch_size=[1, 1]),
-    "hidream": dict(image_model="hidream", num_layers=16, num_attention_heads=20,
-                    attention_head_dim=128),
-    "kandinsky5_image": dict(image_model="kandinsky5", model_dim=2560, num_visual_blocks=50,
-                             num_text_blocks=2, visual_embed_dim=64),
-    "chroma_radiance": dict(image_model="chroma_radiance", hidden_size=3072, num_heads=24,
-                            depth=19, depth_single_blocks=38, patch_size=16, in_channels=3),
-    "longcat_image": dict(image_model="flux", hidden_size=3072, num_heads=24, depth=19,
-                          depth_single_blocks=38, context_in_dim=3584, vec_in_dim=None,
-                          guidance_embed=False, txt_ids_dims=[1, 2]),
-}
-
-
-@pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_released_checkpoint_is_detected_as_its_family(tm, name):
+@pytest.mark.parametrize("name", RELEASED)
+def test_released_checkpoint_is_detected_as_its_family(name):
     """Full-size key names and shapes (meta tensors) through comfy.model_detection pick the
     family's own class, not its sibling (Z-Image vs Lumina 2 differ only by dim 3840 vs 2304;
     LongCat vs FLUX by context 3584 without a pooled vector; Chroma Radiance vs Chroma by the
     NeRF head; Kandinsky 5 Image vs the video model by model_dim 2560)."""
     import comfy.model_detection
-    family = _family(tm, name)
-    state_dict = tm.full_size_state_dict(name)
+    tf.skip_unavailable(name)
+    recipe, variant = tf.find(name)
+    state_dict = tf.full_size_state_dict(name)
     config = comfy.model_detection.detect_unet_config(state_dict, "")
     model_config = comfy.model_detection.model_config_from_unet(state_dict, "")
-    assert type(model_config).__name__ == family.model_class
-    for key, value in DETECTED[name].items():
+    assert type(model_config).__name__ == variant.comfy_class
+    for key, value in recipe.detected.items():
         got = config.get(key)
         assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
 
@@ -192,15 +166,13 @@ def test_released_checkpoint_is_detected_as_its_family(tm, name):
 # sampling works, and a pass-through override changes nothing
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_samples_and_a_pass_through_override_is_exact(tm, name):
-    family = _family(tm, name)
-    patcher = _patcher(tm, name)
-    positive, negative = family.conditioning(seed=1), family.conditioning(seed=2)
-    plain = tm.sample(family, patcher, positive, negative, steps=2, cfg=2.0)
-    calls, spied = record(tm, name, steps=2, cfg=2.0)
+@pytest.mark.parametrize("name", RELEASED)
+def test_samples_and_a_pass_through_override_is_exact(name):
+    model = tiny(name)
+    plain = model.sample(steps=2, cfg=2.0)
+    calls, spied = record(name, steps=2, cfg=2.0)
     assert torch.isfinite(plain).all()
-    assert plain.shape == family.latent_shape(1, family.default_size)
+    assert plain.shape == model.noise_shape(1)
     assert calls, "the override was never called"
     assert all(c["has_options"] for c in calls)
     assert torch.equal(plain, spied)
@@ -210,13 +182,13 @@ def test_samples_and_a_pass_through_override_is_exact(tm, name):
 # what attention receives, family by family
 # ---------------------------------------------------------------------------------------------
 
-def test_zimage_attention(tm):
+def test_zimage_attention():
     """Caption refiner (caption only), noise refiner (image only), then the main layers on
     [caption padded to 32·k | image padded to 32·k]; only the main layers are marked, and the
     refiners are unmarked in every step (no stale marks from the step before)."""
     steps, tokens = 2, 40
-    calls, _ = record(tm, "zimage", steps=steps, tokens=tokens)
-    cfg = tm.zimage_config()
+    calls, _ = record("zimage", steps=steps, tokens=tokens)
+    cfg = config("zimage")
     heads, layers, refiners = cfg["n_heads"], cfg["n_layers"], cfg["n_refiner_layers"]
     cap = math.ceil(tokens / 32) * 32                       # 64
     img = (8 // 2) ** 2                                     # 16 image tokens (8×8 latent, patch 2)
@@ -237,12 +209,12 @@ def test_zimage_attention(tm):
             assert "img_slice" not in call                  # text length: pad32(context length)
 
 
-def test_lumina2_attention(tm):
+def test_lumina2_attention():
     """Like Z-Image without padding; GQA (4 query heads, 2 KV heads) is expanded before the
     call, so k and v arrive with every head."""
     steps, tokens = 2, 7
-    calls, _ = record(tm, "lumina2", steps=steps, tokens=tokens)
-    cfg = tm.lumina2_config()
+    calls, _ = record("lumina2", steps=steps, tokens=tokens)
+    cfg = config("lumina2")
     heads, layers, refiners = cfg["n_heads"], cfg["n_layers"], cfg["n_refiner_layers"]
     assert cfg["n_kv_heads"] < heads
     img = 16
@@ -261,13 +233,13 @@ def test_lumina2_attention(tm):
             assert "img_slice" not in call
 
 
-def test_krea2_attention(tm):
+def test_krea2_attention():
     """Text fusion first: 2 layer-wise blocks attend across the encoder layers of each token
     (batch B·tokens, length txtlayers), 2 refiner blocks over the text; then single-stream blocks
     on [text | image] with img_slice = [tokens, total] and every head of k/v present."""
     steps, tokens = 2, 7
-    calls, _ = record(tm, "krea2", steps=steps, tokens=tokens)
-    cfg = tm.krea2_config()
+    calls, _ = record("krea2", steps=steps, tokens=tokens)
+    cfg = config("krea2")
     img = 16
     for chunk in per_model_call(calls, steps):
         fusion, refine, blocks = chunk[:2], chunk[2:4], chunk[4:]
@@ -287,12 +259,12 @@ def test_krea2_attention(tm):
             assert call["img_slice"] == [tokens, tokens + img]
 
 
-def test_hunyuan_image21_attention(tm):
+def test_hunyuan_image21_attention():
     """Token refiner over the Qwen text (unmarked), double blocks on [text, glyphs | image] without
     img_slice, single blocks with img_slice = [text + glyph tokens, total]."""
     steps, tokens, glyphs = 2, 7, 3
-    calls, _ = record(tm, "hunyuan_image21", steps=steps, tokens=tokens, glyph_tokens=glyphs)
-    cfg = tm.hunyuan_image21_config()
+    calls, _ = record("hunyuan_image21", steps=steps, tokens=tokens, glyph_tokens=glyphs)
+    cfg = config("hunyuan_image21")
     heads, img, txt = cfg["num_heads"], 4 * 4, tokens + glyphs
     for chunk in per_model_call(calls, steps):
         refiner, double, single = chunk[:2], chunk[2:2 + cfg["depth"]], chunk[2 + cfg["depth"]:]
@@ -310,12 +282,12 @@ def test_hunyuan_image21_attention(tm):
             assert call["img_slice"] == [txt, txt + img]
 
 
-def test_hidream_attention(tm):
+def test_hidream_attention():
     """(B, L, H·D) without skip_reshape, image tokens FIRST then text; nothing marked. Text =
     T5 tokens + Llama tokens (carried) + this block's Llama tokens, the same in both stages."""
     steps, tokens, llama = 2, 7, 5
-    calls, _ = record(tm, "hidream", steps=steps, tokens=tokens, llama_tokens=llama)
-    cfg = tm.hidream_config()
+    calls, _ = record("hidream", steps=steps, tokens=tokens, llama_tokens=llama)
+    cfg = config("hidream")
     img, txt = 16, tokens + 2 * llama
     width = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     for chunk in per_model_call(calls, steps):
@@ -327,13 +299,13 @@ def test_hidream_attention(tm):
             assert not marked(call)
 
 
-def test_kandinsky5_image_attention(tm):
+def test_kandinsky5_attention():
     """Text self-attention (unmarked), then per visual block: image self-attention, then
     cross-attention from image queries to the text keys (k length = context tokens); both calls
     of a block carry the same block_index; heads comes as a keyword."""
     steps, tokens = 2, 7
-    calls, _ = record(tm, "kandinsky5_image", steps=steps, tokens=tokens)
-    cfg = tm.kandinsky5_image_config()
+    calls, _ = record("kandinsky5", steps=steps, tokens=tokens)
+    cfg = config("kandinsky5")
     heads, img = cfg["model_dim"] // sum(cfg["axes_dims"]), 16
     for chunk in per_model_call(calls, steps):
         text, visual = chunk[:cfg["num_text_blocks"]], chunk[cfg["num_text_blocks"]:]
@@ -353,14 +325,13 @@ def test_kandinsky5_image_attention(tm):
 
 
 @pytest.mark.parametrize("name", ["chroma_radiance", "longcat_image"])
-def test_flux_like_attention(tm, name):
+def test_flux_like_attention(name):
     """Chroma Radiance and LongCat-Image run FLUX's blocks: double blocks on [text | image]
     without img_slice in the options attention gets, single blocks with img_slice."""
     steps, tokens = 2, 7
-    calls, _ = record(tm, name, steps=steps, tokens=tokens)
-    cfg = getattr(tm, f"{name}_config")()
-    family = tm.FAMILIES[name]
-    img = (family.default_size // cfg["patch_size"]) ** 2
+    calls, _ = record(name, steps=steps, tokens=tokens)
+    cfg = config(name)
+    img = (tiny(name).variant.size // cfg["patch_size"]) ** 2
     for chunk in per_model_call(calls, steps):
         assert len(chunk) == cfg["depth"] + cfg["depth_single_blocks"]
         for i, call in enumerate(chunk[:cfg["depth"]]):
@@ -397,13 +368,13 @@ def _install(counter, double, single):
 
 
 @pytest.mark.parametrize("name", ["hunyuan_image21", "chroma_radiance", "longcat_image"])
-def test_dit_replaces_reach_attention(tm, name):
+def test_dit_replaces_reach_attention(name):
     """Double and single replaces run, the copy they pass on reaches attention, and a pass-through
     replace changes nothing."""
-    cfg = getattr(tm, f"{name}_config")()
+    cfg = config(name)
     counter = []
-    _, plain = record(tm, name, steps=2)
-    calls, out = record(tm, name, steps=2,
+    _, plain = record(name, steps=2)
+    calls, out = record(name, steps=2,
                         patch=_install(counter, cfg["depth"], cfg["depth_single_blocks"]))
     assert len(counter) == 2 * (cfg["depth"] + cfg["depth_single_blocks"])
     blocks = [c for c in calls if "block_index" in c]
@@ -412,43 +383,43 @@ def test_dit_replaces_reach_attention(tm, name):
 
 
 @pytest.mark.parametrize("name", ["zimage", "lumina2", "krea2", "hidream"])
-def test_no_dit_replaces(tm, name):
+def test_no_dit_replaces(name):
     """These families never consult patches_replace["dit"]: an installed replace is not called."""
     counter = []
-    _, plain = record(tm, name, steps=1)
-    _, out = record(tm, name, steps=1, patch=_install(counter, 4, 4))
+    _, plain = record(name, steps=1)
+    _, out = record(name, steps=1, patch=_install(counter, 4, 4))
     assert counter == []
     assert torch.equal(out, plain)
 
 
-def test_kandinsky5_double_block_replace_is_broken(tm):
+def test_kandinsky5_double_block_replace_is_broken():
     """0.33's Kandinsky 5 calls the block with keywords (x=, context=) the block's forward does
     not take, so even a pass-through replace raises TypeError: its cross-attention has to be
     reached through the attention override instead."""
     counter = []
     with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
-        record(tm, "kandinsky5_image", steps=1, patch=_install(counter, 1, 0))
+        record("kandinsky5", steps=1, patch=_install(counter, 1, 0))
     assert counter == [1]
 
 
-@pytest.mark.parametrize("name", ["krea2", "longcat_image", "hunyuan_image21"])
-def test_loads_through_comfy_loader(tm, name):
+@pytest.mark.parametrize("name", tf.keys(lambda recipe, variant: recipe.loader is not None))
+def test_loads_through_comfy_loader(name):
     """Where detection reads every width from the weights, a tiny random state dict with the real
     key names goes through comfy.sd.load_diffusion_model_state_dict: detection picks the family's
     class, rebuilds the very config the builder used, and the loaded model samples the same."""
-    import comfy.supported_models as sm
-    family = _family(tm, name)
-    state_dict = tm.loader_state_dict(name)
-    loaded = tm.load_through_comfy(state_dict)
-    assert type(loaded.model.model_config).__name__ == family.model_class
-    direct = getattr(sm, family.model_class)(dict(tm.LOADER_SIZE[name]))
+    tf.skip_unavailable(name)
+    _, variant = tf.find(name)
+    state_dict = tf.loader_state_dict(name)
+    loaded = tf.load_through_comfy(state_dict)
+    assert type(loaded.model.model_config).__name__ == variant.comfy_class
+    direct = tf.loader_model_config(name)
     for key, value in direct.unet_config.items():
         got = loaded.model.model_config.unet_config.get(key)
         assert (list(got) if isinstance(got, tuple) else got) == \
             (list(value) if isinstance(value, tuple) else value), key
-    positive, negative = tm.loader_conditioning(name, seed=1), tm.loader_conditioning(name, seed=2)
-    out = tm.sample(family, loaded, positive, negative, steps=1, cfg=2.0)
+    positive, negative = tf.loader_conditioning(name, seed=1), tf.loader_conditioning(name, seed=2)
+    out = tf.sample(name, loaded, positive, negative, steps=1, cfg=2.0)
     assert torch.isfinite(out).all()
-    assert out.shape == family.latent_shape(1, family.default_size)
-    built = tm.finish(direct, seed=0)  # the same weights, built without the loader
-    assert torch.allclose(tm.sample(family, built, positive, negative, steps=1, cfg=2.0), out)
+    assert out.shape == variant.latent(1, variant.size)
+    built = tf.finish(direct, seed=0)  # the same weights, built without the loader
+    assert torch.allclose(tf.sample(name, built, positive, negative, steps=1, cfg=2.0), out)

@@ -35,65 +35,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 900}
 
-# The layer map's layouts (nodes/adapters/families.py) must be what the hooks find in the released architectures.
-# UNets: ComfyUI's full-size configs (comfy/model_detection.py, structural keys). DiTs: the
-# released block counts; widths do not change the layout, so they stay small. All are built on
-# the meta device (no memory, ~1 s).
-FULL_SIZE_UNETS = {
-    "sdxl": dict(image_size=32, in_channels=4, out_channels=4, model_channels=320,
-                 use_spatial_transformer=True, legacy=False, num_classes="sequential",
-                 adm_in_channels=2816, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
-                 transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_middle=10,
-                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
-                 use_linear_in_transformer=True, context_dim=2048, num_head_channels=64),
-    "sd15": dict(image_size=32, in_channels=4, out_channels=4, model_channels=320,
-                 use_spatial_transformer=True, legacy=False, adm_in_channels=None,
-                 num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
-                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
-                 transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-                 use_linear_in_transformer=False, context_dim=768, num_heads=8),
-}
-
-
-# DiTs at their released block counts, built like the tests' tiny models (tests/comfy/tiny_models.py:
-# ComfyUI's own detection from checkpoint key names) on the meta device. FLUX.2 dev where the
-# ComfyUI has FLUX.2 (not 0.3.64).
-FULL_SIZE_DITS = {
-    "flux": lambda tm: tm.tiny_flux(depth=19, single=38, device="meta"),
-    "chroma": lambda tm: tm.tiny_chroma(depth=19, single=38, device="meta"),
-    "sd3": lambda tm: tm.tiny_sd3(depth=24, device="meta"),
-    "sd35_large": lambda tm: tm.tiny_sd3(depth=38, device="meta"),
-    "qwen_image": lambda tm: tm.tiny_qwen_image(layers=60, device="meta"),
-    "flux2": lambda tm: tm.tiny_flux2(depth=8, single=48, device="meta"),
-    "flux2_klein_4b": lambda tm: tm.tiny_flux2(depth=5, single=20, device="meta"),
-    "flux2_klein_9b": lambda tm: tm.tiny_flux2(depth=8, single=24, device="meta"),
-}
-
-
-def _released_2026(name):
-    """A 2026 family's released model as ComfyUI 0.33's detection configures it (full widths: on
-    the meta device they cost nothing). Checked from ComfyUI 0.33 on, like the families
-    themselves: elsewhere AttributeError (0.3.64 has some of the classes, with other configs)."""
-    def make(tm):
-        import torch
-        import comfy.supported_models as sm
-        import tiny_models_2026 as tm26
-        reason = tm26.unavailable(name)
-        if reason:
-            raise AttributeError(reason)
-        model_config = getattr(sm, tm26.FAMILIES[name].model_class)(dict(tm26.FULL_SIZE[name]))
-        model_config.set_inference_dtype(torch.float32, None)
-        with torch.device("meta"):
-            return model_config.get_model({}, device=torch.device("meta"))
-    return make
-
-
-# layout id → tiny_models_2026 name (the same here)
-FULL_SIZE_DITS.update({name: _released_2026(name) for name in (
-    "zimage", "lumina2", "krea2", "hunyuan_image21", "hidream", "kandinsky5_image",
-    "chroma_radiance", "longcat_image")})
-
-
 def _chromium() -> str:
     for candidate in (os.environ.get("GAG_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
                       shutil.which("chromium-browser")):
@@ -553,9 +494,6 @@ def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(brow
     layout in it is what the hook finds in the released architecture, built here at full size
     on the meta device (and the family that claims such a model is the layout's)."""
     import importlib
-    import torch
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     page = browser_page
     url = f"{_pack_url_part(page.gag_server)}js/gag_families.js"
     families = page.evaluate("""async (url) => {
@@ -570,24 +508,20 @@ def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(brow
     assert {f["family"] for f in families} == {f.id for f in table.FAMILIES if f.layouts}
     by_id = {f["id"]: f for f in families}
 
-    patchers = {}
-    for family_id, config in FULL_SIZE_UNETS.items():
-        unet = UNetModel(**config, device=torch.device("meta"),
-                         operations=comfy.ops.disable_weight_init)
-        patchers[family_id] = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=unet))
-    import tiny_models as tm
-    lacking = set()
-    for layout_id, make in FULL_SIZE_DITS.items():
-        if layout_id.startswith("flux2") and not tm.comfyui_has_flux2():
-            lacking.add(layout_id)  # ComfyUI 0.3.64 has no FLUX.2: checked on newer releases
+    # Each layout's released model, built on the meta device by its family's recipe
+    # (tests/comfy/tiny_families.py): UNets from ComfyUI's full-size structural configs, DiTs
+    # through ComfyUI's own detection or at the released config, at the released block counts.
+    import tiny_families as tf
+    patchers, lacking = {}, set()
+    for recipe in tf.RECIPES:
+        if tf.unavailable(recipe.key(recipe.main)):
+            lacking.update(recipe.released)  # e.g. FLUX.2 and the 2026 families on 0.3.64
             continue
-        try:
-            patchers[layout_id] = types.SimpleNamespace(model=make(tm))
-        except AttributeError:
-            lacking.add(layout_id)  # a 2026 family this ComfyUI lacks: checked from 0.33 on
+        for layout_id, model in tf.released_models(recipe).items():
+            patchers[layout_id] = types.SimpleNamespace(model=model)
     unchecked = set(by_id) - set(patchers)
     assert unchecked <= lacking, unchecked
-    if tm.comfyui_has_flux2():
+    if tf.comfyui_version() >= (0, 33, 0):
         assert not unchecked, unchecked  # 0.33+: every layout in the table is checked
     for layout_id, patcher in patchers.items():
         family = table.find_family(patcher)

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import tiny_families as tf
 import tiny_models as tm
 from test_unet_patch import sharpen_cross_attention
 
@@ -157,25 +158,21 @@ def test_readout_leaves_unet_samples_bit_identical(gag, sdxl):
     assert torch.equal(a, b)
 
 
-DITS = {  # family: (builder, conditioning, sample_dit keywords, layer groups)
-    "flux": (tm.tiny_flux, tm.flux_conditioning, {}, {"double", "single"}),
-    "qwen_image": (tm.tiny_qwen_image, tm.qwen_image_conditioning, {"frames": 1}, {"joint"}),
-}
+# Two DiT families of different block layouts (tests/comfy/tiny_families.py ids) → the layer
+# groups a readout of every block reports.
+DIT_GROUPS = {"flux-dev": {"double", "single"}, "qwen_image": {"joint"}}
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
-@pytest.mark.parametrize("family", list(DITS))
-def test_readout_leaves_dit_samples_bit_identical_and_reads_every_block(gag, family, mode):
-    build, conditioning, sample_args, groups = DITS[family]
-    try:
-        model = build()
-    except TypeError as error:  # tiny_models' FLUX config predates ComfyUI 0.33's FluxParams
-        pytest.skip(f"tests/comfy/tiny_models.py cannot build {family} on this ComfyUI: {error}")
-    positive, negative = conditioning(seed=1), conditioning(seed=2)
+@pytest.mark.parametrize("key", list(DIT_GROUPS))
+def test_readout_leaves_dit_samples_bit_identical_and_reads_every_block(gag, key, mode):
+    tiny = tf.Tiny(key)
+    model, groups = tiny.patcher, DIT_GROUPS[key]
+    positive, negative = tiny.conditioning(seed=1), tiny.conditioning(seed=2)
     with_readout = gag.api.apply_gag(model, layers="all", mode=mode)
     without = gag.api.apply_gag(model, layers="all", mode=mode, readout=False)
-    a = tm.sample_dit(with_readout, positive, negative, steps=2, **sample_args)
-    b = tm.sample_dit(without, positive, negative, steps=2, **sample_args)
+    a = tiny.sample(with_readout, positive=positive, negative=negative, steps=2, cfg=1.0, size=16)
+    b = tiny.sample(without, positive=positive, negative=negative, steps=2, cfg=1.0, size=16)
     assert torch.equal(a, b)
     result = gag.readout.last_readout(with_readout)
     assert result is not None and len(result.steps) == 2

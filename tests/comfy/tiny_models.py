@@ -341,8 +341,10 @@ def tiny_auraflow(seed: int = 0):
     return _finish(sm.AuraFlow(cfg), seed)
 
 
-# name → (builder, conditioning(batch=, seed=), sample_dit keyword arguments, layer selection
-# naming two blocks of different kinds where the family has them)
+# The DiTs bench/bench_dit.py --effect measures (its RESULTS are keyed by these names): name →
+# (builder, conditioning(batch=, seed=), sample_dit keyword arguments, layer selection naming two
+# blocks of different kinds where the family has them). The tests read the family registry,
+# tests/comfy/tiny_families.py, instead.
 DIT_FAMILIES = {
     "flux": (tiny_flux, flux_conditioning, {}, "double 1, single 0"),
     "flux_schnell": (lambda seed=0: tiny_flux(seed, schnell=True), flux_conditioning, {},

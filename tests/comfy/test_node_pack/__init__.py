@@ -45,10 +45,10 @@ class _Family:
         self.downscale = downscale          # image pixels per latent pixel
 
 
-def _tiny_2026(name):
-    """A family of tiny_models_2026 (ComfyUI 0.33+), imported when first used."""
-    import tiny_models_2026
-    return tiny_models_2026.FAMILIES[name]
+def _recipe(key):
+    """A tiny model of the tests' family registry (tiny_families), imported when first used."""
+    import tiny_families
+    return tiny_families.find(key)[1]
 
 
 FAMILIES = {
@@ -58,8 +58,8 @@ FAMILIES = {
                             tiny_models.flux_conditioning, 16),
     "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16,
                           video_latents=True),
-    "zimage": _Family(lambda seed=0: _tiny_2026("zimage").build(seed),
-                      lambda seed=1: _tiny_2026("zimage").conditioning(seed=seed), 16),
+    "zimage": _Family(lambda seed=0: _recipe("zimage").make(seed),
+                      lambda seed=1: _recipe("zimage").conditioning(seed=seed), 16),
     # FLUX.2 (ComfyUI releases that have it): 128-channel latents at 1/16 scale
     "flux2": _Family(tiny_models.tiny_flux2, tiny_models.flux2_conditioning, 128, downscale=16),
     "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
