@@ -564,7 +564,7 @@ def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api
     instead of silently not guiding."""
     model = build("flux-dev")
     patcher = model.patcher
-    if not jh.model_sets_block_info(patcher.model.diffusion_model):
+    if not compat.model_sets_block_info(patcher.model.diffusion_model):
         pytest.skip("this ComfyUI does not tell attention its block (0.3.64): GAG uses block "
                     "replaces there, which check themselves")
     from comfy.patcher_extension import WrappersMP
