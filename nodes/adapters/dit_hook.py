@@ -329,10 +329,10 @@ def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -
     if plan.via_dit_replace:
         locators += (marked_block,)
     locators += (BlockInfo(dict(plan.block_types)),)
-    install_block_replaces(options, family, list(plan.via_dit_replace))
-    options[OVERRIDE_KEY] = JointAttentionOverride(layers, runtime, mode, locators,
-                                                   options.get(OVERRIDE_KEY), text=family.text)
-    override = options[OVERRIDE_KEY]
+    override = JointAttentionOverride(layers, runtime, mode, locators, options.get(OVERRIDE_KEY),
+                                      text=family.text)
+    options[OVERRIDE_KEY] = override
+    install_block_replaces(options, family, list(plan.via_dit_replace), override)
     wrapper = ModelCallWrapper(runtime, override, family,
                                relies_on_block_info=plan.relies_on_block_info,
                                all_blocks=plan.all_blocks)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ...gag_core.layer_spec import LayerRef
-from .diagnose import missing_options_message, unconsumed_mark_cause
+from .comfy_compat import OVERRIDE_KEY
+from .diagnose import describe_override, missing_options_message, unconsumed_mark_cause
 from .model_call import CALL_KEY, TEXT_TOKENS_KEY, ModelCallRecord, warn_once
 from .shared import SharedObject
 
@@ -53,14 +54,17 @@ def marked_block(options: dict) -> Optional[BlockMark]:
 
 class DiTBlockPatch(SharedObject):
     """A ``dit`` block replace: marks the block's transformer_options for GAG's override and
-    runs the block."""
+    runs the block. It also puts GAG's override (``override``) on top of whatever override the
+    block's options hold, as the model-call wrapper does for models that run one: SD3's MMDiT
+    runs no DIFFUSION_MODEL wrappers."""
 
     marks_gag_block = True   # tells GAG's model-call audit this replace is GAG's own
 
-    def __init__(self, layer: LayerRef, separate_text: bool, previous=None):
+    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, override=None):
         self.layer = layer
         self.separate_text = separate_text  # args carry txt and img apart (double stream)
         self.previous = previous            # the dit replace this one wraps, if any
+        self.override = override            # GAG's JointAttentionOverride, re-chained on top
 
     def _run(self, args, extra):
         if self.previous is not None:
@@ -86,12 +90,21 @@ class DiTBlockPatch(SharedObject):
             raise RuntimeError(missing_options_message(self.layer, extra))
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
-        out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
+        marked = dict(options, **{MARK_KEY: mark})
+        present = options.get(OVERRIDE_KEY)
+        top = self.override.rechained(present) if self.override is not None else present
+        if top is not present:
+            marked[OVERRIDE_KEY] = top
+        out = self._run(dict(args, transformer_options=marked), extra)
         if not mark.consumed:
             if self.previous is None:
+                now = marked.get(OVERRIDE_KEY)
+                took = ("" if now is top else
+                        f" The attention override in place when the block ran was "
+                        f"{describe_override(now)}, not GAG's.")
                 raise RuntimeError(
                     f"GAG: the attention of {self.layer} never saw the GAG mark: "
-                    f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
+                    f"{unconsumed_mark_cause(extra)}{took} GAG cannot act on this model here.")
             why = f"another 'dit' block replace on {self.layer} ran the block without it"
             record = options.get(CALL_KEY)
             if isinstance(record, ModelCallRecord):
@@ -121,13 +134,14 @@ def _own_dit_replaces(options: dict) -> dict:
     return replaces["dit"]
 
 
-def install_block_replaces(options: dict, family, layers: list[LayerRef]) -> None:
-    """A ``DiTBlockPatch`` on each of ``layers`` (wrapping a replace already there)."""
+def install_block_replaces(options: dict, family, layers: list[LayerRef], override) -> None:
+    """A ``DiTBlockPatch`` on each of ``layers`` (wrapping a replace already there), putting
+    ``override`` (GAG's) on top in the block's options."""
     dit = _own_dit_replaces(options)
     for ref in layers:
         group = family.group(ref.group)
         key = (group.dit_replace, ref.block)
-        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key))
+        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key), override)
 
 
 def remove_block_replaces(options: dict) -> None:

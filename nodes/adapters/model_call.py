@@ -135,12 +135,26 @@ class ModelCallWrapper(SharedObject):
         if self.runtime.step_scale(options) is None:
             return out
         diffusion_model = getattr(executor, "class_obj", None)
-        identified = record.attention_calls if self.all_blocks else record.calls_with_block
-        if not identified:
+        taken = options.get(OVERRIDE_KEY) is not top   # replaced while the model ran
+        if self.all_blocks:
+            if not record.attention_calls:
+                if taken:
+                    raise RuntimeError(self._taken_message(
+                        f"no attention call of {self.family.display_name} reached GAG in this "
+                        f"model call", options))
+                self._refuse_silent_no_op(diffusion_model, attention_ran=False)
+        elif record.calls_with_block or taken:
+            self._audit(record, options, diffusion_model)
+        else:
             self._refuse_silent_no_op(diffusion_model, attention_ran=record.attention_calls > 0)
-        elif not self.all_blocks:
-            self._audit(record, options, top, diffusion_model)
         return out
+
+    @staticmethod
+    def _taken_message(what: str, options: dict) -> str:
+        return (f"GAG: {what}. Those calls were taken by "
+                f"{describe_override(options.get(OVERRIDE_KEY))}, which became the attention "
+                f"override while the model ran, above GAG's, and did not hand them to GAG. Apply "
+                f"GAG Model Patch after the node that installs it, or remove one of the two.")
 
     def _refuse_silent_no_op(self, diffusion_model, attention_ran: bool) -> None:
         """No attention call of this model call was inside a block GAG could identify (none at
@@ -182,7 +196,7 @@ class ModelCallWrapper(SharedObject):
             return None
         return f"the 'dit' block replace {describe_override(patch)} ran it"
 
-    def _audit(self, record: ModelCallRecord, options: dict, top, diffusion_model) -> None:
+    def _audit(self, record: ModelCallRecord, options: dict, diffusion_model) -> None:
         """Every selected layer guided in this model call, or an error naming what took the
         calls; a shortfall a block replace explains is logged once."""
         missing = set(self.override.layers) - record.guided_layers
@@ -199,12 +213,11 @@ class ModelCallWrapper(SharedObject):
                    f"selected blocks in this model call")
         if unexplained:
             now = options.get(OVERRIDE_KEY)
-            if now is not top:
-                raise RuntimeError(
-                    f"{summary}: the attention of {_layers_text(unexplained)} was taken by "
-                    f"{describe_override(now)}, which became the attention override while the "
-                    f"model ran, above GAG's, and did not hand those calls to GAG. Apply GAG "
-                    f"Model Patch after the node that installs it, or remove one of the two.")
+            if getattr(now, "root", None) is not self.override.root:
+                raise RuntimeError(self._taken_message(
+                    f"it guided the attention of {expected - len(missing)} of the {expected} "
+                    f"selected blocks in this model call, not {_layers_text(unexplained)}",
+                    options))
             cause = model_call_cause(diffusion_model) if diffusion_model is not None else None
             raise RuntimeError(
                 f"{summary}: the attention of {_layers_text(unexplained)} never reached GAG's "
