@@ -152,15 +152,23 @@ def with_swallowing_pack(patcher):
 
 @pytest.mark.parametrize("key", ["flux-dev", "qwen_image", "zimage"])
 def test_an_override_that_takes_gags_calls_stops_sampling_with_its_name(api, guided, key):
+    """Installed inside the model call, after GAG's model-call wrapper, the stand-in sits above
+    GAG and takes every call: sampling stops naming its function. Where GAG reaches the blocks
+    through 'dit' replaces (ComfyUI 0.3.64), those re-chain GAG on top inside each block, so
+    GAG guides there instead. Either way GAG is never silently off."""
+    compat = importlib.import_module("comfyui_gag.nodes.adapters.comfy_compat")
     model = tf.Tiny(key)
+    plain = model.sample(with_swallowing_pack(model.patcher))
     patched = with_swallowing_pack(api.apply_gag(model.patcher))
-    with pytest.raises(RuntimeError, match=r"takes_attention_without_gag in "
-                                           r".*test_override_stacking\.py.*Apply GAG Model Patch "
-                                           r"after"):
-        model.sample(patched)
+    if compat.model_sets_block_info(model.patcher.model.diffusion_model):
+        with pytest.raises(RuntimeError, match=r"takes_attention_without_gag in "
+                                               r".*test_override_stacking\.py.*Apply GAG Model "
+                                               r"Patch after"):
+            model.sample(patched)
+    else:
+        assert rel_change(model.sample(patched), plain) > 1e-3 and guided
     # Applied in the other order, GAG is re-chained above it and guides every block.
     del guided[:]
-    plain = model.sample(with_swallowing_pack(model.patcher))
     out = model.sample(api.apply_gag(with_swallowing_pack(model.patcher)))
     assert guided and rel_change(out, plain) > 1e-3
 
@@ -221,7 +229,11 @@ class SparseLike:
         options["optimized_attention_override"] = override
 
     def apply(self, patcher):
+        import inspect
         from comfy.patcher_extension import CallbacksMP
+        if "model_options" not in inspect.signature(type(patcher).prepare_state).parameters:
+            pytest.skip("this ComfyUI's ON_PREPARE_STATE callbacks get no model_options (0.3.64): "
+                        "the way BlockSparseAttention re-installs itself does not exist here")
         patched = patcher.clone()
         self.install(patched.model_options["transformer_options"])
         patched.add_callback_with_key(CallbacksMP.ON_PREPARE_STATE, "sparse_like",
