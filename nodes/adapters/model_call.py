@@ -143,7 +143,7 @@ class ModelCallWrapper(SharedObject):
                         f"no attention call of {self.family.display_name} reached GAG in this "
                         f"model call", options))
                 self._refuse_silent_no_op(diffusion_model, attention_ran=False)
-        elif record.calls_with_block or taken:
+        elif record.calls_with_block or (taken and not record.attention_calls):
             self._audit(record, options, diffusion_model)
         else:
             self._refuse_silent_no_op(diffusion_model, attention_ran=record.attention_calls > 0)

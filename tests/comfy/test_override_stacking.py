@@ -320,3 +320,30 @@ def test_nunchakus_z_image_passes_transformer_options_and_is_guided(api, guided)
     model = tf.Tiny("zimage")
     model.sample(api.apply_gag(as_nunchaku(model.patcher)))
     assert guided
+
+
+# --- one guided pass per call ---------------------------------------------------------------------
+
+def test_gag_applied_again_around_a_chaining_pack_guides_each_call_once(api, guided):
+    """GAG → a pack whose override hands every call to the one below it → GAG again: the
+    second GAG cannot unwind the first (it is below the pack's override), so both are in the
+    chain; the call is guided once, by the GAG on top, and the result equals GAG applied once
+    under the pack."""
+    model = tf.Tiny("flux-dev")
+
+    def chaining_pack(patcher):
+        patched = patcher.clone()
+        options = patched.model_options["transformer_options"]
+        below = options.get("optimized_attention_override")
+
+        def passes_calls_down(func, *args, **kwargs):
+            return below(func, *args, **kwargs) if below else func(*args, **kwargs)
+
+        options["optimized_attention_override"] = passes_calls_down
+        return patched
+
+    once = model.sample(api.apply_gag(chaining_pack(model.patcher)))
+    alone, guided[:] = len(guided), []
+    twice = model.sample(api.apply_gag(chaining_pack(api.apply_gag(model.patcher))))
+    assert len(guided) == alone > 0
+    assert rel_change(twice, once) < 1e-5
