@@ -178,6 +178,8 @@ class JointAttentionOverride(SharedObject):
             return self._next(func, args, kwargs)
         call = AttentionCall(args, kwargs)
         if not self._is_guided_attention(call, target):
+            if isinstance(record, ModelCallRecord):   # for the audit, should none be guided
+                record.declined[target.layer] = (call.query_tokens, call.key_tokens)
             return self._next(func, args, kwargs)  # another attention of the block
         target.claim()
         scale = self.runtime.step_scale(options)

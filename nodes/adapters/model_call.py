@@ -48,15 +48,18 @@ def warn_once(key: str, message: str) -> None:
 
 class ModelCallRecord(SharedObject):
     """Per model call: how many attention calls reached GAG, how many knew their block, which
-    layers GAG guided (None: a call of an all-blocks model), and the layers whose shortfall
-    a block replace explained (layer → why)."""
+    layers GAG guided (None: a call of an all-blocks model), the selected layers whose calls
+    reached GAG in a shape it does not guide (layer → (queries, keys)), and the layers whose
+    shortfall a block replace explained (layer → why)."""
 
-    __slots__ = ("attention_calls", "calls_with_block", "guided_layers", "explained")
+    __slots__ = ("attention_calls", "calls_with_block", "guided_layers", "declined",
+                 "explained")
 
     def __init__(self):
         self.attention_calls = 0
         self.calls_with_block = 0
         self.guided_layers: set = set()
+        self.declined: dict = {}
         self.explained: dict = {}
 
 
@@ -218,6 +221,17 @@ class ModelCallWrapper(SharedObject):
                     f"it guided the attention of {expected - len(missing)} of the {expected} "
                     f"selected blocks in this model call, not {_layers_text(unexplained)}",
                     options))
+            declined = {layer: record.declined[layer] for layer in unexplained
+                         if layer in record.declined}
+            if declined:
+                shapes = ", ".join(f"{layer}: {q} queries, {k} keys"
+                                   for layer, (q, k) in sorted(declined.items())[:4])
+                raise RuntimeError(
+                    f"{summary}: the attention calls of {_layers_text(declined)} reached GAG in "
+                    f"a layout it does not guide ({shapes}; GAG guides a block's joint "
+                    f"attention: its own tokens as queries and as the first keys). Another node "
+                    f"changed those calls' tokens; GAG cannot guide them. Remove that node or "
+                    f"GAG, and please report the combination.")
             cause = model_call_cause(diffusion_model) if diffusion_model is not None else None
             raise RuntimeError(
                 f"{summary}: the attention of {_layers_text(unexplained)} never reached GAG's "

@@ -347,3 +347,56 @@ def test_gag_applied_again_around_a_chaining_pack_guides_each_call_once(api, gui
     twice = model.sample(api.apply_gag(chaining_pack(api.apply_gag(model.patcher))))
     assert len(guided) == alone > 0
     assert rel_change(twice, once) < 1e-5
+
+
+# --- the FLUX.2 [klein] KV edit template's graph, through /prompt -------------------------------
+
+@pytest.fixture(scope="module")
+def server():
+    from comfy_server import TEST_NODE_PACK, shared_server
+    with shared_server([TEST_NODE_PACK], frontend=True) as info:  # test_workflows' server
+        yield info
+
+
+def kv_edit_prompt(steps: int) -> dict:
+    """The template's chain (reference latent on the conditioning, FluxKVCache before the
+    sampler) with a GAG Model Patch after the cache, on the test pack's tiny FLUX.2 Klein."""
+    return {
+        "ckpt": {"class_type": "GAGTestTinyCheckpoint",
+                 "inputs": {"ckpt_name": "tiny.safetensors", "family": "flux2_klein"}},
+        "text": {"class_type": "GAGTestTinyTextEncode",
+                 "inputs": {"text": "make the lighthouse red", "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptyFlux2LatentImage",
+                   "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "reference": {"class_type": "ReferenceLatent",
+                      "inputs": {"conditioning": ["text", 0], "latent": ["latent", 0]}},
+        "cache": {"class_type": "FluxKVCache", "inputs": {"model": ["ckpt", 0]}},
+        "gag": {"class_type": "GAGModelPatch",
+                "inputs": {"model": ["cache", 0], "scale": 4.0, "eta": 15.0, "zeta": 0.0}},
+        "sample": {"class_type": "KSampler",
+                   "inputs": {"model": ["gag", 0], "seed": 3, "steps": steps, "cfg": 1.0,
+                              "sampler_name": "euler", "scheduler": "simple",
+                              "positive": ["reference", 0], "negative": ["reference", 0],
+                              "latent_image": ["latent", 0], "denoise": 1.0}},
+        "save": {"class_type": "SaveLatent",
+                 "inputs": {"samples": ["sample", 0], "filename_prefix": "kv_edit/gag"}},
+    }
+
+
+def test_the_kv_edit_template_graph_is_guided_on_every_step(server):
+    import re
+    import time
+    info = server.get_json("/object_info")
+    missing = {"FluxKVCache", "ReferenceLatent", "EmptyFlux2LatentImage"} - set(info)
+    if missing:
+        pytest.skip(f"this ComfyUI has no {', '.join(sorted(missing))} node")
+    line = re.compile(r"GAG: attention gain .*\((\d+) layers?, (\d+) steps?[;)]")
+    before = len(line.findall(server.log()))
+    steps = 4   # the template's
+    server.run_prompt(kv_edit_prompt(steps), timeout=180)
+    deadline = time.time() + 15
+    while len(line.findall(server.log())) == before and time.time() < deadline:
+        time.sleep(0.2)   # the log reaches its file a moment after the prompt's messages
+    found = line.findall(server.log())[before:]
+    assert found, server.log_tail()
+    assert int(found[-1][1]) == steps, found
