@@ -26,7 +26,7 @@ def gag(pack):
     mod = lambda m: importlib.import_module(f"{name}.nodes.{m}")
     return type("Gag", (), dict(
         api=mod("api"), Patch=mod("model_patch").GAGModelPatch, Layers=mod("layers").GAGLayers,
-        Sparsity=mod("sparsity").GAGSparsity, Schedule=mod("schedule").GAGSchedule,
+        Sparsity=mod("sparsity").GAGSparsity, Schedule=mod("schedule_node").GAGSchedule,
         guidance=mod("guidance"), repeats=mod("adapters.prompt_repeats")))
 
 
