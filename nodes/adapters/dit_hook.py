@@ -179,7 +179,7 @@ class JointAttentionOverride(SharedObject):
         call = AttentionCall(args, kwargs)
         if not self._is_guided_attention(call, target):
             if isinstance(record, ModelCallRecord):   # for the audit, should none be guided
-                record.declined[target.layer] = (call.query_tokens, call.key_tokens)
+                record.declined.append((target.layer, call.query_tokens, call.key_tokens))
             return self._next(func, args, kwargs)  # another attention of the block
         target.claim()
         scale = self.runtime.step_scale(options)
@@ -187,7 +187,7 @@ class JointAttentionOverride(SharedObject):
             return self._next(func, args, kwargs)
         layer, text_tokens = target.layer, target.text_tokens
         if isinstance(record, ModelCallRecord):
-            record.guided_layers.add(layer)
+            record.guided_layers.append(layer)
         if self.mode == "text" and text_tokens is None and self.text != "cross":
             raise RuntimeError(
                 f"GAG text mode on {_where(layer)}: the number of text tokens in the joint "

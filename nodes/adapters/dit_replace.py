@@ -108,7 +108,7 @@ class DiTBlockPatch(SharedObject):
             why = f"another 'dit' block replace on {self.layer} ran the block without it"
             record = options.get(CALL_KEY)
             if isinstance(record, ModelCallRecord):
-                record.explained[self.layer] = why   # the model-call audit reports it
+                record.explained.append((self.layer, why))   # the model-call audit reports it
             else:
                 warn_once(f"unconsumed:{self.layer}",
                           f"GAG: {why}: its attention never saw GAG's mark; GAG did not act "

@@ -47,10 +47,13 @@ def warn_once(key: str, message: str) -> None:
 
 
 class ModelCallRecord(SharedObject):
-    """Per model call: how many attention calls reached GAG, how many knew their block, which
-    layers GAG guided (None: a call of an all-blocks model), the selected layers whose calls
-    reached GAG in a shape it does not guide (layer → (queries, keys)), and the layers whose
-    shortfall a block replace explained (layer → why)."""
+    """Per model call: how many attention calls reached GAG, how many knew their block, the
+    layers GAG guided, the selected layers whose calls reached GAG in a shape it does not guide
+    ((layer, queries, keys)), and the layers whose shortfall a block replace explained
+    ((layer, why)).
+
+    Lists, appended to and counters, incremented: the operations torch.compile replays on an
+    object from outside a compiled graph (a set filled inside one came back with one entry)."""
 
     __slots__ = ("attention_calls", "calls_with_block", "guided_layers", "declined",
                  "explained")
@@ -58,9 +61,9 @@ class ModelCallRecord(SharedObject):
     def __init__(self):
         self.attention_calls = 0
         self.calls_with_block = 0
-        self.guided_layers: set = set()
-        self.declined: dict = {}
-        self.explained: dict = {}
+        self.guided_layers: list = []
+        self.declined: list = []
+        self.explained: list = []
 
 
 def model_inputs(executor, args: tuple, kwargs: dict) -> dict:
@@ -202,12 +205,13 @@ class ModelCallWrapper(SharedObject):
     def _audit(self, record: ModelCallRecord, options: dict, diffusion_model) -> None:
         """Every selected layer guided in this model call, or an error naming what took the
         calls; a shortfall a block replace explains is logged once."""
-        missing = set(self.override.layers) - record.guided_layers
+        missing = set(self.override.layers) - set(record.guided_layers)
         if not missing:
             return
         explained = {}
         for layer in missing:
-            why = record.explained.get(layer) or self._foreign_block_replace(options, layer)
+            why = (dict(record.explained).get(layer)
+                   or self._foreign_block_replace(options, layer))
             if why:
                 explained[layer] = why
         unexplained = missing - set(explained)
@@ -221,8 +225,8 @@ class ModelCallWrapper(SharedObject):
                     f"it guided the attention of {expected - len(missing)} of the {expected} "
                     f"selected blocks in this model call, not {_layers_text(unexplained)}",
                     options))
-            declined = {layer: record.declined[layer] for layer in unexplained
-                         if layer in record.declined}
+            declined = {layer: (q, k) for layer, q, k in record.declined
+                        if layer in unexplained}
             if declined:
                 shapes = ", ".join(f"{layer}: {q} queries, {k} keys"
                                    for layer, (q, k) in sorted(declined.items())[:4])
