@@ -54,8 +54,8 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     browser.
 
     Raises ValueError for a model no family supports (naming the pack that wrapped it, such as
-    Nunchaku, where that is why), a preset or mode that does not apply to
-    its family, or a selection that names layers the model does not have.
+    Nunchaku, where that is why), a preset or mode that does not apply to its family, or a
+    selection that names layers the model does not have.
     """
     family = _family_of(model_patcher)
     mode = family.resolve_mode(settings.layers.mode)

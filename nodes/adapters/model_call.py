@@ -11,9 +11,12 @@ Once per call of the diffusion model it
    instead of silently replacing GAG. Only this call's copy of the options is changed;
 3. opens a ``ModelCallRecord`` that the override fills in, and afterwards audits it: every
    selected block's attention must have been guided in a model call inside the schedule
-   window. A shortfall stops sampling with an error naming what took the calls, unless GAG can
-   explain and accept it (another node's ``dit`` replace ran the block without its attention,
-   as SkipLayerGuidance does in its extra pass), which is logged once.
+   window. A shortfall stops sampling with an error naming what took the calls (an override
+   installed while the model ran, above GAG's), or the shapes GAG could not guide, or what
+   replaced the model's code; unless GAG can explain and accept it (another node's ``dit``
+   replace ran the block without its attention, as SkipLayerGuidance does in its extra pass),
+   which is logged once. Models that run no DIFFUSION_MODEL wrappers (SD3's MMDiT) get the
+   re-chaining from GAG's block replaces and the per-block check there (``dit_replace``).
 """
 
 from __future__ import annotations
