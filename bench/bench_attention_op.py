@@ -2,8 +2,12 @@
 
     python bench/bench_attention_op.py               # CUDA: every shape, median of >= 10 timed
                                                      # calls after warm-up (CUDA events), peak
-                                                     # memory; markdown table to stdout and
-                                                     # bench/results_attention_op.md
+                                                     # memory; the PyTorch path under its GPU
+                                                     # policy and under the old (CPU) policy,
+                                                     # each next to bench/cost_model.py's
+                                                     # estimate for this GPU; the self-check's
+                                                     # decision per shape; markdown table to
+                                                     # stdout and bench/results_attention_op.md
     python bench/bench_attention_op.py --smoke       # CPU, tiny shapes: SDPA and the PyTorch GAG
                                                      # path timed, the fused kernel run once
                                                      # through Triton's interpreter; checks the
@@ -159,25 +163,78 @@ def peak_extra_mib(fn) -> float:
 # Measurement
 # ------------------------------------------------------------------------------------------
 
-def measure_gpu(shapes, alpha: float, reps: int, torch_gag_max_lk: int) -> list[dict]:
+def _with_policy(policy: str, fn):
+    """fn run with GAG_TORCH_POLICY=policy (the PyTorch path reads it on every call)."""
+    import os
+
+    def run():
+        old = os.environ.get("GAG_TORCH_POLICY")
+        os.environ["GAG_TORCH_POLICY"] = policy
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["GAG_TORCH_POLICY"]
+            else:
+                os.environ["GAG_TORCH_POLICY"] = old
+    return run
+
+
+def cost_estimates(shape: Shape, device_name: str) -> dict:
+    """bench/cost_model.py's estimate (ms) of each path at ``shape`` on the roofline closest to
+    ``device_name`` (H100 unless it names an A100 or a 4090)."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import cost_model
+    name = device_name.upper()
+    roofline = cost_model.ROOFLINES["A100" if "A100" in name else
+                                    "RTX4090" if "4090" in name else "H100"]
+    model_shape = cost_model.Shape(shape.name, shape.batch, shape.heads, shape.lq, shape.lk,
+                                   shape.head_dim, shape.dtype)
+    out = {"roofline": roofline.name}
+    out["torch_est"] = cost_model.price(cost_model.trace_gpu_policy(model_shape,
+                                                                    roofline=roofline),
+                                        roofline) * 1e3
+    out["fused_est"] = cost_model.price(cost_model.fused_traffic(model_shape)[0], roofline) * 1e3
+    out["sdpa_est"] = cost_model.price(cost_model.sdpa_traffic(model_shape), roofline) * 1e3
+    if shape.lq * shape.lk * shape.heads <= 24 * 4608 * 4608:
+        out["old_est"] = cost_model.price(cost_model.trace_cpu_policy(model_shape),
+                                          roofline) * 1e3
+    return out
+
+
+def measure_gpu(shapes, alpha: float, reps: int, torch_gag_max_lk: int,
+                estimates: bool = True) -> list[dict]:
+    """Per shape: SDPA, the fused kernel, the PyTorch path under its GPU policy ("torch") and
+    under the old CPU policy ("old"), "auto" (the self-check's choice), each timed; the cost
+    model's estimates beside them; the self-check's decision line."""
     import torch.nn.functional as F
+    from gag_core.kernels import selfcheck
     rows = []
+    device_name = torch.cuda.get_device_name()
     for shape in shapes:
         q, k, v = make_inputs(shape, "cuda")
         ops = {
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
             "fused": lambda: gag_attention(q, k, v, alpha=alpha, backend="fused", **GAG_PARAMS),
+            "torch": _with_policy("gpu", lambda: gag_attention(q, k, v, alpha=alpha,
+                                                               backend="torch", **GAG_PARAMS)),
+            "auto": lambda: gag_attention(q, k, v, alpha=alpha, backend="auto", **GAG_PARAMS),
         }
         if shape.lk <= torch_gag_max_lk:
-            ops["torch"] = lambda: gag_attention(q, k, v, alpha=alpha, backend="torch",
-                                                 **GAG_PARAMS)
+            ops["old"] = _with_policy("cpu", lambda: gag_attention(q, k, v, alpha=alpha,
+                                                                   backend="torch", **GAG_PARAMS))
         row = {"shape": shape}
         for name, fn in ops.items():
             row[f"{name}_ms"] = time_cuda(fn, reps)
             row[f"{name}_mib"] = peak_extra_mib(fn)
             print(f"  {shape.name} {name}: {row[f'{name}_ms']:.3f} ms", file=sys.stderr)
-        if "torch" in ops:
-            row["err"] = relative_error(ops["fused"](), ops["torch"]())
+        row["err"] = relative_error(ops["fused"](), ops["torch"]())
+        if "old" in ops:
+            row["policy_err"] = relative_error(ops["torch"](), ops["old"]())
+        row["decision"] = next((d.line() for d in selfcheck.decisions()
+                                if d.key == selfcheck.check_key(q, k, v)), "no self-check ran")
+        if estimates:
+            row.update(cost_estimates(shape, device_name))
         rows.append(row)
         del q, k, v
         torch.cuda.empty_cache()
@@ -304,6 +361,35 @@ def results_table(rows: list[dict], device: str, alpha: float, smoke: bool) -> l
         err = f"{row['err']:.1e}" if "err" in row else "—"
         lines.append(f"| {shape.name} | {shape.label} | {row['sdpa_ms']:.3f} | "
                      f"{cell(row, 'fused')} | {cell(row, 'torch')} | {mem} | {err} |")
+    if not smoke and any("torch_est" in row or "old_ms" in row for row in rows):
+        lines += policy_table(rows)
+    return lines
+
+
+def policy_table(rows: list[dict]) -> list[str]:
+    """Measured next to estimated (bench/cost_model.py) for every path, and the self-check's
+    decision: the first GPU run checks the cost model as well as the kernel."""
+    roofline = next((row["roofline"] for row in rows if "roofline" in row), "H100")
+    lines = ["", f"Measured vs estimated (cost model, {roofline} roofline), ms per call; "
+             "torch = PyTorch path, GPU policy; old = PyTorch path, CPU policy (the release "
+             "before issue 20); auto = what the self-check chose.", "",
+             "| shape | SDPA meas / est | fused meas / est | torch meas / est | old meas / est "
+             "| auto meas | torch vs old rel. err |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def pair(row, key):
+        meas = f"{row[f'{key}_ms']:.3f}" if f"{key}_ms" in row else "—"
+        est = f"{row[f'{key}_est']:.3f}" if f"{key}_est" in row else "—"
+        return f"{meas} / {est}"
+
+    for row in rows:
+        err = f"{row['policy_err']:.1e}" if "policy_err" in row else "—"
+        auto = f"{row['auto_ms']:.3f}" if "auto_ms" in row else "—"
+        lines.append(f"| {row['shape'].name} | {pair(row, 'sdpa')} | {pair(row, 'fused')} | "
+                     f"{pair(row, 'torch')} | {pair(row, 'old')} | {auto} | {err} |")
+    decisions = [row["decision"] for row in rows if "decision" in row]
+    if decisions:
+        lines += ["", "Self-check decisions:", ""] + [f"- {line}" for line in decisions]
     return lines
 
 

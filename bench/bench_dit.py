@@ -86,6 +86,9 @@ def denoiser_step(patcher, x, sigma, context, pooled, guidance):
 
 def time_modes(api, patcher, *, size: int, text_tokens: int, repeats: int, layers: str,
                device: torch.device, dtype: torch.dtype):
+    """Median step time of plain and of each GAG mode under each attention path (the PyTorch
+    path's GPU policy, its old CPU policy, auto = the self-checked fused kernel), with the
+    cost model's estimate of the added time per model call next to the measured one."""
     latent = size // 8
     g = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randn(1, 16, latent, latent, generator=g).to(device)
@@ -94,38 +97,63 @@ def time_modes(api, patcher, *, size: int, text_tokens: int, repeats: int, layer
     pooled = torch.randn(1, patcher.model.diffusion_model.params.vec_in_dim, generator=g).to(device, dtype)
     guidance = torch.full((1,), 3.5, device=device)
     sigma = torch.full((1,), 0.8, device=device)
-    variants = {"plain": patcher,
-                "text": api.apply_gag(patcher, layers=layers, mode="text"),
-                "joint": api.apply_gag(patcher, layers=layers, mode="joint")}
+    import cost_model
+    patched = {"text": api.apply_gag(patcher, layers=layers, mode="text"),
+               "joint": api.apply_gag(patcher, layers=layers, mode="joint")}
+    # Each mode under the PyTorch path's GPU policy, its old (CPU) policy, and "auto" (the
+    # fused kernel where its self-check keeps it): GAG_TORCH_POLICY / GAG_BACKEND per variant.
+    variants = {"plain": (patcher, {})}
+    for mode, variant in patched.items():
+        variants[f"{mode}/torch-gpu-policy"] = (variant, dict(torch_policy="gpu",
+                                                              backend="torch"))
+        variants[f"{mode}/torch-old-policy"] = (variant, dict(torch_policy="cpu",
+                                                              backend="torch"))
+        variants[f"{mode}/auto"] = (variant, dict(torch_policy="auto", backend="auto"))
     cuda = device.type == "cuda"
+    roofline = cost_model.roofline_for(torch.cuda.get_device_name() if cuda else "H100")
     results = {}
     with torch.inference_mode():
         reference = None
-        for name, variant in variants.items():
-            for _ in range(2):  # warm-up: kernels, allocator
-                out = denoiser_step(variant, x, sigma, context, pooled, guidance)
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base_memory = torch.cuda.memory_allocated()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                out = denoiser_step(variant, x, sigma, context, pooled, guidance)
+        for name, (variant, env) in variants.items():
+            with cost_model.gag_env(**env):
+                for _ in range(2):  # warm-up: kernels, allocator
+                    out = denoiser_step(variant, x, sigma, context, pooled, guidance)
                 if cuda:
                     torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-            entry = {"median_s": statistics.median(times), "min_s": min(times)}
-            if cuda:
-                entry["peak_extra_GiB"] = (torch.cuda.max_memory_allocated() - base_memory) / 2**30
-            if reference is None:
-                reference = out.float()
-            else:
-                entry["rel_change_of_output"] = float((out.float() - reference).norm() / reference.norm())
-            results[name] = entry
+                    torch.cuda.reset_peak_memory_stats()
+                    base_memory = torch.cuda.memory_allocated()
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    out = denoiser_step(variant, x, sigma, context, pooled, guidance)
+                    if cuda:
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - start)
+                entry = {"median_s": statistics.median(times), "min_s": min(times)}
+                if cuda:
+                    entry["peak_extra_GiB"] = (torch.cuda.max_memory_allocated() - base_memory) / 2**30
+                if reference is None:
+                    reference = out.float()
+                else:
+                    entry["rel_change_of_output"] = float((out.float() - reference).norm() / reference.norm())
+                results[name] = entry
     plain = results["plain"]["median_s"]
     for entry in results.values():
         entry["vs_plain"] = entry["median_s"] / plain
+    # The cost model's estimate of what GAG adds per model call (paper layers), beside the
+    # measured addition: the first GPU run checks the model as well as the code.
+    if layers == "paper":
+        dtype_est = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        for mode in ("text", "joint"):
+            calls = cost_model.flux_calls(size, text_tokens, mode, dtype_est)
+            for suffix, path in (("torch-gpu-policy", "gpu"), ("torch-old-policy", "cpu"),
+                                 ("auto", "fused")):
+                entry = results[f"{mode}/{suffix}"]
+                entry["added_s"] = entry["median_s"] - plain
+                if cuda or path != "cpu":
+                    entry["estimated_added_s"] = cost_model.model_call_estimate(calls, path,
+                                                                                roofline)
+                    entry["estimate_roofline"] = roofline.name
     return results
 
 

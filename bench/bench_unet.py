@@ -717,6 +717,36 @@ def write_markdown(text: str, path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 
+def policy_markdown(cases: list[Case], batch: int, size: int, tokens: int, reps: int,
+                    warmup: int, cuda: bool) -> str:
+    """gag-paper's eager step under each attention path — the PyTorch path's GPU policy, its old
+    CPU policy (GAG_TORCH_POLICY=gpu / cpu with GAG_BACKEND=torch) and auto (the self-checked
+    fused kernel) — next to bench/cost_model.py's estimate of what GAG adds per model call."""
+    import cost_model
+    from gag_core.kernels import backend_summary
+    by_name = {c.name: c for c in cases}
+    plain, paper = by_name["plain"], by_name["gag-paper"]
+    roofline = cost_model.roofline_for(torch.cuda.get_device_name() if cuda else "H100")
+    calls = cost_model.sdxl_paper_calls(batch, size, tokens, torch.float16)
+    with torch.inference_mode():
+        plain_ms = statistics.median(time_eager(plain, reps, warmup, cuda))
+        scope = "" if cuda else ", for the full-size SDXL at this batch and size"
+        lines = ["", f"### gag-paper by attention path (eager ms per step; estimate: cost model "
+                     f"on the {roofline.name} roofline{scope})",
+                 "", "| path | step ms | GAG adds ms | estimated adds ms |",
+                 "| --- | --- | --- | --- |", f"| plain | {plain_ms:.2f} | — | — |"]
+        paths = (("PyTorch, GPU policy", dict(torch_policy="gpu", backend="torch"), "gpu"),
+                 ("PyTorch, old CPU policy", dict(torch_policy="cpu", backend="torch"), "cpu"),
+                 ("auto (self-checked kernel)", dict(torch_policy="auto", backend="auto"), "fused"))
+        for label, env, path in paths:
+            with cost_model.gag_env(**env):
+                step = statistics.median(time_eager(paper, reps, warmup, cuda))
+            estimate = cost_model.model_call_estimate(calls, path, roofline) * 1e3
+            lines.append(f"| {label} | {step:.2f} | {step - plain_ms:.2f} | {estimate:.2f} |")
+    lines += ["", "Backend decisions: " + backend_summary().replace("\n", "; "), ""]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      epilog="See the module docstring for the cases.")
@@ -798,6 +828,7 @@ def main(argv=None) -> int:
                   "embeddings)",
              "sigma": sigma_value, "reps": reps, "warmup": warmup, "profile_steps": profile_steps}
     text = markdown(cases, environment(comfy_root, device), setup, fidelity, smoke=not cuda)
+    text += policy_markdown(cases, args.batch, size, args.tokens, reps, warmup, cuda)
     print(text)
     if out_path is not None:
         write_markdown(text, out_path)

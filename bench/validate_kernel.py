@@ -17,7 +17,11 @@ inputs, relative Frobenius error within the dtype's tolerance; fully masked quer
    flat rows (score std 0.5 at Lk 4608), a forced list overflow (the recompute fallback) and
    SDXL cross-attention with a keep-mask; the list cases must keep τ on the lists (no tile
    falls back) and the forced one must fall back on every tile;
-4. the timing table against SDPA (bench/bench_attention_op.py's GPU shapes).
+4. the same cases through the PyTorch path under its GPU policy (GAG_TORCH_POLICY=gpu);
+5. the timing table against SDPA (bench/bench_attention_op.py's GPU shapes): the fused kernel,
+   the PyTorch path under its GPU policy and under the old CPU policy, and ``auto`` (the
+   self-check's choice, whose decision is printed), each next to bench/cost_model.py's
+   estimate for this GPU.
 """
 
 from __future__ import annotations
@@ -173,15 +177,56 @@ def big_cases() -> dict[str, dict]:
     return cases
 
 
+class _policy:
+    """Context: GAG_TORCH_POLICY set to ``value`` (the PyTorch path reads it on every call)."""
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def __enter__(self):
+        import os
+        self.old = os.environ.get("GAG_TORCH_POLICY")
+        os.environ["GAG_TORCH_POLICY"] = self.value
+
+    def __exit__(self, *exc):
+        import os
+        if self.old is None:
+            os.environ.pop("GAG_TORCH_POLICY", None)
+        else:
+            os.environ["GAG_TORCH_POLICY"] = self.old
+
+
 def reference64(case, device: str = "cpu") -> torch.Tensor:
     """gag_attention's PyTorch path in float64 on the case's (already rounded) inputs, computed
-    on ``device`` (the GPU for the big shapes: float64 on a CPU would take minutes), on CPU."""
+    on ``device`` (the GPU for the big shapes: float64 on a CPU would take minutes), on CPU.
+    Always the CPU policy (Newton to convergence), so the reference does not depend on the GPU
+    policy that this command also checks."""
     mask = case["mask"]
     if mask is not None:
         mask = (mask if mask.dtype == torch.bool else mask.double()).to(device)
     q, k, v = (case[n].to(device, torch.float64) for n in ("q", "k", "v"))
-    return gag_attention(q, k, v, scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
-                         alpha=case["alpha"], mask=mask, backend="torch").cpu()
+    with _policy("cpu"):
+        return gag_attention(q, k, v, scale=case["scale"], eta=case["eta"], zeta=case["zeta"],
+                             alpha=case["alpha"], mask=mask, backend="torch").cpu()
+
+
+def run_gpu_policy(cases: dict[str, dict], device: str = "cuda") -> list[dict]:
+    """Each case through the PyTorch path under its GPU policy (GAG_TORCH_POLICY=gpu) on
+    ``device``: the same checks as the kernel's, without the kernel's τ-path expectations."""
+    import traceback
+    results = []
+    for case in cases.values():
+        q, k, v = (case[n].to(device) for n in ("q", "k", "v"))
+        mask = case["mask"].to(device) if case["mask"] is not None else None
+        try:
+            with _policy("gpu"):
+                out = gag_attention(q, k, v, scale=case["scale"], eta=case["eta"],
+                                    zeta=case["zeta"], alpha=case["alpha"], mask=mask,
+                                    backend="torch")
+            results.append({"out": out.cpu()})
+        except Exception:
+            results.append({"error": traceback.format_exc()})
+    return results
 
 
 def relative_error(out, ref) -> float:
@@ -274,6 +319,13 @@ def main(argv=None) -> int:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
         results = run_cuda(cases)
     failures = validate(cases, results, "cpu" if args.interpret else "cuda")
+    if not args.interpret:
+        print("\nthe PyTorch path under its GPU policy (GAG_TORCH_POLICY=gpu):", flush=True)
+        policy_cases = {f"gpu-policy:{name}": {key: value for key, value in case.items()
+                                               if key not in ("expect", "config", "path",
+                                                              "compile", "stats")}
+                        for name, case in cases.items()}
+        failures += validate(policy_cases, run_gpu_policy(policy_cases), "cuda")
     if failures:
         print(f"\n{len(failures)} failure(s):\n" + "\n".join(failures))
         return 1

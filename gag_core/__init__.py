@@ -8,6 +8,11 @@ Public API:
     dense_sparse_attention(q, k, v, *, alpha, mask)           both retrievals from one score pass
     alpha_entmax / entmax15 / sparsemax / entmax_bisect        the sparse maps
     PAPER                                                      the method's published defaults
+
+Where it runs: gag_core.kernels (the fused Triton kernel, self-checked on first use per device;
+``backend_summary()`` says which backend runs and why) and the PyTorch path under one of two
+policies, gag_core.gpu_policy (no host syncs; CUDA, ROCm, MPS) or the CPU policy in
+attention.py / sparse.py, chosen by GAG_TORCH_POLICY=auto|gpu|cpu.
 """
 
 from .attention import (DEFAULT_CHUNK_BYTES, attention_scores, dense_sparse_attention,

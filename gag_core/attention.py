@@ -1,7 +1,12 @@
 """Scores → dense and sparse retrievals → GAG output, in bounded memory.
 
 This is the exact PyTorch path: the reference every faster backend is tested against, and the
-path used wherever no faster backend applies (CPU, MPS, unusual shapes).
+path used wherever no faster backend applies (CPU, MPS, unusual shapes). It has two policies
+(``gpu_policy.torch_policy``, environment variable GAG_TORCH_POLICY=auto|gpu|cpu): the CPU
+policy below (Newton until converged, row compaction, cache-sized chunks) and, on every other
+device, the GPU policy of gag_core.gpu_policy (no host synchronisation, half-precision matmuls,
+a fixed threshold schedule, device-sized chunks). Both meet the same float64-reference
+tolerances.
 
 Layout everywhere: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), as torch's
 scaled_dot_product_attention takes them.
@@ -18,6 +23,7 @@ from .defaults import PAPER
 from .rule import check_alpha, check_guidance_params, combine_checked
 from .kernels import select_backend
 from .sparse import alpha_entmax, compute_dtype, entmax_from_scores_
+from . import gpu_policy
 
 __all__ = ["gag_attention", "gag_correction", "dense_sparse_attention", "attention_scores",
            "normalize_mask", "DEFAULT_CHUNK_BYTES"]
@@ -108,10 +114,18 @@ def _query_chunk(batch: int, heads: int, lq: int, lk: int, chunk_bytes: int,
     return max(1, min(lq, step))
 
 
-def _chunked(q, k, v, mask, chunk_bytes, fn):
-    """Run fn(q_chunk, mask_chunk) over query chunks and collect the results in a list."""
+def _chunked(q, k, v, mask, chunk_bytes, fn, policy="cpu"):
+    """Run fn(q_chunk, mask_chunk) over query chunks and collect the results in a list.
+
+    chunk_bytes None means the policy's default: DEFAULT_CHUNK_BYTES (and the cache cap) on the
+    CPU policy, an eighth of the device's memory on the GPU policy."""
     batch, heads, lq, _ = q.shape
-    step = _query_chunk(batch, heads, lq, k.shape[2], chunk_bytes, on_cpu=q.device.type == "cpu")
+    if policy == "gpu":
+        budget = gpu_policy.device_chunk_bytes(q.device) if chunk_bytes is None else chunk_bytes
+        step = gpu_policy.query_chunk(batch, heads, lq, k.shape[2], q.dtype, budget)
+    else:
+        budget = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        step = _query_chunk(batch, heads, lq, k.shape[2], budget, on_cpu=q.device.type == "cpu")
     outs = []
     # max(lq, 1): an empty query axis still runs once, on an empty chunk, so the result keeps
     # its (B, H, 0, Dv) shape instead of torch.cat failing on an empty list.
@@ -122,6 +136,18 @@ def _chunked(q, k, v, mask, chunk_bytes, fn):
             mask_chunk = mask[:, :, start:stop] if mask.shape[2] != 1 else mask
         outs.append(fn(q[:, :, start:stop], mask_chunk))
     return outs
+
+
+def _policy(q: torch.Tensor) -> str:
+    """'gpu' or 'cpu' for this call; torch.compile keeps the CPU policy's traced forms."""
+    if torch.compiler.is_compiling():
+        return "cpu"
+    return gpu_policy.torch_policy(q.device)
+
+
+def _cat(outs: list) -> torch.Tensor:
+    # One chunk (the usual case on the GPU policy) needs no copy.
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
 def _retrievals(q_chunk: torch.Tensor, k: torch.Tensor, v_c: torch.Tensor,
@@ -157,7 +183,7 @@ def _prepare(q, k, v, mask, alpha):
 
 def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                            alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
-                           chunk_bytes: int = DEFAULT_CHUNK_BYTES
+                           chunk_bytes: Optional[int] = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense (softmax) and sparse (α-entmax) retrievals from the same scores.
 
@@ -166,16 +192,22 @@ def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     working memory stays under ``chunk_bytes`` (at least one query row at a time).
     """
     alpha, mask = _prepare(q, k, v, mask, alpha)
-    v_c = v.to(compute_dtype(q.dtype))
-    pairs = _chunked(q, k, v, mask, chunk_bytes,
-                     lambda q_chunk, mask_chunk: _retrievals(q_chunk, k, v_c, mask_chunk, alpha))
-    return torch.cat([p[0] for p in pairs], dim=2), torch.cat([p[1] for p in pairs], dim=2)
+    if _policy(q) == "gpu":
+        pairs = _chunked(q, k, v, mask, chunk_bytes,
+                         lambda q_chunk, mask_chunk: gpu_policy.gpu_dense_sparse(
+                             q_chunk, k, v, mask_chunk, alpha), policy="gpu")
+    else:
+        v_c = v.to(compute_dtype(q.dtype))
+        pairs = _chunked(q, k, v, mask, chunk_bytes,
+                         lambda q_chunk, mask_chunk: _retrievals(q_chunk, k, v_c, mask_chunk,
+                                                                 alpha))
+    return _cat([p[0] for p in pairs]), _cat([p[1] for p in pairs])
 
 
 def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                   alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
-                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "auto") -> torch.Tensor:
+                  chunk_bytes: Optional[int] = None, backend: str = "auto") -> torch.Tensor:
     """Geometry-Aware Attention Guidance for one attention call.
 
     q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → (B, H, Lq, Dv) in q's dtype and device.
@@ -183,12 +215,16 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     scale is λ, eta is η, zeta is ζ (see ``gag_combine``), alpha is the entmax α of the sparse
     branch. mask: additive float mask or boolean keep-mask, broadcastable to (B, H, Lq, Lk)
     (rank 2 and 3 masks are read as ComfyUI reads them; see ``normalize_mask``).
-    The computation runs in float32 for half-precision inputs, in query chunks bounded by
-    ``chunk_bytes`` of working memory.
+    The maps and the rule compute in float32 for half-precision inputs (on the GPU policy the
+    q·kᵀ and P·V matmuls take the half-precision operands with float32 accumulation), in query
+    chunks bounded by ``chunk_bytes`` of working memory (None: the policy's default, see
+    ``_chunked``).
 
-    backend: "auto" uses a fused GPU kernel where one accepts the inputs (see
-    ``gag_core.kernels``) and this PyTorch path otherwise; "torch" forces this path; "fused"
-    requires the kernel and raises ValueError where none applies.
+    backend: "auto" uses the fused GPU kernel where one accepts the inputs and its self-check
+    on this device kept it (see ``gag_core.kernels``), and this PyTorch path otherwise;
+    "torch" forces this path; "fused" requires the kernel and raises ValueError where none
+    applies. The PyTorch path's policy (GPU or CPU) follows GAG_TORCH_POLICY
+    (``gpu_policy.torch_policy``).
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
@@ -202,32 +238,62 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
                              f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
                              f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    if _policy(q) == "gpu":
+        return _cat(_chunked(q, k, v, mask, chunk_bytes,
+                             lambda q_chunk, mask_chunk: gpu_policy.gpu_gag(
+                                 q_chunk, k, v, mask_chunk, alpha, scale, eta, zeta, q.dtype),
+                             policy="gpu"))
     v_c = v.to(compute_dtype(q.dtype))
 
     def guided(q_chunk, mask_chunk):
         dense, sparse = _retrievals(q_chunk, k, v_c, mask_chunk, alpha)
         return combine_checked(dense, sparse, scale, eta, zeta).to(q.dtype)
 
-    return torch.cat(_chunked(q, k, v, mask, chunk_bytes, guided), dim=2)
+    return _cat(_chunked(q, k, v, mask, chunk_bytes, guided))
 
 
 def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                    scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                    alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+                   chunk_bytes: Optional[int] = None, backend: str = "auto") -> torch.Tensor:
     """What GAG adds to plain attention: the GAG output minus the dense (softmax) output.
 
     q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) → (B, H, Lq, Dv) in the compute dtype
-    (float32; float64 for float64 inputs); arguments as for ``gag_attention`` (PyTorch path).
+    (float32; float64 for float64 inputs); arguments as for ``gag_attention``.
     Added to another backend's or patch's softmax attention it gives GAG's output while keeping
     whatever that patch adds on top of softmax attention.
+
+    backend as for ``gag_attention``: where the fused kernel takes the call ("auto" after its
+    self-check, or GAG_BACKEND=fused), the correction is the kernel's output minus
+    scaled_dot_product_attention's, both in the input dtype (each within the input dtype's
+    rounding of the exact outputs, which is the precision the correction is added at).
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
+    if backend != "torch":
+        fused = select_backend(q, k, v, mask, alpha)
+        if fused is not None:
+            guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
+            dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if mask is not None:
+                # A fully masked query: the kernel returns zeros, SDPA NaN; its correction is 0.
+                dense = dense.nan_to_num(nan=0.0)
+            return guided.to(compute_dtype(q.dtype)).sub_(dense)
+        if backend == "fused":
+            raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
+                             f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
+                             f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    if _policy(q) == "gpu":
+        return _cat(_chunked(q, k, v, mask, chunk_bytes,
+                             lambda q_chunk, mask_chunk: gpu_policy.gpu_correction(
+                                 q_chunk, k, v, mask_chunk, alpha, scale, eta, zeta),
+                             policy="gpu"))
     v_c = v.to(compute_dtype(q.dtype))
 
     def correction(q_chunk, mask_chunk):
         dense, sparse = _retrievals(q_chunk, k, v_c, mask_chunk, alpha)
         return combine_checked(dense, sparse, scale, eta, zeta).sub_(dense)
 
-    return torch.cat(_chunked(q, k, v, mask, chunk_bytes, correction), dim=2)
+    return _cat(_chunked(q, k, v, mask, chunk_bytes, correction))

@@ -43,7 +43,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attention import DEFAULT_CHUNK_BYTES, gag_correction, normalize_mask
+from .attention import gag_correction, normalize_mask
 from .defaults import PAPER
 from .rule import check_alpha, check_guidance_params
 from .sparse import compute_dtype
@@ -185,7 +185,7 @@ def text_retrieval_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t
 def text_retrieval_correction(q_img: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,
                               text_mass: torch.Tensor, *, scale: float, eta: float, zeta: float,
                               alpha: float, mask: Optional[torch.Tensor] = None,
-                              chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+                              chunk_bytes: Optional[int] = None) -> torch.Tensor:
     """w · (GAG(O_d^txt, O_s^txt) − O_d^txt) for image queries against the text keys.
 
     q_img (B, H, Li, D), k_txt (B, H, T, D), v_txt (B, H, T, Dv), text_mass (B, H, Li, 1),
@@ -202,7 +202,7 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
                           zeta: float = PAPER.zeta, alpha: float = PAPER.alpha,
                           mask: Optional[torch.Tensor] = None,
                           plain: Optional[torch.Tensor] = None, text_start: int = 0,
-                          chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+                          chunk_bytes: Optional[int] = None) -> torch.Tensor:
     """Text-mode GAG on a joint attention whose positions [text_start, text_start + T) are
     text (T = ``text_tokens``; text_start 0: text first, L − T: text last).
 

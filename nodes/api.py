@@ -1,5 +1,6 @@
 """Apply GAG to a ComfyUI model from Python: what the GAG Model Patch node calls, and what
-scripts, benchmarks and other packs can call directly."""
+scripts, benchmarks and other packs can call directly (README, "Using GAG from Python":
+``apply_gag``, and ``last_readout`` for the figures of a patched model's last run)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from ..gag_core import PAPER
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
 from .adapters import all_presets, available_layers, find_family, hook_of, model_name
 from .adapters.diagnose import wrapped_model_refusal
-from .gain_readout import install_readout
+from .gain_readout import install_readout, last_readout
 from .guidance import GuidanceRuntime
 from .settings import GAGSettings, LayerChoice, Schedule
 
-__all__ = ["patch_model", "apply_gag", "layer_selection_text"]
+__all__ = ["patch_model", "apply_gag", "layer_selection_text", "last_readout"]
 
 
 def layer_selection_text(family, choice: LayerChoice, model_patcher) -> str:

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from ..gag_core import gag_attention, gag_correction
+from ..gag_core.kernels import backend_summary
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
@@ -39,6 +40,12 @@ class GuidanceRuntime(SharedObject):
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
+
+    @staticmethod
+    def backend_summary() -> str:
+        """Which attention backend the guided calls use and why (the fused kernel's self-check
+        decisions, one line per device, dtype, head dim and kernel path), for the readout."""
+        return backend_summary()
 
     def step_scale(self, transformer_options: dict) -> Optional[float]:
         """λ for this denoiser call, or None when the step is outside the schedule window."""

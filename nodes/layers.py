@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .adapters import all_presets
+from .family_text import preset_tooltip
 from .settings import MODES, LayerChoice
 from .types import GAGLayersType
 
@@ -23,12 +24,7 @@ class GAGLayers(io.ComfyNode):
                          "lists the valid ones."),
             inputs=[
                 io.Combo.Input("preset", options=all_presets(), default="paper",
-                               tooltip="paper: the layers the paper's method uses for the "
-                               "model's family (UNet: cross-attention of input and output "
-                               "blocks; FLUX, Chroma, SD3, Qwen-Image: every joint-attention "
-                               "block). all: every layer. input/output/middle: UNet groups. "
-                               "double/single: FLUX and Chroma block kinds. joint: SD3 and "
-                               "Qwen-Image blocks. custom: use the text below."),
+                               tooltip=preset_tooltip()),
                 io.String.Input("custom", default="", multiline=True,
                                 placeholder="input 4-8, output 0-5   |   double 0-18, single 0-37",
                                 tooltip="Used when preset is 'custom'. Items separated by "

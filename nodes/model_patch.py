@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..gag_core import PAPER
 from .api import patch_model
+from .family_text import model_tooltip
 from .settings import GAGSettings, LayerChoice, Schedule, Sparsity
 from .types import GAGLayersType, GAGScheduleType, GAGSparsityType
 
@@ -24,8 +25,7 @@ class GAGModelPatch(io.ComfyNode):
                 "with a norm cap. No extra model pass, so it also works for few-step distilled "
                 "models run at CFG 1. Returns a patched copy; the input model is unchanged."),
             inputs=[
-                io.Model.Input("model", tooltip="The model to guide (SD1.5/SDXL-family UNets "
-                               "and supported MMDiTs). It is cloned, never modified."),
+                io.Model.Input("model", tooltip=model_tooltip()),
                 io.Float.Input("scale", default=PAPER.scale, min=0.0, max=100.0, step=0.1,
                                round=0.01,
                                tooltip=f"λ, guidance strength. 0 = plain sparse attention; paper "

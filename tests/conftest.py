@@ -92,6 +92,35 @@ def import_pack(cpu: bool = True):
     return module
 
 
+# The pack's modules that tests reach by name, in one place: when a module moves or is renamed,
+# this table changes and the tests do not. Role → module inside the pack.
+PACK_MODULES = {
+    "api": "nodes.api",                      # apply_gag and the family lookups the nodes use
+    "families": "nodes.adapters",            # the family table and the hooks' layer lists
+    "family_table": "nodes.adapters.families",  # the table module itself (matching internals)
+    "dit_hook": "nodes.adapters.dit_hook",   # the DiT attention override
+    "dit_replace": "nodes.adapters.dit_replace",  # ComfyUI 0.3.64's block-replace marks
+    "model_call": "nodes.adapters.model_call",    # the per-model-call wrapper
+    "comfy_compat": "nodes.adapters.comfy_compat",  # what the running ComfyUI offers
+    "runtime": "nodes.guidance",             # GuidanceRuntime
+    "settings": "nodes.settings",            # GAGSettings
+    "core": "gag_core",                      # the math (pure torch)
+    "layer_spec": "gag_core.layer_spec",     # LayerRef
+}
+
+
+def pack_module(role: str):
+    """The pack's module for ``role`` (see PACK_MODULES), the pack imported as ComfyUI does."""
+    import_pack()
+    return importlib.import_module(f"{PACK_MODULE}.{PACK_MODULES[role]}")
+
+
+@pytest.fixture(scope="session")
+def family_table():
+    """nodes.adapters: the family table (FAMILIES, find_family, family_by_id) and available_layers."""
+    return pack_module("families")
+
+
 @pytest.fixture(scope="session")
 def comfy_path():
     return import_comfy()

@@ -11,8 +11,10 @@ imported only when a call could use it, so gag_core imports and runs where Trito
 The environment variable ``GAG_BACKEND`` overrides the automatic choice for every call that
 reaches ``select_backend`` (gag_attention with backend="auto" or "fused"):
 
-* ``auto`` (or unset, or empty): the fused kernel where it applies and ``FUSED_BY_DEFAULT`` is
-  True, the PyTorch path elsewhere;
+* ``auto`` (or unset, or empty): where the kernel applies and ``FUSED_BY_DEFAULT`` is True,
+  the kernel after it has checked itself on this GPU (``selfcheck``: on the first call per
+  device, dtype, head dim and kernel path it must agree with the float64 PyTorch path on
+  sampled rows and be faster, else the PyTorch path runs); the PyTorch path elsewhere;
 * ``torch``: always the PyTorch path;
 * ``fused``: the fused kernel, and a ValueError saying why where it cannot take the call.
 
@@ -33,15 +35,18 @@ from .config import (MAX_HEAD_DIM, MIN_CAPABILITY, SUPPORTED_DTYPES, device_shar
 
 __all__ = ["select_backend", "fused_unavailable_reason", "device_unsupported_reason",
            "device_shared_memory", "backend_override", "triton_available", "ENV_VAR",
-           "FUSED_BY_DEFAULT"]
+           "FUSED_BY_DEFAULT", "backend_summary"]
 
 ENV_VAR = "GAG_BACKEND"
 
-# The fused kernel has been checked in Triton's CPU interpreter and compiled for sm_90, but not
-# yet run on a GPU: until a GPU run of tests/core/test_kernel*.py and bench/ validates it, "auto"
-# keeps the exact PyTorch path and the kernel is opt-in (GAG_BACKEND=fused). Flip this to True
-# in the commit that records that validation in bench/RESULTS.md.
-FUSED_BY_DEFAULT = False
+# On by default since the kernel checks itself on the user's GPU (selfcheck): a compile error,
+# a disagreement with the float64 PyTorch path on sampled rows, or a kernel slower than the
+# PyTorch path each keep the PyTorch path, and the log says which and why. The kernel is
+# checked in Triton's CPU interpreter and compiles for sm_90; it has not run on a GPU yet.
+# What the check cannot catch is a hard fault (an illegal memory access ends the CUDA context):
+# the interpreter cases cover partial tiles, masks of every rank and list overflow for that.
+# GAG_BACKEND=torch turns the kernel off.
+FUSED_BY_DEFAULT = True
 _OVERRIDES = ("auto", "torch", "fused")
 
 _triton_import_error: Optional[str] = None
@@ -150,4 +155,20 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
     if override == "auto" and not FUSED_BY_DEFAULT:
         return None
     from .triton_gag import fused_gag_attention
-    return fused_gag_attention
+    if override == "fused":
+        return fused_gag_attention                      # the user's choice stands
+    from .selfcheck import check_key, default_chooser
+    chooser = default_chooser()
+    if torch.compiler.is_compiling():
+        # The check's host reads would break the traced graph: a traced call takes the kernel
+        # only where an eager call already checked it for this key, else the PyTorch path.
+        decided = chooser.decision(check_key(q, k, v))
+        return fused_gag_attention if decided is not None and decided.backend == "fused" else None
+    return chooser.run
+
+
+def backend_summary() -> str:
+    """Which backend GAG attention uses and why, one line per checked (device, dtype, head
+    dim, kernel path); for the GAG Model Patch readout."""
+    from .selfcheck import backend_summary as summary
+    return summary()

@@ -206,6 +206,8 @@ class JointAttentionOverride(SharedObject):
         text_tokens, joint_tokens = target.text_tokens, target.joint_tokens
         if self.text != "cross":
             return keys >= queries and (joint_tokens is None or queries == joint_tokens)
+        if joint_tokens is not None and queries != joint_tokens:
+            return False  # part of the queries (LTX's guide-masked self-attention) or audio
         if keys != queries:
             return text_tokens is None or keys == text_tokens
         if text_tokens == queries:

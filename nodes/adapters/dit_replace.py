@@ -25,7 +25,9 @@ __all__ = ["MARK_KEY", "BlockMark", "DiTBlockPatch", "marked_block", "has_block_
 MARK_KEY = "gag_block_mark"
 
 class BlockMark(SharedObject):
-    """What a ``dit`` block replace tells the attention of its block. ``consumed`` counts the
+    """What a ``dit`` block replace tells the attention of its block. ``joint_tokens`` is the
+    number of queries of the attention GAG guides: the joint sequence, or the image (video)
+    tokens where the text is a separate cross-attention. ``consumed`` counts the
     attention calls that took it (at most one: MMDiT-X blocks run a second, image-only
     attention with the same options). Read by the override as a block target (``layer``,
     ``text_tokens``, ``joint_tokens``, ``spent``, ``claim``)."""
@@ -60,11 +62,14 @@ class DiTBlockPatch(SharedObject):
 
     marks_gag_block = True   # tells GAG's model-call audit this replace is GAG's own
 
-    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, override=None):
+    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, override=None, *,
+                 text_arg: Optional[str] = "txt", cross: bool = False):
         self.layer = layer
         self.separate_text = separate_text  # args carry txt and img apart (double stream)
         self.previous = previous            # the dit replace this one wraps, if any
         self.override = override            # GAG's JointAttentionOverride, re-chained on top
+        self.text_arg = text_arg            # the argument that is the text (BlockGroup.text_arg)
+        self.cross = cross                  # the text is a separate cross-attention
 
     def _run(self, args, extra):
         if self.previous is not None:
@@ -72,11 +77,21 @@ class DiTBlockPatch(SharedObject):
         return extra["original_block"](args)
 
     def _layout(self, args, options) -> tuple[Optional[int], int]:
-        """(text tokens, joint sequence length) of this block's attention."""
+        """(text tokens, queries of the guided attention) of this block: the joint sequence
+        length, or the image tokens where the text is a separate cross-attention."""
         if self.separate_text:
-            txt = args.get("txt")
-            text_tokens = 0 if txt is None else int(txt.shape[1])
-            return text_tokens, text_tokens + int(args["img"].shape[1])
+            img = args["img"]
+            if isinstance(img, (tuple, list)):
+                img = img[0]  # streams (LTX-2: video, audio): the first is guided
+            if self.text_arg is None:
+                recorded = options.get(TEXT_TOKENS_KEY)
+                text_tokens = None if recorded is None else int(recorded)
+            else:
+                txt = args.get(self.text_arg)
+                text_tokens = 0 if txt is None else int(txt.shape[1])
+            if self.cross:
+                return text_tokens, int(img.shape[1])
+            return text_tokens, (text_tokens or 0) + int(img.shape[1])
         joint = int(args["img"].shape[1])
         img_slice = options.get("img_slice")
         if img_slice is not None:
@@ -88,6 +103,12 @@ class DiTBlockPatch(SharedObject):
         options = args.get("transformer_options")
         if not isinstance(options, dict):
             raise RuntimeError(missing_options_message(self.layer, extra))
+        if isinstance(args.get("img"), (tuple, list)) and options.get("run_vx", True) is False:
+            # LTX-2 asked to run its audio stream only: GAG leaves audio attention alone.
+            raise RuntimeError(
+                f"GAG guides the video's text cross-attention of {self.layer}, but this model "
+                f"call runs the audio stream only (transformer_options 'run_vx' is False); GAG "
+                f"does not guide audio attention. Remove GAG from audio-only runs.")
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
         marked = dict(options, **{MARK_KEY: mark})
@@ -141,7 +162,8 @@ def install_block_replaces(options: dict, family, layers: list[LayerRef], overri
     for ref in layers:
         group = family.group(ref.group)
         key = (group.dit_replace, ref.block)
-        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key), override)
+        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key), override,
+                                 text_arg=group.text_arg, cross=family.text == "cross")
 
 
 def remove_block_replaces(options: dict) -> None:

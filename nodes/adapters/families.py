@@ -36,6 +36,11 @@ class BlockGroup:
     separate_text: the block's replace arguments carry ``txt`` and ``img`` apart ("double
         stream"); False for single-stream blocks that see one joint sequence.
     skip: attribute listing block indices the model never runs (not offered as layers).
+    text_arg: the ``dit`` replace argument holding exactly the text tokens of the block's
+        guided attention (double stream); None where it holds more than the text (Wan I2V puts
+        its CLIP image tokens in front), so the model call's text length is used instead.
+        Where the replace's ``img`` is a tuple of streams (LTX-2: video, audio), the first is
+        the one guided.
     """
     name: str
     blocks: str
@@ -43,6 +48,7 @@ class BlockGroup:
     dit_replace: Optional[str]
     separate_text: bool = True
     skip: Optional[str] = None
+    text_arg: Optional[str] = "txt"
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ class Family:
     model_class: (module, class) of its diffusion model in ComfyUI; a family whose class the
         running ComfyUI lacks is never matched.
     flags: dotted attribute path on the diffusion model → whether it must be truthy (a missing
-        attribute reads as False), to tell apart families that share a class.
+        attribute reads as False), to tell apart families that share a class; a value other
+        than True/False must be equal (Wan 2.2 TI2V 5B: ``out_dim`` 48).
     hook: "unet" or "joint" (``nodes.adapters.HOOKS``: the UNet attn2 hook or the DiT hook).
     text: where the text tokens are: "cross" (a separate cross-attention whose keys are the
         text), "first" or "last" (at the start or the end of the joint sequence).
@@ -114,6 +121,10 @@ class Family:
         replaces: GAG can guide all blocks together (every attention call) or none.
     refused: why GAG refuses this family (a recognised model it cannot guide); empty when it
         is supported.
+    min_comfyui: the oldest ComfyUI release GAG is tested to guide this family on (the CI runs
+        0.3.64 and 0.33.0; an older release lacks the family's class or the block info its hook
+        reads). For the docs (README's supported-models table, the help pages); detection
+        itself feature-checks the running ComfyUI.
     """
     id: str
     display_name: str
@@ -124,10 +135,11 @@ class Family:
     modes: tuple[str, ...]
     layouts: tuple[Layout, ...]
     groups: tuple[BlockGroup, ...] = ()
-    flags: dict[str, bool] = field(default_factory=dict)
+    flags: dict[str, object] = field(default_factory=dict)
     text_length: TextLength = TextLength()
     all_blocks_only: bool = False
     refused: str = ""
+    min_comfyui: str = "0.3.64"
 
     def group(self, name: str) -> BlockGroup:
         for group in self.groups:
@@ -174,6 +186,11 @@ CHROMA_GROUPS = (
                skip="skip_dit"),
 )
 
+# Video families whose text is a separate cross-attention in every block: "paper" guides the
+# text cross-attention of every block, as PLADIS's "all cross-attention layers".
+CROSS_PRESETS = {"paper": "blocks", "all": "all", "blocks": "blocks"}
+WAN_GROUPS = (BlockGroup("blocks", "blocks", "double", "double_block", text_arg=None),)
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         id="unet", display_name="SD1.5 / SDXL UNet",
@@ -195,7 +212,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # Chroma in pixel space (a NeRF head decodes patches; no attention there): Chroma's
         # blocks, block info and replaces. Before Chroma, whose class it subclasses.
-        id="chroma_radiance", display_name="Chroma Radiance",
+        id="chroma_radiance", display_name="Chroma Radiance", min_comfyui="0.33.0",
         model_class=("comfy.ldm.chroma_radiance.model", "ChromaRadiance"),
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=CHROMA_GROUPS,
         layouts=(Layout("chroma_radiance", "Radiance", "Chroma1 Radiance",
@@ -211,7 +228,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         # FLUX.2 runs on FLUX.1's class with modulation shared across blocks.
-        id="flux2", display_name="FLUX.2", model_class=FLUX_MODEL,
+        id="flux2", display_name="FLUX.2", min_comfyui="0.33.0", model_class=FLUX_MODEL,
         flags={"params.global_modulation": True},
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
         layouts=(
@@ -226,7 +243,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # LongCat-Image is FLUX.1's architecture with Qwen2.5-VL text on 2-D text positions
         # (txt_ids_dims [1, 2]; FLUX.1 has none). Ovis shares those positions but has yak MLPs.
-        id="longcat_image", display_name="LongCat-Image", model_class=FLUX_MODEL,
+        id="longcat_image", display_name="LongCat-Image", min_comfyui="0.33.0",
+        model_class=FLUX_MODEL,
         flags={"params.global_modulation": False, "params.txt_ids_dims": True,
                "params.yak_mlp": False},
         hook="joint", text="first", presets=FLUX_PRESETS, modes=DIT_MODES, groups=FLUX_GROUPS,
@@ -237,7 +255,7 @@ FAMILIES: tuple[Family, ...] = (
         # One sequence [text | image | reference images]; ComfyUI marks the blocks "single"
         # with img_slice. Its text-fusion blocks (across encoder layers, then over the text)
         # run first, unmarked, and hold no image query: not offered.
-        id="krea2", display_name="Krea2",
+        id="krea2", display_name="Krea2", min_comfyui="0.33.0",
         model_class=("comfy.ldm.krea2.model", "SingleStreamDiT"),
         hook="joint", text="first", presets=SINGLE_PRESETS, modes=DIT_MODES,
         groups=(BlockGroup("single", "blocks", "single", None, separate_text=False),),
@@ -281,7 +299,7 @@ FAMILIES: tuple[Family, ...] = (
         # sequence: those queries are image-stream rows like the rest. The caption and noise
         # refiners run first, unmarked, on text only or image only (no image query retrieves
         # text there): not offered.
-        id="zimage", display_name="Z-Image",
+        id="zimage", display_name="Z-Image", min_comfyui="0.33.0",
         model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": True},
         hook="joint", text="first", text_length=TextLength(padded_to="pad_tokens_multiple"),
         presets=JOINT_PRESETS, modes=DIT_MODES, groups=NEXTDIT_GROUPS,
@@ -291,7 +309,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         # Z-Image's architecture without padding; query heads share key heads (GQA), expanded
         # by the model before attention.
-        id="lumina2", display_name="Lumina 2",
+        id="lumina2", display_name="Lumina 2", min_comfyui="0.33.0",
         model_class=("comfy.ldm.lumina.model", "NextDiT"), flags={"pad_tokens_multiple": False},
         hook="joint", text="first", presets=JOINT_PRESETS, modes=DIT_MODES,
         groups=NEXTDIT_GROUPS,
@@ -302,7 +320,7 @@ FAMILIES: tuple[Family, ...] = (
         # FLUX-style blocks; the text is the Qwen2.5-VL tokens followed by the byT5 glyph tokens
         # of quoted text in the prompt. HunyuanVideo shares the class: it has a pooled-vector
         # input (1.0) or a vision input (1.5).
-        id="hunyuan_image21", display_name="HunyuanImage 2.1",
+        id="hunyuan_image21", display_name="HunyuanImage 2.1", min_comfyui="0.33.0",
         model_class=("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
         flags={"vector_in": False, "vision_in_dim": False},
         hook="joint", text="first", text_length=TextLength(extra=(("txt_byt5", 1, 1),)),
@@ -318,7 +336,7 @@ FAMILIES: tuple[Family, ...] = (
         # one block's joint attention, so GAG guides all blocks together or none. The upstream
         # change that opens single blocks: HiDream's forward setting block_type/block_index in
         # transformer_options as the other DiTs' do.
-        id="hidream", display_name="HiDream",
+        id="hidream", display_name="HiDream", min_comfyui="0.33.0",
         model_class=("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"),
         hook="joint", text="last", all_blocks_only=True,
         text_length=TextLength(extra=(("encoder_hidden_states_llama3", 2, 2),)),
@@ -335,7 +353,7 @@ FAMILIES: tuple[Family, ...] = (
         # called with keywords it does not take), so only the block info reaches it. The text
         # blocks before it see only text: not offered. Kandinsky 5's video models share the
         # class and the hook (untested).
-        id="kandinsky5", display_name="Kandinsky 5",
+        id="kandinsky5", display_name="Kandinsky 5", min_comfyui="0.33.0",
         model_class=("comfy.ldm.kandinsky5.model", "Kandinsky5"),
         hook="joint", text="cross",
         presets={"paper": "visual", "all": "all", "visual": "visual"}, modes=("text",),
@@ -345,7 +363,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         # ComfyUI 0.38+. Recognised so that it is refused by name rather than as unknown.
-        id="qwen_image21", display_name="Qwen-Image 2.1",
+        id="qwen_image21", display_name="Qwen-Image 2.1", min_comfyui="0.38.0",
         model_class=("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel"),
         hook="joint", text="first", presets={}, modes=DIT_MODES, layouts=(),
         refused=("its blocks call attention through a closure built from the model call's "
@@ -354,6 +372,95 @@ FAMILIES: tuple[Family, ...] = (
                  "them), and with its prefix cache later steps run the image queries alone "
                  "against cached text keys; GAG does not yet read that layout and could not "
                  "be tested against it"),
+    ),
+
+    # --- video families (issue 22) ------------------------------------------------------------
+    Family(
+        # Wan 2.2 TI2V 5B: Wan's blocks on a 48-channel latent (out_dim 48, ComfyUI's WAN22_T2V);
+        # no CLIP branch. As for every Wan: each block runs a self-attention over the video
+        # tokens and then a cross-attention whose keys are the umT5 text (512 tokens: ComfyUI's
+        # tokenizer pads to 512), both told block_type "double" and the block_index (0.33+;
+        # 0.3.64 reaches them through the `dit` replaces). GAG guides the cross-attention.
+        id="wan22_ti2v", display_name="Wan 2.2 TI2V 5B",
+        model_class=("comfy.ldm.wan.model", "WanModel"), flags={"out_dim": 48},
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",), groups=WAN_GROUPS,
+        layouts=(Layout("wan22_ti2v_5b", "Wan2.2 5B", "Wan 2.2 TI2V 5B",
+                        blocks={"blocks": 30}, file_hint=r"wan.*ti2v|ti2v.*5b"),),
+    ),
+    Family(
+        # Wan 2.1 I2V / FLF2V 14B: the cross-attention makes a second attention call over the
+        # CLIP-vision tokens (257; 514 for first-last frame) before the text call. That image
+        # retrieval is not guided: GAG guides the call whose keys are the text (told apart by
+        # their number; the block's `dit` argument "txt" holds both, hence no text_arg).
+        id="wan_i2v", display_name="Wan 2.1 I2V",
+        model_class=("comfy.ldm.wan.model", "WanModel"), flags={"img_emb": True},
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",), groups=WAN_GROUPS,
+        layouts=(Layout("wan21_i2v_14b", "Wan2.1 I2V", "Wan 2.1 I2V 14B 480p/720p, FLF2V 14B",
+                        blocks={"blocks": 40}, file_hint=r"wan[-_. ]?2[-_.]?1.*(i2v|flf)"),),
+    ),
+    Family(
+        # Wan 2.1 T2V and Wan 2.2 T2V/I2V A14B (each of the high- and low-noise experts is a
+        # model of its own with this architecture: apply GAG to both; one GAG node can feed
+        # both). Wan 2.2 I2V A14B takes its start image as concatenated latents, without CLIP.
+        # Wan's variants (VACE, Fun Control, Camera, S2V, HuMo, Animate) share the class and
+        # this hook and are untested.
+        id="wan", display_name="Wan 2.1 / 2.2",
+        model_class=("comfy.ldm.wan.model", "WanModel"),
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",), groups=WAN_GROUPS,
+        layouts=(
+            Layout("wan22_a14b", "Wan2.2 14B", "Wan 2.2 T2V / I2V A14B (high- and low-noise)",
+                   blocks={"blocks": 40}, file_hint=r"wan[-_. ]?2[-_.]?2"),
+            Layout("wan21_14b", "Wan2.1 14B", "Wan 2.1 T2V 14B", blocks={"blocks": 40},
+                   file_hint=r"wan.*14b"),
+            Layout("wan21_1_3b", "Wan2.1 1.3B", "Wan 2.1 T2V 1.3B", blocks={"blocks": 30},
+                   file_hint=r"wan.*1[._]3b"),
+        ),
+    ),
+    Family(
+        # HunyuanVideo 1.5: HunyuanImage 2.1's FLUX-style blocks (54 double, no single blocks
+        # in the released models) with the conditioning first in the joint sequence: the
+        # SigLIP image tokens (I2V, ``clip_fea``), the byT5 glyph tokens, then the Qwen2.5-VL
+        # text. All of it counts as text (ComfyUI's img_slice puts the same boundary there).
+        id="hunyuan_video15", display_name="HunyuanVideo 1.5", min_comfyui="0.33.0",
+        model_class=("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
+        flags={"vision_in_dim": True},
+        hook="joint", text="first",
+        text_length=TextLength(extra=(("txt_byt5", 1, 1), ("clip_fea", 1, 1))),
+        presets={"paper": "double", "all": "all", "double": "double"}, modes=DIT_MODES,
+        groups=FLUX_GROUPS,
+        layouts=(Layout("hunyuan_video15", "Hunyuan 1.5", "HunyuanVideo 1.5 T2V / I2V (480p, "
+                        "720p, step-distilled)", blocks={"double": 54},
+                        file_hint=r"hunyuan[-_ ]?video[-_ ]?1[-_.]?5"),),
+    ),
+    Family(
+        # LTX-2: each block runs video self-attention, video text cross-attention, audio
+        # self- and text cross-attention, then audio→video and video→audio attention. GAG
+        # guides the video's text cross-attention only and leaves every audio attention alone.
+        # ComfyUI tells LTX attention no block, so GAG marks blocks through their `dit`
+        # replaces, whose arguments carry the video text as "v_context" and the streams as
+        # img = (video, audio). Before LTX-Video, whose class it subclasses.
+        id="ltx2", display_name="LTX-2", min_comfyui="0.33.0",
+        model_class=("comfy.ldm.lightricks.av_model", "LTXAVModel"),
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",),
+        groups=(BlockGroup("blocks", "transformer_blocks", None, "double_block",
+                           text_arg="v_context"),),
+        layouts=(Layout("ltx2", "LTX-2", "LTX-2 (19B dev / distilled)", blocks={"blocks": 48},
+                        file_hint=r"ltx[-_ ]?2"),),
+    ),
+    Family(
+        # LTX-Video 0.9.x: attn1 (video self-attention; a keyframe guide mask may split it into
+        # 2-3 calls over parts of the queries) and attn2 (text cross-attention) in every block;
+        # no block info, `dit` replaces.
+        id="ltxv", display_name="LTX-Video",
+        model_class=("comfy.ldm.lightricks.model", "LTXVModel"),
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",),
+        groups=(BlockGroup("blocks", "transformer_blocks", None, "double_block"),),
+        layouts=(
+            Layout("ltxv_13b", "LTXV 13B", "LTX-Video 0.9.7 / 0.9.8 13B", blocks={"blocks": 48},
+                   file_hint=r"ltx.*13b"),
+            Layout("ltxv_2b", "LTXV 2B", "LTX-Video 0.9.x 2B", blocks={"blocks": 28},
+                   file_hint=r"ltx"),
+        ),
     ),
 )
 
@@ -373,10 +480,14 @@ def _class_of(family: Family) -> Optional[type]:
     return found if isinstance(found, type) else None
 
 
-def _flag(obj, dotted: str) -> bool:
+def _flag(obj, dotted: str, wanted) -> bool:
+    """Whether the attribute at ``dotted`` is as ``wanted``: truthiness for True/False,
+    equality for any other value."""
     for name in dotted.split("."):
         obj = getattr(obj, name, None)
-    return bool(obj)
+    if isinstance(wanted, bool):
+        return bool(obj) == wanted
+    return obj == wanted
 
 
 def diffusion_model_of(model_patcher):
@@ -388,7 +499,7 @@ def matches(family: Family, model_patcher) -> bool:
     diffusion = diffusion_model_of(model_patcher)
     if cls is None or not isinstance(diffusion, cls):
         return False
-    return all(_flag(diffusion, path) == wanted for path, wanted in family.flags.items())
+    return all(_flag(diffusion, path, wanted) for path, wanted in family.flags.items())
 
 
 def model_name(model_patcher) -> str:

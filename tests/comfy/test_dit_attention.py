@@ -5,14 +5,14 @@ families are recognised, and how the failure paths report themselves."""
 
 from __future__ import annotations
 
-import importlib
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import tiny_families as tf
-from conftest import import_pack
+from conftest import import_pack, pack_module
 
 pytestmark = pytest.mark.comfy
 
@@ -22,39 +22,39 @@ F64 = torch.float64
 
 @pytest.fixture(scope="module")
 def pack():
-    import_pack()
-    return {name: importlib.import_module(f"comfyui_gag.{name}") for name in
-            ("nodes.api", "nodes.adapters", "nodes.adapters.dit_hook",
-             "nodes.adapters.dit_replace", "nodes.adapters.model_call",
-             "nodes.adapters.comfy_compat", "gag_core")}
+    """The pack's modules these tests use (tests/conftest.py PACK_MODULES)."""
+    return SimpleNamespace(api=pack_module("api"), table=pack_module("families"),
+                           dit_hook=pack_module("dit_hook"), dit_replace=pack_module("dit_replace"),
+                           model_call=pack_module("model_call"),
+                           comfy_compat=pack_module("comfy_compat"), core=pack_module("core"))
 
 
 @pytest.fixture(scope="module")
 def api(pack):
-    return pack["nodes.api"]
+    return pack.api
 
 
 @pytest.fixture(scope="module")
 def jh(pack):
     """The DiT hook module."""
-    return pack["nodes.adapters.dit_hook"]
+    return pack.dit_hook
 
 
 @pytest.fixture(scope="module")
 def dr(pack):
     """ComfyUI 0.3.64's block-replace path of the DiT hook."""
-    return pack["nodes.adapters.dit_replace"]
+    return pack.dit_replace
 
 
 @pytest.fixture(scope="module")
 def mc(pack):
     """The DiT hook's model-call wrapper."""
-    return pack["nodes.adapters.model_call"]
+    return pack.model_call
 
 
 @pytest.fixture(scope="module")
 def compat(pack):
-    return pack["nodes.adapters.comfy_compat"]
+    return pack.comfy_compat
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def build(key):
 
 
 def table_entry(pack, model):
-    return pack["nodes.adapters"].find_family(model.patcher)
+    return pack.table.find_family(model.patcher)
 
 
 def joint_sequence(pack, model):
@@ -100,12 +100,12 @@ def has_mode(pack, model, mode):
 def expected_layers(pack, model, selection):
     """The layer names GAG reports for ``selection``: "None" for a family guided on all blocks
     together (a call cannot name its block), every available layer for "all"."""
-    adapters = pack["nodes.adapters"]
-    entry = adapters.find_family(model.patcher)
+    table = pack.table
+    entry = table.find_family(model.patcher)
     if entry.all_blocks_only:
         return {"None"}
     if selection == "all":
-        return {str(ref) for ref in adapters.available_layers(entry, model.patcher)}
+        return {str(ref) for ref in table.available_layers(entry, model.patcher)}
     return {item.strip() for item in selection.split(",")}
 
 
@@ -171,7 +171,7 @@ def test_text_mode_guides_image_rows_by_the_formula_and_keeps_text_rows(api, pac
     and Llama tokens), the text rows are the plain rows bit for bit wherever the text sits
     (first, or last for HiDream), and the image rows are plain + w·(GAG over text keys − softmax
     over text keys), recomputed in float64 from the q, k, v the model handed to its attention."""
-    core = pack["gag_core"]
+    core = pack.core
     model = build(key)
     entry = joint_sequence(pack, model)
     patched = api.apply_gag(model.patcher, layers=model.every_kind, mode="text", scale=6.0,
@@ -199,7 +199,7 @@ def test_text_mode_guides_image_rows_by_the_formula_and_keeps_text_rows(api, pac
 
 @pytest.mark.parametrize("key", DITS)
 def test_joint_mode_is_gag_attention_on_the_models_qkv(api, pack, key):
-    core = pack["gag_core"]
+    core = pack.core
     model = build(key)
     has_mode(pack, model, "joint")
     patched = api.apply_gag(model.patcher, layers=model.every_kind, mode="joint", scale=8.0,
@@ -406,8 +406,8 @@ def test_family_specific_errors(tm, api):
 
 def _runtime():
     """GAG's runtime with the default settings, on at every step (no sampler here)."""
-    from comfyui_gag.nodes.guidance import GuidanceRuntime
-    from comfyui_gag.nodes.settings import GAGSettings
+    GuidanceRuntime = pack_module("runtime").GuidanceRuntime
+    GAGSettings = pack_module("settings").GAGSettings
 
     class AlwaysOn(GuidanceRuntime):
         def __init__(self):
@@ -421,7 +421,7 @@ def _runtime():
 
 
 def _block_patch(dr, separate_text=True, previous=None):
-    from comfyui_gag.gag_core.layer_spec import LayerRef
+    LayerRef = pack_module("layer_spec").LayerRef
     return dr.DiTBlockPatch(LayerRef("double" if separate_text else "single", 0), separate_text,
                             previous)
 
@@ -462,7 +462,7 @@ def _joint_call(seed=0, batch=1, heads=2, length=9, dim=8):
 
 
 def _override(jh, mode="text", previous=None, layers=("double 0",)):
-    from comfyui_gag.gag_core.layer_spec import LayerRef
+    LayerRef = pack_module("layer_spec").LayerRef
     refs = [LayerRef(item.split()[0], int(item.split()[1])) for item in layers]
     block_info = jh.BlockInfo({"double": "double", "single": "single"})
     return jh.JointAttentionOverride(refs, _runtime(), mode, (block_info,), previous)
@@ -529,7 +529,7 @@ def test_custom_softmax_scale_and_grouped_query_heads_are_honoured(jh, comfy_pat
     """Attention calls may carry their own softmax `scale` and fewer key/value heads
     (`enable_gqa`); GAG must guide the attention the model asked for."""
     import comfy.ldm.modules.attention as attention
-    from comfyui_gag.gag_core import gag_attention
+    gag_attention = pack_module("core").gag_attention
     q, _, _ = _joint_call(heads=4)
     k, v = (t[:, :2] for t in _joint_call(seed=1, heads=4)[:2])
     override = _override(jh, mode="joint")
@@ -618,7 +618,7 @@ def test_kandinsky5_guides_the_cross_attention_only(api, pack):
     """Each visual block runs self-attention then cross-attention with the same block info;
     GAG guides the cross-attention (image queries, text keys) as GAG attention over the text,
     and the self-attention is ComfyUI's."""
-    core = pack["gag_core"]
+    core = pack.core
     model = build("kandinsky5")
     patcher = model.patcher
     patched = api.apply_gag(patcher, layers="visual 1", scale=8.0)
@@ -661,7 +661,7 @@ def test_patches_installed_before_gag_still_run_inside_it_in_every_family(api, j
     GAG puts them back exactly."""
     model = build(key)
     patcher = model.patcher
-    entry = pack["nodes.adapters"].find_family(patcher)
+    entry = pack.table.find_family(patcher)
     events = []
 
     def foreign_override(func, *args, **kwargs):
@@ -701,7 +701,7 @@ def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):
     class, which this ComfyUI lacks, so it matches nothing here; the refusal itself is checked
     by pointing a copy of the entry at a class this ComfyUI has (Qwen-Image's)."""
     import dataclasses
-    families = importlib.import_module(f"{pack['nodes.adapters'].__name__}.families")
+    families = pack_module("family_table")
     entry = families.family_by_id("qwen_image21")
     assert entry.model_class == ("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel")
     assert entry.refused and not entry.layouts
@@ -713,7 +713,7 @@ def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):
     monkeypatch.setattr(families, "FAMILIES", (stand_in,) + families.FAMILIES)
     with pytest.raises(ValueError, match=r"does not support Qwen-Image 2\.1 models yet \(.*\): "
                                          r"its blocks call attention through a closure"):
-        pack["nodes.api"].apply_gag(patcher)
+        pack.api.apply_gag(patcher)
     with pytest.raises(ValueError, match="supported families") as unknown:
         families.find_family(tm.tiny_auraflow())
     assert "Qwen-Image 2.1" not in str(unknown.value)

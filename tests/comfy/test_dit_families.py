@@ -11,31 +11,28 @@ cond/uncond split do not change it).
 from __future__ import annotations
 
 import copy
-import importlib
 
 import pytest
 import torch
 
 import tiny_families as tf
-from conftest import import_pack
+from conftest import import_pack, pack_module
 
 pytestmark = pytest.mark.comfy
 
 
 @pytest.fixture(scope="module")
 def api():
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.api")
+    return pack_module("api")
 
 
 @pytest.fixture(scope="module")
-def joint_hook():
-    import_pack()
-    return importlib.import_module("comfyui_gag.nodes.adapters.dit_hook")
+def dit_hook():
+    return pack_module("dit_hook")
 
 
 def table_entry(family):
-    return importlib.import_module("comfyui_gag.nodes.adapters").find_family(family.patcher)
+    return pack_module("families").find_family(family.patcher)
 
 
 @pytest.fixture(scope="module", params=tf.keys(tf.dit_suite))
@@ -53,16 +50,16 @@ def modes_of(family, mode):
 
 
 @pytest.fixture
-def gag_hits(monkeypatch, joint_hook):
+def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG, as (layer, mode, query tokens of the call)."""
     hits = []
-    original = joint_hook.JointAttentionOverride.guide
+    original = dit_hook.JointAttentionOverride.guide
 
     def spy(self, layer, call, *args):
         hits.append((str(layer), self.mode, call.query_tokens))
         return original(self, layer, call, *args)
 
-    monkeypatch.setattr(joint_hook.JointAttentionOverride, "guide", spy)
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
     return hits
 
 
@@ -80,8 +77,7 @@ def test_gag_changes_the_sample(family, api, mode):
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])
-@pytest.mark.parametrize("key", tf.keys(lambda recipe, variant: recipe.hook == "joint"
-                                        and not variant.suite))
+@pytest.mark.parametrize("key", tf.keys(tf.dit_smoke))
 def test_gag_changes_the_sample_of_a_smoke_tested_variant(api, key, mode):
     """Variants that share their class and hooks with a sibling (FLUX.1 schnell)."""
     import_pack()
@@ -106,10 +102,10 @@ def test_only_the_selected_blocks_run_gag(family, api, gag_hits, mode):
 
 
 def test_default_preset_guides_every_block(family, api, gag_hits):
-    adapters = importlib.import_module("comfyui_gag.nodes.adapters")
+    table = pack_module("families")
     family.sample(api.apply_gag(family.patcher), steps=1)
-    entry = adapters.find_family(family.patcher)
-    every = sorted(str(ref) for ref in adapters.available_layers(entry, family.patcher))
+    entry = table.find_family(family.patcher)
+    every = sorted(str(ref) for ref in table.available_layers(entry, family.patcher))
     if entry.all_blocks_only:
         assert len(gag_hits) == len(every)
     else:

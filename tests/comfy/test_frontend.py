@@ -202,7 +202,7 @@ def test_app_loads_with_the_pack_and_no_errors_from_it(browser_page):
     server = page.gag_server
     scripts = server.get_json("/extensions")
     pack = _pack_url_part(server)
-    assert f"{pack}js/gag_nodes.js" in scripts
+    assert f"{pack}js/gag_previews.js" in scripts
     info = server.get_json("/object_info")
     for node_id in NODE_IDS:
         assert info[node_id]["python_module"] == f"custom_nodes.{server.pack_dir.name}"
@@ -254,7 +254,7 @@ def test_bundled_workflows_load(browser_page):
                 # The loader's file name names the family, and the map follows it.
                 want = next((f for key, f in families.items() if key in path.stem), None)
                 if want:
-                    assert (state["family"], state["familySource"]) == (want, "auto-file"), path.name
+                    assert (state["layout"], state["layoutSource"]) == (want, "auto-file"), path.name
                 layers_id = node["id"]
         # The previews make their nodes taller than a front end without them would; the
         # workflow must leave that room, or the map is drawn under the next node.
@@ -389,8 +389,8 @@ def _textarea(page, node_id):
 def _click_chip(page, node_id, family_id):
     x, y = page.evaluate("""([id, fam]) => {
       const w = window.gagTest.node(id).widgets.find((w) => w.name === "gag_layer_map");
-      const { layout, y } = w.lastLayout;
-      const chip = layout.chips.find((c) => c.id === fam);
+      const { geometry, y } = w.lastGeometry;
+      const chip = geometry.chips.find((c) => c.id === fam);
       return window.gagTest.toPage(id, chip.x + chip.w / 2, y + chip.y + chip.h / 2);
     }""", [node_id, family_id])
     page.mouse.click(x, y)
@@ -403,7 +403,7 @@ def test_layer_map_shows_a_syntax_error_before_queueing(browser_page, graph):
     lid = graph["layers"]
     box = page.evaluate("(id) => window.gagTest.box(id)", lid)
     default = page.evaluate("(id) => window.gagTest.preview(id)", lid)
-    assert (default["family"], default["familySource"]) == ("sdxl", "auto-default")
+    assert (default["layout"], default["layoutSource"]) == ("sdxl", "auto-default")
     assert default["error"] is None and len(default["selected"]) == 60 and default["total"] == 70
     _shot(page, "05_layers_paper_sdxl", clip=box)
 
@@ -450,9 +450,9 @@ def test_layer_map_family_switch_and_inference(browser_page, graph):
 
     _click_chip(page, lid, "flux")  # a real click on the map's FLUX.1 chip
     flux = page.evaluate("(id) => window.gagTest.preview(id)", lid)
-    assert (flux["family"], flux["familySource"]) == ("flux", "chosen")
+    assert (flux["layout"], flux["layoutSource"]) == ("flux", "chosen")
     assert flux["error"] is None and len(flux["selected"]) == 19 + 38
-    assert page.evaluate("(id) => window.gagTest.node(id).properties.gag_family", lid) == "flux"
+    assert page.evaluate("(id) => window.gagTest.node(id).properties.gag_layout", lid) == "flux"
     _shot(page, "06_layers_flux_chosen", clip=page.evaluate("(id) => window.gagTest.box(id)", lid))
 
     # auto: follow GAG Model Patch's model input up to the loader and read its file name.
@@ -467,12 +467,12 @@ def test_layer_map_family_switch_and_inference(browser_page, graph):
     page.evaluate("([id, n, v]) => window.gagTest.set(id, n, v)", [lid, "preset", "paper"])
     _redraw(page)
     inferred = page.evaluate("(id) => window.gagTest.preview(id)", lid)
-    assert (inferred["family"], inferred["familySource"]) == ("sdxl", "auto-file")
+    assert (inferred["layout"], inferred["layoutSource"]) == ("sdxl", "auto-file")
     page.evaluate("""(id) => { window.gagTest.node(id).widgets.find((w) => w.name === "ckpt_name")
       .value = "flux1-dev-fp8.safetensors"; }""", loader)
     _redraw(page)
     inferred = page.evaluate("(id) => window.gagTest.preview(id)", lid)
-    assert (inferred["family"], inferred["familySource"]) == ("flux", "auto-file")
+    assert (inferred["layout"], inferred["layoutSource"]) == ("flux", "auto-file")
     _shot(page, "06_layers_flux_inferred", clip=page.evaluate("(id) => window.gagTest.box(id)", lid))
     page.evaluate("(id) => window.app.graph.remove(window.gagTest.node(id))", loader)
     page.evaluate("([id, n, v]) => window.gagTest.set(id, n, v)", [lid, "custom", ""])
@@ -489,19 +489,19 @@ def test_js_layer_spec_matches_the_shared_vectors_in_the_browser(browser_page):
     assert not problems, "web/js/gag_layer_spec.js differs from gag_core:\n" + "\n".join(problems)
 
 
-def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(browser_page, pack):
+def test_layer_map_draws_the_family_table_and_its_layouts_are_the_real_ones(browser_page,
+                                                                            family_table):
     """The map reads the family table the server serves (not a copy), and each full-size
     layout in it is what the hook finds in the released architecture, built here at full size
     on the meta device (and the family that claims such a model is the layout's)."""
-    import importlib
     page = browser_page
-    url = f"{_pack_url_part(page.gag_server)}js/gag_families.js"
+    url = f"{_pack_url_part(page.gag_server)}js/gag_layouts.js"
     families = page.evaluate("""async (url) => {
       const m = await import(url);
-      return m.FAMILIES.map((f) => ({ id: f.id, family: f.family, presets: f.presets,
-        modes: f.modes, layers: m.familyLayers(f).map((r) => [r.group, r.block, r.sub]) }));
+      return m.LAYOUTS.map((f) => ({ id: f.id, family: f.family, presets: f.presets,
+        modes: f.modes, layers: m.layoutLayers(f).map((r) => [r.group, r.block, r.sub]) }));
     }""", url)
-    table = importlib.import_module(f"{pack.__name__}.nodes.adapters.families")
+    table = family_table
     served = table.front_end_table()
     assert [(f["id"], f["family"], f["presets"], f["modes"]) for f in families] == [
         (f["id"], f["family"], f["presets"], f["modes"]) for f in served]

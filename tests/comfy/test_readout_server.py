@@ -100,7 +100,7 @@ BUILD_GRAPH_JS = """(scale) => {
   t.connect(ids.latent, 0, ids.sampler, 3);
   t.connect(ids.sampler, 0, ids.save, 0);
   t.set(ids.ckpt, "ckpt_name", "tiny.safetensors");
-  t.set(ids.ckpt, "family", "sdxl");
+  t.set(ids.ckpt, "family", "unet-sdxl");
   t.set(ids.pos, "text", "a lighthouse at dusk");
   t.set(ids.neg, "text", "blurry");
   t.set(ids.gag, "scale", scale);

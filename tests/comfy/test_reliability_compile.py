@@ -151,10 +151,10 @@ def _whole_model_backend():
 @pytest.mark.skipif(_whole_model_backend() is None,
                     reason="compiling a whole model takes 20-45 s per model on CPU; set "
                            "GAG_TEST_COMPILE_MODEL=1 (or =inductor) to run it")
-@pytest.mark.parametrize("family", ["sdxl", "flux"])
+@pytest.mark.parametrize("family", ["unet-sdxl", "flux-dev"])  # tiny_families ids
 def test_whole_model_under_comfyui_compile_wrapper_matches_eager(gag, family):
     from comfy_api.torch_helpers import set_torch_compile_wrapper
-    if family == "sdxl":
+    if family == "unet-sdxl":
         model = tm.tiny_sdxl()
         pos, neg = tm.sdxl_conditioning(seed=1), tm.sdxl_conditioning(seed=2, tokens=154)
         run = lambda p: tm.sample(p, pos, neg, steps=2, size=16)

@@ -251,18 +251,18 @@ def test_batch_of_16_matches_single_images(gag, sdxl):
         assert rel(batched[i:i + 1], single) < 1e-5, i
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd15", "flux"])
+@pytest.mark.parametrize("family", ["unet-sdxl", "unet-sd15", "flux-dev"])  # tiny_families ids
 def test_odd_latent_size_9x17(gag, sdxl, flux, family):
     """72×136 pixels → a 9×17 latent: UNets resample between levels of odd size, FLUX pads to
     its patch size. GAG must follow whatever token counts result."""
-    noise = torch.randn(1, 16 if family == "flux" else 4, 9, 17,
+    noise = torch.randn(1, 16 if family == "flux-dev" else 4, 9, 17,
                         generator=torch.Generator().manual_seed(4))
-    if family == "flux":
+    if family == "flux-dev":
         model, pos = flux
         run = lambda p: tm.sample_dit(p, pos, pos, steps=2, cfg=1.0, noise=noise)
     else:
-        model = sdxl[0] if family == "sdxl" else tm.tiny_sd15()
-        cond = tm.sdxl_conditioning if family == "sdxl" else tm.sd15_conditioning
+        model = sdxl[0] if family == "unet-sdxl" else tm.tiny_sd15()
+        cond = tm.sdxl_conditioning if family == "unet-sdxl" else tm.sd15_conditioning
         run = lambda p: tm.sample(p, cond(seed=1), cond(seed=2), steps=2, noise=noise)
     guided, plain = run(gag.api.apply_gag(model)), run(model)
     assert guided.shape == noise.shape and torch.isfinite(guided).all()

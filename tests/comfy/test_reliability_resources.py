@@ -122,9 +122,9 @@ def test_fifty_runs_neither_grow_memory_nor_leave_patches_behind(gag, module_of)
                        tm.sample(tm.tiny_sdxl(), pos, neg, steps=1, cfg=5.0, noise=noise, seed=5))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "flux"])
+@pytest.mark.parametrize("family", ["unet-sdxl", "flux-dev"])  # tiny_families ids
 def test_reapplying_gag_fifty_times_keeps_one_layer_of_patches(gag, module_of, family):
-    model = tm.tiny_sdxl() if family == "sdxl" else tm.tiny_flux()
+    model = tm.tiny_sdxl() if family == "unet-sdxl" else tm.tiny_flux()
     once = gag.apply_gag(model)
     chained = model
     for i in range(RUNS):
@@ -134,7 +134,7 @@ def test_reapplying_gag_fifty_times_keeps_one_layer_of_patches(gag, module_of, f
     assert len(objects_chained) == len(objects_once) > 0
     wrapping = [o for o in objects_chained if getattr(o, "previous", None) is not None]
     assert not wrapping, f"{wrapping[:2]!r} wrap earlier patches"
-    if family == "sdxl":
+    if family == "unet-sdxl":
         pos, neg = tm.sdxl_conditioning(seed=1), tm.sdxl_conditioning(seed=2)
         run = lambda p: tm.sample(p, pos, neg, steps=1, cfg=5.0, size=SIZE)
     else:

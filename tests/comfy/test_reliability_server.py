@@ -31,7 +31,7 @@ def workflow_server():
 def gag_prompt(seed: int, scale: float) -> dict:
     return {
         "ckpt": {"class_type": "GAGTestTinyCheckpoint",
-                 "inputs": {"ckpt_name": "tiny.safetensors", "family": "sdxl"}},
+                 "inputs": {"ckpt_name": "tiny.safetensors", "family": "unet-sdxl"}},
         "gag": {"class_type": "GAGModelPatch",
                 "inputs": {"model": ["ckpt", 0], "scale": scale, "eta": 15.0, "zeta": 0.0}},
         "pos": {"class_type": "GAGTestTinyTextEncode",

@@ -10,13 +10,15 @@ list them and every widget value can be checked strictly against the live /objec
   combo choice); links join matching socket types; required sockets are connected;
 * documentation: every model file a loader names is listed in the node's properties.models
   (name, URL, folder) and in the Read-me note with its models/<folder>/ path;
-* A/B fairness: the two Save Image nodes compute the same graph except for GAG Model Patch,
-  with the pack's documented GAG settings;
+* A/B fairness: the two Save Image (Save Video) nodes compute the same graph except for the GAG
+  Model Patch nodes (one per model: Wan 2.2's two experts get one each), with the pack's
+  documented GAG settings;
 * serving: ComfyUI's template browser lists the workflows and serves them and their thumbnails;
 * end to end: converted to API format, with the model loaders and text encoders swapped for
   tiny random-weight stand-ins, each workflow runs through POST /prompt (steps, samplers, CFG and
-  GAG settings as shipped; 128-pixel images); both images come out, and the sampled latents of A
-  and B (saved beside the images) differ, while with GAG Model Patch bypassed they are equal.
+  GAG settings as shipped; 128-pixel images, 9-frame videos); both images (videos) come out, and
+  the sampled latents of A and B (saved beside them) differ, while with GAG Model Patch bypassed
+  they are equal.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from pathlib import Path
 
 import pytest
 
+import tiny_families as tf
 from comfy_server import REPO_ROOT, TEST_NODE_PACK, PACK_FOLDER_NAME, shared_server
-from ui_to_api import (VIRTUAL_NODE_TYPES, combo_choices, input_type, ordered_inputs,
-                       spec_options, ui_to_api, widget_slots, widget_values)
+from ui_to_api import (DYNAMIC_COMBO, VIRTUAL_NODE_TYPES, combo_choices, input_type,
+                       ordered_inputs, spec_options, ui_to_api, widget_slots, widget_values,
+                       widget_values_and_specs)
 
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -38,7 +42,8 @@ NAMES = [p.stem for p in WORKFLOW_FILES]
 
 # One A/B workflow per family the pack documents.
 EXPECTED = {"gag_sdxl_base_cfg", "gag_hyper_sdxl_8step", "gag_dmd2_sdxl_4step", "gag_flux1_dev",
-            "gag_flux1_schnell", "gag_qwen_image", "gag_flux2_klein_4step", "gag_z_image_turbo"}
+            "gag_flux1_schnell", "gag_qwen_image", "gag_flux2_klein_4step", "gag_z_image_turbo",
+            "gag_wan22_t2v_lightning_4step", "gag_wan22_ti2v_5b"}
 # Workflows whose nodes only newer ComfyUI releases have: checked against the server where it has
 # them, skipped (saying why) where it does not. ComfyUI 0.3.64 has no FLUX.2 nodes.
 NEEDS_NODES = {"gag_flux2_klein_4step": ("FLUX.2", {"EmptyFlux2LatentImage", "Flux2Scheduler"})}
@@ -46,6 +51,11 @@ NEEDS_NODES = {"gag_flux2_klein_4step": ("FLUX.2", {"EmptyFlux2LatentImage", "Fl
 # on (their graphs are still checked against every server's /object_info).
 NEEDS_COMFYUI = {"gag_z_image_turbo": ((0, 33, 0), "Z-Image needs ComfyUI 0.33 (its model "
                                                    "class, loaders' types and tiny stand-in)")}
+# Workflows whose widgets are those of a newer ComfyUI than the server's (its node definitions
+# differ), so none of their checks apply there.
+GRAPH_NEEDS_COMFYUI = {
+    name: ((0, 33, 0), "its CreateVideo (bit_depth) and SaveVideo (format) widgets are 0.33's")
+    for name in ("gag_wan22_t2v_lightning_4step", "gag_wan22_ti2v_5b")}
 # The GAG settings each workflow ships with: the paper's λ, η, ζ, its layer preset, the
 # family's default mode, α 1.5 and the whole sampling run.
 GAG_SETTINGS = {"GAGModelPatch": {"scale": 10.0, "eta": 15.0, "zeta": 0.0},
@@ -64,14 +74,20 @@ STAND_INS = {"CheckpointLoaderSimple": "GAGTestTinyCheckpoint",
              "VAELoader": "GAGTestTinyVAE",
              "LoraLoaderModelOnly": "GAGTestTinyLora",
              "CLIPTextEncode": "GAGTestTinyTextEncode"}
-FAMILY = {"gag_sdxl_base_cfg": "sdxl", "gag_hyper_sdxl_8step": "sdxl",
-          "gag_dmd2_sdxl_4step": "sdxl", "gag_flux1_dev": "flux",
-          "gag_flux1_schnell": "flux_schnell", "gag_qwen_image": "qwen_image",
-          "gag_flux2_klein_4step": "flux2_klein", "gag_z_image_turbo": "zimage"}
-LATENT_SCALE = {"gag_flux2_klein_4step": 16}  # image pixels per latent pixel; 8 elsewhere
-EMPTY_LATENTS = ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage")
+# workflow → the tiny model (an id of the tests' family registry, tests/comfy/tiny_families.py)
+FAMILY = {"gag_sdxl_base_cfg": "unet-sdxl", "gag_hyper_sdxl_8step": "unet-sdxl",
+          "gag_dmd2_sdxl_4step": "unet-sdxl", "gag_flux1_dev": "flux-dev",
+          "gag_flux1_schnell": "flux-schnell", "gag_qwen_image": "qwen_image",
+          "gag_flux2_klein_4step": "flux2-klein", "gag_z_image_turbo": "zimage",
+          "gag_wan22_t2v_lightning_4step": "wan", "gag_wan22_ti2v_5b": "wan22_ti2v"}
+# image pixels per latent pixel; 8 elsewhere
+LATENT_SCALE = {"gag_flux2_klein_4step": 16, "gag_wan22_ti2v_5b": 16}
+EMPTY_LATENTS = ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage",
+                 "EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent")
+SAVE_NODES = ("SaveImage", "SaveVideo")
 E2E_IMAGE_SIZE = 128   # pixels (16×16 latents); steps, sampler, scheduler, CFG/guidance,
                        # flow shift and GAG settings stay as shipped
+E2E_VIDEO_LENGTH = 9   # frames: 3 latent frames
 
 
 def load(name: str) -> dict:
@@ -80,6 +96,13 @@ def load(name: str) -> dict:
 
 def skip_without_nodes(name: str, object_info: dict) -> None:
     """Skip a check of workflow ``name`` on a server that lacks the nodes it needs."""
+    if name in GRAPH_NEEDS_COMFYUI:
+        from conftest import COMFYUI_VERSION
+        needed, why = GRAPH_NEEDS_COMFYUI[name]
+        found = tuple(int(x) for x in (COMFYUI_VERSION or "0.0.0").split(".")[:3])
+        if found < needed:
+            pytest.skip(f"{name}: ComfyUI {COMFYUI_VERSION} < {'.'.join(map(str, needed))}: "
+                        f"{why}")
     if name in NEEDS_NODES:
         family, nodes = NEEDS_NODES[name]
         missing = sorted(nodes - set(object_info))
@@ -176,7 +199,7 @@ def test_ui_format_is_consistent(name):
 
 def _value_problem(name: str, spec: list, value) -> str | None:
     kind, options = input_type(spec), spec_options(spec)
-    if kind == "COMBO":
+    if kind in ("COMBO", DYNAMIC_COMBO):
         choices = combo_choices(spec)
         return None if value in choices else f"{name}={value!r} not among {choices[:12]}"
     if kind == "INT":
@@ -204,8 +227,8 @@ def test_widget_values_fit_the_servers_inputs(name, object_info):
             continue
         assert node["type"] in object_info, f"node {node['id']}: unknown type {node['type']}"
         definition = object_info[node["type"]]
-        values = widget_values(node, definition)  # raises when the count does not fit
-        specs = {n: s for n, s, _ in ordered_inputs(definition)}
+        # raises when the count does not fit
+        values, specs = widget_values_and_specs(node, definition)
         for input_name, value in values.items():
             problem = _value_problem(input_name, specs[input_name], value)
             if problem:
@@ -287,18 +310,18 @@ def test_model_files_are_declared_and_explained(name, object_info):
 
 # --- A/B fairness ---------------------------------------------------------------------------
 
-def _canonical(prompt: dict, node_id: str, skip: str, memo: dict) -> str:
-    """A hash of everything a node's output depends on, treating node ``skip`` as the input it
-    patches (its "model")."""
+def _canonical(prompt: dict, node_id: str, skip: set, memo: dict) -> str:
+    """A hash of everything a node's output depends on, treating the nodes in ``skip`` as the
+    input they patch (their "model")."""
     if node_id in memo:
         return memo[node_id]
     node = prompt[node_id]
-    if node_id == skip:
+    if node_id in skip:
         memo[node_id] = _canonical(prompt, node["inputs"]["model"][0], skip, memo)
         return memo[node_id]
     parts = [node["class_type"]]
     for key, value in sorted(node["inputs"].items()):
-        if node["class_type"] == "SaveImage" and key == "filename_prefix":
+        if node["class_type"] in SAVE_NODES and key == "filename_prefix":
             continue
         if isinstance(value, list):
             parts.append(f"{key}<-{_canonical(prompt, value[0], skip, memo)}:{value[1]}")
@@ -322,22 +345,27 @@ def _upstream(prompt: dict, node_id: str) -> set[str]:
 def test_a_and_b_differ_only_by_gag(name, object_info):
     skip_without_nodes(name, object_info)
     prompt = ui_to_api(load(name), object_info)
-    saves = [k for k, v in prompt.items() if v["class_type"] == "SaveImage"]
+    saves = [k for k, v in prompt.items() if v["class_type"] in SAVE_NODES]
     assert len(saves) == 2
     prefixes = {prompt[k]["inputs"]["filename_prefix"] for k in saves}
     assert len(prefixes) == 2, "A and B must save under different names"
-    patches = [k for k, v in prompt.items() if v["class_type"] == "GAGModelPatch"]
-    assert len(patches) == 1
-    with_gag = [k for k in saves if patches[0] in _upstream(prompt, k)]
-    assert len(with_gag) == 1, "exactly one branch goes through GAG Model Patch"
+    patches = {k for k, v in prompt.items() if v["class_type"] == "GAGModelPatch"}
+    # one patch per diffusion model the branch samples with (Wan 2.2 A14B: two experts)
+    models = {k for k, v in prompt.items() if v["class_type"] in ("UNETLoader",
+                                                                   "CheckpointLoaderSimple")}
+    assert len(patches) == len(models) >= 1
+    reached = [patches & _upstream(prompt, k) for k in saves]
+    assert sorted(map(len, reached)) == [0, len(patches)], (
+        "one branch goes through every GAG Model Patch, the other through none")
     memo: dict = {}
-    a, b = (_canonical(prompt, k, patches[0], memo) for k in saves)
+    a, b = (_canonical(prompt, k, patches, memo) for k in saves)
     assert a == b, "apart from GAG Model Patch the two branches compute different things"
     for kind, expected in GAG_SETTINGS.items():
         nodes = [v for v in prompt.values() if v["class_type"] == kind]
-        assert len(nodes) == 1, kind
-        got = {k: nodes[0]["inputs"][k] for k in expected}
-        assert got == expected, f"{kind}: {got} != {expected}"
+        assert len(nodes) == (len(patches) if kind == "GAGModelPatch" else 1), kind
+        for node in nodes:
+            got = {k: node["inputs"][k] for k in expected}
+            assert got == expected, f"{kind}: {got} != {expected}"
 
 
 # --- template browser -----------------------------------------------------------------------
@@ -367,7 +395,18 @@ def _with_stand_ins(prompt: dict, family: str) -> dict:
                 node["inputs"]["family"] = family
         elif kind in EMPTY_LATENTS:
             node["inputs"].update(width=E2E_IMAGE_SIZE, height=E2E_IMAGE_SIZE)
+            if "length" in node["inputs"]:
+                node["inputs"]["length"] = E2E_VIDEO_LENGTH
     return prompt
+
+
+def _decode_of(prompt: dict, save_id: str) -> dict:
+    """The VAEDecode a Save Image / Save Video node saves (through CreateVideo)."""
+    node = prompt[save_id]
+    while node["class_type"] != "VAEDecode":
+        source = node["inputs"].get("images") or node["inputs"].get("video")
+        node = prompt[source[0]]
+    return node
 
 
 def _add_latent_savers(prompt: dict, name: str) -> dict[str, str]:
@@ -376,9 +415,9 @@ def _add_latent_savers(prompt: dict, name: str) -> dict[str, str]:
     {SaveImage id: SaveLatent id}."""
     savers = {}
     for node_id, node in list(prompt.items()):
-        if node["class_type"] != "SaveImage":
+        if node["class_type"] not in SAVE_NODES:
             continue
-        decode = prompt[node["inputs"]["images"][0]]
+        decode = _decode_of(prompt, node_id)
         saver = f"latent_of_{node_id}"
         prompt[saver] = {"class_type": "SaveLatent",
                          "inputs": {"samples": decode["inputs"]["samples"],
@@ -391,6 +430,16 @@ def _pixels(path: Path):
     import numpy as np
     from PIL import Image
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
+
+
+def _video_frames(path: Path):
+    """The frames of a saved video, (frames, H, W, 3) in [0, 1] (PyAV, which ComfyUI 0.33's video
+    nodes use)."""
+    import av
+    import numpy as np
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return np.stack(frames).astype(np.float64) / 255.0
 
 
 def _latent(path: Path):
@@ -412,7 +461,13 @@ def test_end_to_end_on_tiny_models(name, workflow_server, object_info):
         assert len(files) == 1 and files[0].is_file(), f"no image from node {node_id}"
         prefix = prompt[node_id]["inputs"]["filename_prefix"]
         assert files[0].name.startswith(prefix.rsplit("/", 1)[-1])
-        images.append(_pixels(files[0]))
+        if prompt[node_id]["class_type"] == "SaveVideo":
+            frames = _video_frames(files[0])
+            # the stand-in VAE decodes one image per latent frame: 3 frames of 9
+            assert frames.shape[0] == (E2E_VIDEO_LENGTH - 1) // 4 + 1, frames.shape
+            images.append(frames[0])
+        else:
+            images.append(_pixels(files[0]))
         (latent_file,) = workflow_server.output_files(history, latent_savers[node_id], "latents")
         latents.append(_latent(latent_file))
     # prefixes sort "…_A_without_GAG" before "…_B_with_GAG"
@@ -421,7 +476,7 @@ def test_end_to_end_on_tiny_models(name, workflow_server, object_info):
         assert image.std() > 0.02, "a flat image: the sampler or VAE produced nothing useful"
     plain, guided = latents
     assert plain.shape == guided.shape
-    assert plain.shape[-1] == E2E_IMAGE_SIZE // LATENT_SCALE.get(name, 8)
+    assert plain.shape[-1] == E2E_IMAGE_SIZE // tf.find(FAMILY[name])[1].downscale
     assert bool(plain.isfinite().all() and guided.isfinite().all())
     # Without GAG the two branches agree bit for bit (test_without_gag_a_equals_b), so any
     # difference is GAG's. Tiny random UNets show a weak effect (measured 4e-5 to 2e-4 relative

@@ -53,6 +53,11 @@ class Variant:
     text_tokens: how many text tokens attention holds with the default conditioning.
     suite: whether the family test suites run it; False: it shares its class and hooks with a
         sibling variant and gets the smoke test only.
+    own_suite: the test module that runs the family properties on this variant instead of the
+        image DiT suites (the video families: tests/comfy/test_video_families.py, which samples
+        multi-frame and multi-stream latents); "" for the shared suites.
+    downscale: image pixels per latent pixel of the family's VAE (the test node pack's stand-in
+        VAE decodes at this scale).
     """
     name: str
     comfy_class: str
@@ -66,6 +71,8 @@ class Variant:
     every_kind: str = "all"
     text_tokens: Optional[int] = None
     suite: bool = True
+    own_suite: str = ""
+    downscale: int = 8
 
     def make(self, seed: int = 0):
         """The tiny model, a ModelPatcher on the CPU in float32."""
@@ -248,7 +255,7 @@ register(Recipe(
     variants=(Variant("", "ChromaRadiance",
                       text_conditioning(48, pooled_output=lambda b, g: torch.zeros(b, 1)),
                       image_latent(3), size=16, config=chroma_radiance_config(),
-                      selection="double 0, single 1", text_tokens=7),),
+                      selection="double 0, single 1", text_tokens=7, downscale=1),),
     released={"chroma_radiance": _released_from_full_size("chroma_radiance")},
     full_size=dict(image_model="chroma_radiance", in_channels=3, out_channels=3, patch_size=16,
                    context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19,
@@ -283,10 +290,10 @@ register(Recipe(
     variants=(
         Variant("dev", "Flux2", tm.flux2_conditioning, image_latent(128), size=4,
                 build=tm.tiny_flux2, selection="double 1, single 0",
-                every_kind="double 1, single 0, single 1", text_tokens=512),
+                every_kind="double 1, single 0, single 1", text_tokens=512, downscale=16),
         Variant("klein", "Flux2", tm.flux2_klein_conditioning, image_latent(128), size=4,
                 build=tm.tiny_flux2_klein, selection="double 0, single 1",
-                every_kind="double 0, single 1", text_tokens=512),
+                every_kind="double 0, single 1", text_tokens=512, downscale=16),
     ),
     released={"flux2": lambda: tm.tiny_flux2(depth=8, single=48, device="meta"),
               "flux2_klein_4b": lambda: tm.tiny_flux2(depth=5, single=20, device="meta"),
@@ -472,7 +479,7 @@ register(Recipe(
     # 7 text tokens and 3 glyph tokens.
     variants=(Variant("", "HunyuanImage21", _hunyuan_image21_conditioning, image_latent(64),
                       size=4, config=hunyuan_image21_config(),
-                      selection="double 0, single 1", text_tokens=10),),
+                      selection="double 0, single 1", text_tokens=10, downscale=32),),
     released={"hunyuan_image21": _released_from_full_size("hunyuan_image21")},
     full_size=dict(image_model="hunyuan_video", in_channels=64, out_channels=64,
                    patch_size=[1, 1], vec_in_dim=None, axes_dim=[64, 64], meanflow=False,
@@ -553,6 +560,48 @@ register(Recipe(
 # refusal on a stand-in class.
 
 
+# --- video families: Wan 2.1/2.2, HunyuanVideo 1.5, LTX-Video, LTX-2 -----------------------------
+# Their tiny models, conditioning and released configs are in tests/comfy/tiny_video.py (built
+# through ComfyUI's own loader and detection, multi-frame latents, LTX-2's video+audio
+# NestedTensor); tests/comfy/test_video_families.py runs the family suite's properties on them
+# (own_suite keeps the image-latent DiT suites off them). ``full_size`` is left out for LTX-2:
+# the shared released-checkpoint tests sample a single-tensor latent.
+import tiny_video as _tv  # noqa: E402  (imports no ComfyUI at module level)
+
+
+def _video_variant(family: str, **overrides) -> Variant:
+    video = _tv.RECIPES[family]
+
+    def latent(batch, size, _video=video):
+        return _video.latent_shape(batch, _video.frames, size)
+
+    return Variant("", video.model_class, video.conditioning, latent, size=video.size,
+                   build=lambda seed=0, _video=video: _video.build(seed),
+                   selection=video.selection, every_kind="all",
+                   own_suite="test_video_families.py", **overrides)
+
+
+def _video_released(layout_id: str):
+    return lambda: _tv.released_model(layout_id)
+
+
+for _family, _layouts, _text, _downscale in (
+        ("wan22_ti2v", ("wan22_ti2v_5b",), 7, 16),   # Wan 2.2's 16× VAE
+        ("wan_i2v", ("wan21_i2v_14b",), 7, 8),
+        ("wan", ("wan22_a14b", "wan21_14b", "wan21_1_3b"), 7, 8),
+        ("hunyuan_video15", ("hunyuan_video15",), 10, 16),   # 7 text + 3 byT5 glyph tokens
+        ("ltx2", ("ltx2",), 7, 32),
+        ("ltxv", ("ltxv_13b", "ltxv_2b"), 7, 32)):
+    _video = _tv.RECIPES[_family]
+    register(Recipe(
+        family=_family, hook="joint", min_comfyui=_video.min_comfyui,
+        why=_video.needs or "tested on every supported ComfyUI",
+        variants=(_video_variant(_family, text_tokens=_text, downscale=_downscale),),
+        released={layout: _video_released(layout) for layout in _layouts},
+        full_size=None if _family == "ltx2" else _video.full_size,
+        detected={} if _family == "ltx2" else _video.detected))
+
+
 # =============================================================================================
 # Reading the registry
 # =============================================================================================
@@ -585,16 +634,24 @@ def keys(where: Callable[[Recipe, Variant], bool] = lambda recipe, variant: True
 
 def dit_suite(recipe: Recipe, variant: Variant) -> bool:
     """The variants the DiT family suites run."""
-    return recipe.hook == "joint" and variant.suite
+    return recipe.hook == "joint" and variant.suite and not variant.own_suite
+
+
+def dit_smoke(recipe: Recipe, variant: Variant) -> bool:
+    """The DiT variants that get the DiT suites' smoke test only (they share their class and
+    hooks with a sibling)."""
+    return recipe.hook == "joint" and not variant.suite and not variant.own_suite
 
 
 def comfyui_version() -> tuple[int, int, int]:
-    """The running ComfyUI's version (its comfyui_version.py), (0, 0, 0) where unknown."""
+    """The running ComfyUI's version (its comfyui_version.py, on sys.path once ComfyUI is
+    imported: conftest.import_comfy)."""
     try:
         import comfyui_version
-        return tuple(int(x) for x in comfyui_version.__version__.split(".")[:3])
-    except (ImportError, AttributeError, ValueError):
-        return (0, 0, 0)
+    except ImportError as error:
+        raise RuntimeError("ComfyUI is not on sys.path yet: import it first "
+                           "(tests/conftest.py import_comfy or import_pack)") from error
+    return tuple(int(x) for x in comfyui_version.__version__.split(".")[:3])
 
 
 def has_model_class(name: str) -> bool:

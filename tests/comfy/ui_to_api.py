@@ -9,6 +9,9 @@ front end rebuilds it from the node definitions. This module does the same from 
 * an input with ``control_after_generate`` or named ``seed`` / ``noise_seed`` owns two values,
   the number and the control mode ("fixed", "randomize", …), which the API format drops;
 * an ``image_upload``-style combo owns an extra value for its upload button;
+* a dynamic combo (``COMFY_DYNAMICCOMBO_V3``, ComfyUI 0.33+, e.g. SaveVideo's format) owns one
+  value, the chosen option's key, followed by the widgets of that option's own inputs, named
+  ``<combo>.<input>`` (recursively) as the API format names them; hidden inputs have no widget;
 * a widget input that was turned into a socket and linked takes its value from the link.
 
 Front-end-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are not sent: reroutes are
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 VIRTUAL_NODE_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 SEED_NAMES = {"seed", "noise_seed"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
@@ -54,13 +58,18 @@ def spec_options(spec: list) -> dict:
 def combo_choices(spec: list) -> Optional[list]:
     if isinstance(spec[0], list):
         return spec[0]
+    if spec[0] == DYNAMIC_COMBO:
+        return [option["key"] for option in spec_options(spec).get("options", [])]
     if spec[0] == "COMBO":
         return spec_options(spec).get("options", [])
     return None
 
 
 def is_widget(spec: list) -> bool:
-    return input_type(spec) in WIDGET_TYPES and not spec_options(spec).get("forceInput")
+    options = spec_options(spec)
+    if input_type(spec) == DYNAMIC_COMBO:
+        return not options.get("hidden")
+    return input_type(spec) in WIDGET_TYPES and not options.get("forceInput")
 
 
 def ordered_inputs(definition: dict) -> Iterator[tuple[str, list, bool]]:
@@ -86,19 +95,52 @@ def widget_slots(definition: dict) -> list[WidgetSlot]:
     return slots
 
 
-def widget_values(node: dict, definition: dict) -> dict[str, Any]:
-    """The node's widget values by input name; WorkflowError when the count does not fit."""
+def _option_definition(spec: list, key) -> Optional[dict]:
+    """The inputs of a dynamic combo's option ``key`` as a node definition, or None."""
+    for option in spec_options(spec).get("options", []):
+        if option["key"] == key:
+            return {"input": option.get("inputs", {})}
+    return None
+
+
+def widget_values_and_specs(node: dict, definition: dict) -> tuple[dict[str, Any], dict]:
+    """({input name: value}, {input name: spec}) of the node's widgets, dynamic combos'
+    chosen inputs included as ``<combo>.<input>``; WorkflowError when the count does not fit."""
     values = node.get("widgets_values") or []
     if isinstance(values, dict):
         raise WorkflowError(f"node {node['id']} ({node['type']}): widgets_values is a mapping; "
                             "only the list form is supported")
-    slots = widget_slots(definition)
-    expected = sum(s.count for s in slots)
-    if len(values) != expected:
-        names = ", ".join(f"{s.name}(+control)" if s.count == 2 else s.name for s in slots)
+    named, specs, position = {}, {}, 0
+
+    def walk(definition: dict, prefix: str) -> None:
+        nonlocal position
+        for slot in widget_slots(definition):
+            name = prefix + slot.name
+            if position + slot.count > len(values):
+                position += slot.count
+                continue
+            named[name], specs[name] = values[position], slot.spec
+            position += slot.count
+            if input_type(slot.spec) == DYNAMIC_COMBO:
+                chosen = _option_definition(slot.spec, named[name])
+                if chosen is None:
+                    raise WorkflowError(
+                        f"node {node['id']} ({node['type']}): {name}={named[name]!r} is not "
+                        f"among {combo_choices(slot.spec)}")
+                walk(chosen, name + ".")
+
+    walk(definition, "")
+    if len(values) != position:
+        names = ", ".join(f"{s.name}(+control)" if s.count == 2 else s.name
+                          for s in widget_slots(definition))
         raise WorkflowError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values "
-                            f"{values!r}, but its inputs need {expected}: {names}")
-    return {s.name: values[s.first] for s in slots}
+                            f"{values!r}, but its inputs need {position}: {names}")
+    return named, specs
+
+
+def widget_values(node: dict, definition: dict) -> dict[str, Any]:
+    """The node's widget values by input name; WorkflowError when the count does not fit."""
+    return widget_values_and_specs(node, definition)[0]
 
 
 class _Graph:
@@ -179,6 +221,9 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict[str, dict]:
             elif required:
                 raise WorkflowError(f"node {node_id} ({kind}): required input {name!r} "
                                     "is not connected")
+        for name, value in widgets.items():
+            if "." in name:  # a dynamic combo's chosen inputs
+                inputs[name] = value
         prompt[str(node_id)] = {"class_type": kind, "inputs": inputs,
                                 "_meta": {"title": node.get("title") or kind}}
     return prompt

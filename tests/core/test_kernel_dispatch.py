@@ -75,11 +75,15 @@ def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(back
     # Pretend the inputs qualify (no CUDA device here) to check the override logic alone.
     monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: None)
     q, k, v = _inputs()
-    # Until the kernel is validated on a GPU, "auto" keeps the PyTorch path (FUSED_BY_DEFAULT).
+    # FUSED_BY_DEFAULT off: "auto" keeps the PyTorch path.
     monkeypatch.setattr(kernels, "FUSED_BY_DEFAULT", False)
     assert kernels.select_backend(q, k, v, None, 1.5) is None
+    # On (the default): "auto" hands the call to the self-check (gag_core.kernels.selfcheck),
+    # which runs the kernel only once it agreed and was faster on this device.
     monkeypatch.setattr(kernels, "FUSED_BY_DEFAULT", True)
-    assert kernels.select_backend(q, k, v, None, 1.5) is fused_gag_attention
+    from gag_core.kernels.selfcheck import default_chooser
+    assert kernels.select_backend(q, k, v, None, 1.5) == default_chooser().run
+    # GAG_BACKEND=fused skips the check: the user's choice stands.
     backend_env("fused")
     assert kernels.select_backend(q, k, v, None, 1.5) is fused_gag_attention
     backend_env("torch")

@@ -6,7 +6,8 @@
 // a canvas widget that never serializes: saved workflows and queued prompts are unchanged.
 // Every front-end API used is feature-checked; a front end without one loses the plot only.
 
-import { guard, markDirty, nodeClass, registerOnce, warn } from "./gag_common.js";
+import { growToFit, guard, markDirty, nodeClass, registerOnce, warn } from "./gag_common.js";
+import { COLORS, addCanvasWidget, curve, dots, hlines, label, panel, panelBox } from "./gag_draw.js";
 
 const EXTENSION_NAME = "gag.comfyui.readout";
 const MESSAGE_TYPE = "gag.readout";
@@ -15,32 +16,16 @@ const PLOT_HEIGHT = 96;
 const MIN_WIDTH = 330;  // the summary's longest line fits without wrapping
 const TEXT_LINE = 20;   // px per line of progress text beyond the first
 
-const COLORS = {
-  panel: "rgba(0, 0, 0, 0.28)",
-  grid: "rgba(255, 255, 255, 0.10)",
-  text: "#c8c8c8",
-  dim: "#8a8a8a",
-  accent: "#4aa3ff",
-  spread: "rgba(74, 163, 255, 0.22)",
-  good: "rgba(90, 200, 120, 0.22)",
-  warning: "#f0b44c",
-};
-
 const times = (g) => (g < 2 ? `×${g.toFixed(2)}` : `×${g.toFixed(1)}`);
 
 function drawReadout(ctx, node, width, y, lowQuality) {
   const data = node.gagReadout;
   if (!data || !Array.isArray(data.steps)) return;
-  const x0 = 10, w0 = Math.max(40, width - 20), y0 = y + 2, h0 = PLOT_HEIGHT - 6;
+  const box = panelBox(width, y, PLOT_HEIGHT);
   ctx.save();
-  ctx.beginPath();
-  ctx.rect(x0, y0, w0, h0);
-  ctx.fillStyle = COLORS.panel;
-  ctx.fill();
-  ctx.font = "10px sans-serif";
-  ctx.textBaseline = "middle";
+  panel(ctx, box.x, box.y, box.w, box.h);
 
-  const left = x0 + 30, right = x0 + w0 - 8, top = y0 + 18, bottom = y0 + h0 - 14;
+  const left = box.x + 30, right = box.x + box.w - 8, top = box.y + 18, bottom = box.y + box.h - 14;
   const steps = data.steps;
   const total = Math.max(1, Number(data.total_steps) || steps.length);
   const hintGain = Number(data.hint_gain) || 3;
@@ -48,24 +33,15 @@ function drawReadout(ctx, node, width, y, lowQuality) {
   const highest = Math.max(hintGain * 1.15, ...steps.map((s) => s.p95));
   const px = (i) => left + (total > 1 ? i / (total - 1) : 0.5) * (right - left);
   const py = (g) => bottom - Math.max(0, (g - 1) / (highest - 1)) * (bottom - top);
-  node.gagReadoutPlot = { left, right, top, bottom, points: steps.map((s) => [px(s.step), py(s.median)]) };
+  const medians = steps.map((s) => [px(s.step), py(s.median)]);
+  node.gagReadoutPlot = { left, right, top, bottom, points: medians };
 
   if (good.length === 2) {  // the gain range that worked best in the digits study
     ctx.fillStyle = COLORS.good;
     ctx.fillRect(left, py(good[1]), right - left, py(good[0]) - py(good[1]));
   }
-  ctx.strokeStyle = COLORS.grid;
-  ctx.lineWidth = 1;
-  ctx.beginPath();
-  ctx.moveTo(left, py(1)); ctx.lineTo(right, py(1));
-  ctx.stroke();
-  ctx.save();
-  ctx.setLineDash?.([4, 3]);
-  ctx.strokeStyle = COLORS.warning;
-  ctx.beginPath();
-  ctx.moveTo(left, py(hintGain)); ctx.lineTo(right, py(hintGain));
-  ctx.stroke();
-  ctx.restore();
+  hlines(ctx, left, right, [py(1)]);
+  hlines(ctx, left, right, [py(hintGain)], { color: COLORS.warning, dash: [4, 3] });
 
   // p95 as bars above the median, the median as a line with dots.
   ctx.strokeStyle = COLORS.spread;
@@ -73,31 +49,17 @@ function drawReadout(ctx, node, width, y, lowQuality) {
   ctx.beginPath();
   for (const s of steps) { ctx.moveTo(px(s.step), py(s.median)); ctx.lineTo(px(s.step), py(s.p95)); }
   ctx.stroke();
-  ctx.strokeStyle = COLORS.accent;
-  ctx.fillStyle = COLORS.accent;
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  steps.forEach((s, i) => (i ? ctx.lineTo(px(s.step), py(s.median)) : ctx.moveTo(px(s.step), py(s.median))));
-  ctx.stroke();
-  for (const s of steps) {
-    ctx.beginPath();
-    ctx.arc(px(s.step), py(s.median), 2.5, 0, 2 * Math.PI);
-    ctx.fill();
-  }
+  curve(ctx, medians);
+  dots(ctx, medians);
 
   if (!lowQuality) {
     const median = Number(data.overall?.median);
-    ctx.textAlign = "left";
-    ctx.fillStyle = median >= hintGain ? COLORS.warning : COLORS.text;
-    ctx.fillText(`gain per step, median ${times(median)}`, x0 + 6, y0 + 9);
-    ctx.fillStyle = COLORS.dim;
-    ctx.textAlign = "right";
-    ctx.fillText("×1", left - 4, py(1));
-    ctx.fillText(times(hintGain), left - 4, py(hintGain));
-    ctx.textAlign = "left";
-    ctx.fillText("step 1", left, bottom + 8);
-    ctx.textAlign = "right";
-    if (total > 1) ctx.fillText(`${total}`, right, bottom + 8);
+    label(ctx, `gain per step, median ${times(median)}`, box.x + 6, box.y + 9,
+          { color: median >= hintGain ? COLORS.warning : COLORS.text });
+    label(ctx, "×1", left - 4, py(1), { color: COLORS.dim, align: "right" });
+    label(ctx, times(hintGain), left - 4, py(hintGain), { color: COLORS.dim, align: "right" });
+    label(ctx, "step 1", left, bottom + 8, { color: COLORS.dim });
+    if (total > 1) label(ctx, `${total}`, right, bottom + 8, { color: COLORS.dim, align: "right" });
   }
   ctx.restore();
 }
@@ -105,21 +67,15 @@ function drawReadout(ctx, node, width, y, lowQuality) {
 function addPlot(node) {
   const existing = (node.widgets ?? []).find((w) => w && w.name === "gag_readout_plot");
   if (existing) return existing;
-  const widget = {
+  return addCanvasWidget(node, {
     name: "gag_readout_plot",
     type: "gag_readout",
-    value: "",
-    serialize: false,
-    options: { serialize: false, canvasOnly: true },
-    computeSize(width) {
-      return [width ?? node.size?.[0] ?? 240, PLOT_HEIGHT];
-    },
-    draw: guard("readout plot", function (ctx, n, width, y, _H, lowQuality) {
+    height: PLOT_HEIGHT,
+    draw(ctx, n, width, y, lowQuality) {
       drawReadout(ctx, n, width, y, lowQuality);
-    }, "the readout plot"),
-  };
-  node.addCustomWidget(widget);
-  return widget;
+    },
+    what: "the readout plot",
+  });
 }
 
 function onReadout(app, detail) {
@@ -130,17 +86,10 @@ function onReadout(app, detail) {
   node.gagReadout = detail;  // read by tests/comfy/test_readout_server.py; not serialized
   if (typeof node.addCustomWidget !== "function") return;
   addPlot(node);
-  try {
-    // Grow (never shrink) to fit the plot and the progress text the front end added above it.
-    const size = typeof node.computeSize === "function" ? node.computeSize() : null;
-    if (size && node.size && typeof node.setSize === "function") {
-      const width = Math.max(node.size[0], MIN_WIDTH);
-      // The progress text box takes the height left over; its minimum shows about one line.
-      const lines = String(node.gagReadout.text ?? "").split("\n").length;
-      const height = Math.max(node.size[1], size[1] + TEXT_LINE * Math.max(0, lines - 1));
-      if (width !== node.size[0] || height !== node.size[1]) node.setSize([width, height]);
-    }
-  } catch (_) { /* size is cosmetic */ }
+  // Fit the plot and the progress text the front end added above it; that text box takes the
+  // height left over, and its minimum shows about one line.
+  const lines = String(node.gagReadout.text ?? "").split("\n").length;
+  growToFit(node, { minWidth: MIN_WIDTH, extraHeight: TEXT_LINE * Math.max(0, lines - 1) });
   markDirty(node);
 }
 

@@ -7,7 +7,8 @@ usage: python workflows/tools/build_workflows.py --object-info 0.3.64=OI_OLD.jso
 Each OBJECT_INFO.json is a dump of GET /object_info from a ComfyUI server of that version with
 this pack installed (e.g. one started by tests/comfy/comfy_server.py). Each workflow is built
 from the dump of the oldest ComfyUI that has all its nodes (``WORKFLOWS[...]["comfyui"]``): the
-FLUX.2 Klein and Z-Image Turbo ones are built from 0.33.0's (the ComfyUI that runs those models), the others from 0.3.64's. What the workflows say (prompts, model
+FLUX.2 Klein, Z-Image Turbo and Wan 2.2 video ones are built from 0.33.0's (the ComfyUI that runs
+those models, and whose CreateVideo and SaveVideo widgets they carry), the others from 0.3.64's. What the workflows say (prompts, model
 files, notes, titles) is in workflow_data.py; this file wires and draws the graphs. Edit these
 rather than the JSON, then re-run the workflow tests.
 """
@@ -23,16 +24,22 @@ from workflow_data import (CLIP_L, DMD2_LORA, FLUX2_KLEIN, FLUX2_KLEIN_TE, FLUX2
                            NOTE_HYPER, NOTE_QWEN, NOTE_SDXL, PROMPT_DIT, PROMPT_SDXL, QWEN_MODEL,
                            QWEN_TE, QWEN_VAE, SDXL_CKPT, T5XXL, TITLES, NOTE_ZIMAGE_TURBO,
                            ZIMAGE_MODEL, ZIMAGE_TE, ZIMAGE_VAE)
+from workflow_data import (NEGATIVE_WAN, NOTE_WAN22_T2V_LIGHTNING, NOTE_WAN22_TI2V,
+                           PROMPT_VIDEO, WAN21_VAE, WAN22_LIGHTNING_HIGH, WAN22_LIGHTNING_LOW,
+                           WAN22_T2V_HIGH, WAN22_T2V_LOW, WAN22_TI2V, WAN22_VAE, WAN_UMT5)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACK_VERSION = tomllib.load(open(REPO_ROOT / "pyproject.toml", "rb"))["project"]["version"]
 GAG_TYPES = {"GAGModelPatch", "GAGLayers", "GAGSparsity", "GAGSchedule"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # ComfyUI 0.33+: a combo whose option adds widgets
 
 
 def is_widget(spec):
     kind = "COMBO" if isinstance(spec[0], list) else spec[0]
     opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if kind == DYNAMIC_COMBO:
+        return not opts.get("hidden")
     return kind in WIDGET_TYPES and not opts.get("forceInput")
 
 
@@ -56,7 +63,8 @@ class Workflow:
             for section in ("required", "optional"):
                 for name in d["input_order"].get(section, []):
                     spec = d["input"][section][name]
-                    if not is_widget(spec):
+                    hidden = len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("hidden")
+                    if not is_widget(spec) and not hidden:
                         node["inputs"].append({"name": name, "type": spec[0], "link": None})
             for i, (t, n) in enumerate(zip(d["output"], d["output_name"])):
                 node["outputs"].append({"name": n, "type": t, "links": []})
@@ -314,6 +322,110 @@ def zimage_loaders(wf):
     return {"model": (shift, 0), "clip": (c, 0), "vae": (v, 0)}
 
 
+# --- video ----------------------------------------------------------------------------------
+
+def build_video(name, object_info, *, comfyui, experts, shift, vae, sampling, latent, note,
+                fps, prefix):
+    """A/B video workflow in the shape of ComfyUI's Wan templates.
+
+    experts: [(diffusion model file, LoRA file or None, title)], sampled one after another with
+    KSamplerAdvanced over an even split of the steps (Wan 2.2 A14B: high-noise, then low-noise
+    expert), or with one KSampler for a single model; branch B patches every expert with its
+    own GAG Model Patch fed by the same GAG Layers, Sparsity and Schedule nodes.
+    sampling = (sampler_name, scheduler, steps, cfg); latent = (node type, width, height,
+    length); the video is decoded, made into a video at ``fps`` (CreateVideo) and saved with
+    the core Save Video node."""
+    wf = Workflow(name, object_info, comfyui)
+    wf.node("Note", (-520, -60), (480, 1180), [unwrap(note)],
+            title="Read me: models, settings, what to change", color=NOTE)
+    models = []
+    for i, (unet, lora, title) in enumerate(experts):
+        y = -40 + 330 * i
+        m = wf.node("UNETLoader", (0, y), (330, 82), [unet["name"], "default"], models=[unet],
+                    title=title)
+        source = (m, 0)
+        if lora:
+            lo = wf.node("LoraLoaderModelOnly", (0, y + 110), (330, 82), [lora["name"], 1.0],
+                         models=[lora], title=f"{title}: lightning LoRA")
+            wf.link(m, 0, lo, "model")
+            source = (lo, 0)
+        s = wf.node("ModelSamplingSD3", (0, y + 220), (330, 58), [shift], title="Flow shift")
+        wf.link(*source, s, "model")
+        models.append((s, 0))
+    y = -40 + 330 * len(experts)
+    clip = wf.node("CLIPLoader", (0, y), (330, 106), [WAN_UMT5["name"], "wan", "default"],
+                   models=[WAN_UMT5])
+    vae_node = wf.node("VAELoader", (0, y + 150), (330, 58), [vae["name"]], models=[vae])
+    pos = wf.node("CLIPTextEncode", (380, -40), (440, 200), [PROMPT_VIDEO], title="Prompt",
+                  color=GREEN)
+    neg = wf.node("CLIPTextEncode", (380, 210), (440, 160), [NEGATIVE_WAN],
+                  title="Negative prompt", color=RED)
+    wf.link(clip, 0, pos, "clip")
+    wf.link(clip, 0, neg, "clip")
+    latent_kind, width, height, length = latent
+    lat = wf.node(latent_kind, (380, 460), (330, 130), [width, height, length, 1],
+                  title="Video size and length")
+    if latent_kind == "Wan22ImageToVideoLatent":
+        wf.link(vae_node, 0, lat, "vae")
+
+    layers = wf.node("GAGLayers", (880, 560), (300, 440), ["paper", "", "auto"], color=GAG)
+    sparsity = wf.node("GAGSparsity", (880, 1050), (300, 58), [1.5], color=GAG)
+    schedule = wf.node("GAGSchedule", (880, 1158), (300, 250), [0.0, 1.0, "constant"], color=GAG)
+    patched = []
+    for i, model in enumerate(models):
+        patch = wf.node("GAGModelPatch", (1220, 760 + 200 * i), (300, 150),
+                        [GAG_PAPER["scale"], GAG_PAPER["eta"], GAG_PAPER["zeta"]], color=GAG,
+                        title="GAG Model Patch" + (f" ({experts[i][2]})" if len(models) > 1
+                                                   else ""))
+        wf.link(*model, patch, "model")
+        wf.link(layers, 0, patch, "layers")
+        wf.link(sparsity, 0, patch, "sparsity")
+        wf.link(schedule, 0, patch, "schedule")
+        patched.append((patch, 0))
+
+    sampler_name, scheduler, steps, cfg = sampling
+    seed = 20250101
+    split = [round(steps * i / len(models)) for i in range(len(models) + 1)]
+    for label, branch_models, y in (("A", models, -40), ("B", patched, 560)):
+        current = (lat, 0)
+        for i, model in enumerate(branch_models):
+            x = 1560 + 320 * i
+            if len(branch_models) == 1:
+                ks = wf.node("KSampler", (x, y), (300, 262),
+                             [seed, "fixed", steps, cfg, sampler_name, scheduler, 1.0],
+                             title=f"Sample {label}")
+            else:
+                last = i == len(branch_models) - 1
+                ks = wf.node("KSamplerAdvanced", (x, y), (300, 334),
+                             ["enable" if i == 0 else "disable", seed if i == 0 else 0, "fixed",
+                              steps, cfg, sampler_name, scheduler, split[i],
+                              10000 if last else split[i + 1],
+                              "disable" if last else "enable"],
+                             title=f"Sample {label}: {experts[i][2]} (steps "
+                                   f"{split[i]}–{split[i + 1]})")
+            wf.link(*model, ks, "model")
+            wf.link(pos, 0, ks, "positive")
+            wf.link(neg, 0, ks, "negative")
+            wf.link(*current, ks, "latent_image")
+            current = (ks, 0)
+        x = 1560 + 320 * len(branch_models)
+        decode = wf.node("VAEDecode", (x, y), (260, 46), [], title=f"Decode {label}")
+        wf.link(*current, decode, "samples")
+        wf.link(vae_node, 0, decode, "vae")
+        video = wf.node("CreateVideo", (x, y + 90), (260, 82), [fps, 8],
+                        title=f"Frames to video {label}")
+        wf.link(decode, 0, video, "images")
+        what = "without GAG" if label == "A" else "with GAG"
+        save = wf.node("SaveVideo", (x + 300, y), (460, 400),
+                       [f"GAG/{prefix}_{label}_{what.replace(' ', '_')}", "auto", "auto"],
+                       title=f"{label}: {what}")
+        wf.link(video, 0, save, "video")
+    right = 1560 + 320 * len(models) + 780
+    wf.group("A: without GAG", [1540, -120, right - 1540, 580], "#3f789e")
+    wf.group("B: with GAG (same seed, prompt and sampler)", [860, 480, right - 860, 978], "#8A8")
+    return wf.finish()
+
+
 # name -> how build() wires it; "comfyui": the oldest ComfyUI with all its nodes (its
 # /object_info dump builds the workflow)
 WORKFLOWS = {
@@ -351,6 +463,22 @@ WORKFLOWS = {
 }
 for _spec in WORKFLOWS.values():
     _spec.setdefault("comfyui", "0.3.64")
+
+# Video workflows (build_video): CreateVideo's bit depth and SaveVideo's format are 0.33's.
+VIDEO_WORKFLOWS = {
+    "gag_wan22_t2v_lightning_4step": dict(
+        comfyui="0.33.0",
+        experts=[(WAN22_T2V_HIGH, WAN22_LIGHTNING_HIGH, "high-noise expert"),
+                 (WAN22_T2V_LOW, WAN22_LIGHTNING_LOW, "low-noise expert")],
+        shift=5.0, vae=WAN21_VAE, sampling=("euler", "simple", 4, 1.0),
+        latent=("EmptyHunyuanLatentVideo", 832, 480, 81), note=NOTE_WAN22_T2V_LIGHTNING, fps=16.0,
+        prefix="wan22_t2v"),
+    "gag_wan22_ti2v_5b": dict(
+        comfyui="0.33.0", experts=[(WAN22_TI2V, None, "Wan 2.2 TI2V 5B")], shift=8.0,
+        vae=WAN22_VAE, sampling=("uni_pc", "simple", 20, 5.0),
+        latent=("Wan22ImageToVideoLatent", 1280, 704, 121), note=NOTE_WAN22_TI2V, fps=24.0,
+        prefix="wan22_ti2v"),
+}
 
 
 # --- thumbnails: a drawing of the graph itself (no sample images) ----------------------------
@@ -427,11 +555,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     dumps = dict(item.split("=", 1) for item in args.object_info)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, spec in WORKFLOWS.items():
+    for name, spec in list(WORKFLOWS.items()) + list(VIDEO_WORKFLOWS.items()):
         if spec["comfyui"] not in dumps:
             parser.error(f"{name} needs --object-info {spec['comfyui']}=<dump of that ComfyUI>")
         object_info = json.loads(Path(dumps[spec["comfyui"]]).read_text(encoding="utf-8"))
-        wf = build(name, object_info, **spec)
+        wf = (build_video if name in VIDEO_WORKFLOWS else build)(name, object_info, **spec)
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
         render(wf, TITLES[name], args.out / f"{name}.jpg")

@@ -318,6 +318,112 @@ WHAT TO LOOK FOR
 Few-step distilled models tend to drop prompt details; B should keep more of them (the three
 mushrooms, the sign's text) at the same 8 steps."""
 
+# --- video (Wan 2.2) ----------------------------------------------------------------------
+
+WAN22_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+WAN22_T2V_HIGH = model("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                       WAN22_REPO + "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                       "diffusion_models")
+WAN22_T2V_LOW = model("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+                      WAN22_REPO + "diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+                      "diffusion_models")
+WAN22_LIGHTNING_HIGH = model(
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+    WAN22_REPO + "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", "loras")
+WAN22_LIGHTNING_LOW = model(
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+    WAN22_REPO + "loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", "loras")
+WAN22_TI2V = model("wan2.2_ti2v_5B_fp16.safetensors",
+                   WAN22_REPO + "diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+                   "diffusion_models")
+WAN_UMT5 = model("umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                 "Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/"
+                 "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders")
+WAN21_VAE = model("wan_2.1_vae.safetensors", WAN22_REPO + "vae/wan_2.1_vae.safetensors", "vae")
+WAN22_VAE = model("wan2.2_vae.safetensors", WAN22_REPO + "vae/wan2.2_vae.safetensors", "vae")
+
+PROMPT_VIDEO = ("a red fox trots along a moss-covered log in a misty pine forest at dawn, stops, "
+                "turns its head towards the camera and sits down beside three red mushrooms; "
+                "soft golden light through the trees, slow camera push-in, detailed fur")
+# Wan's own default negative prompt (ComfyUI's Wan templates): at CFG 1 it is not used.
+NEGATIVE_WAN = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+                "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+                "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+
+VIDEO_GAG_TEXT = """\
+GAG Model Patch: scale (λ) 10, eta (η) 15, zeta (ζ) 0 — the paper's defaults. GAG Layers
+'paper' = the text cross-attention of every transformer block ({layers}): GAG guides how the
+video tokens retrieve the prompt's tokens, and leaves the blocks' self-attention alone. GAG
+Sparsity α 1.5 and GAG Schedule 0→1 constant are the defaults (same as leaving them
+unconnected)."""
+
+NOTE_WAN22_T2V_LIGHTNING = f"""GAG A/B — Wan 2.2 T2V A14B with the 4-step lightning LoRA, CFG 1
+
+A (top) samples plain Wan 2.2; B (bottom) the same two models each through GAG Model Patch.
+Both share seed, sampler, steps, split point, prompts and latent, so any difference between the
+two videos comes from GAG alone. Outputs: output/GAG/wan22_t2v_A_… and …_B_… (MP4).
+Needs a ComfyUI with Wan 2.2 (GAG checked on 0.33.0).
+
+MODEL FILES (ComfyUI's repackaging: Comfy-Org/Wan_2.2_ComfyUI_Repackaged, split_files/…)
+• models/diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors (high-noise expert)
+• models/diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors (low-noise expert)
+• models/loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors and
+  wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors (the lightx2v 4-step LoRAs)
+• models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged)
+• models/vae/wan_2.1_vae.safetensors
+
+SETTINGS AND WHY
+• Two experts: Wan 2.2 A14B runs its high-noise model for the first half of the steps and its
+  low-noise model for the rest (two KSamplerAdvanced per branch, split at step 2 of 4). GAG must
+  patch BOTH models: one GAG Model Patch per expert, fed by the same GAG Layers, Sparsity and
+  Schedule nodes.
+• 4 steps, euler, simple, CFG 1, flow shift 5 (ModelSamplingSD3), LoRAs at 1.0: the settings of
+  ComfyUI's Wan 2.2 lightning template. At CFG 1 there is no negative pass, so these users have
+  no guidance at all; GAG adds it inside the attention without a second model pass.
+• 832×480, 81 frames at 16 fps (5 s): Wan's 480p size. That is 32,760 video tokens per attention;
+  GAG works through them in bounded chunks.
+• {VIDEO_GAG_TEXT.format(layers="40 blocks in each expert")}
+
+WHAT TO CHANGE FIRST
+1. GAG Model Patch → scale, on BOTH patches: lower it (5–8) if B looks oversaturated or jittery,
+   raise it (12–15) if A and B look the same.
+2. GAG Schedule → end_percent 0.5 guides only the high-noise expert's steps (layout and motion).
+3. Prompt and seed (change the seed on BOTH high-noise samplers, A and B).
+
+WHAT TO LOOK FOR
+Lightning LoRAs tend to drop prompt details and flatten motion; B should keep more of the
+prompt (the three mushrooms, the fox sitting down) at the same 4 steps and cost per step."""
+
+NOTE_WAN22_TI2V = f"""GAG A/B — Wan 2.2 TI2V 5B (text to video, CFG 5)
+
+A (top) samples plain Wan 2.2 TI2V 5B; B (bottom) the same model through GAG Model Patch. Both
+share seed, sampler, steps, prompts and latent. Outputs: output/GAG/wan22_ti2v_A_… and …_B_…
+(MP4). Needs a ComfyUI with Wan 2.2 (GAG checked on 0.33.0).
+
+MODEL FILES (Comfy-Org/Wan_2.2_ComfyUI_Repackaged, split_files/…)
+• models/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors
+• models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged)
+• models/vae/wan2.2_vae.safetensors (the Wan 2.2 VAE: 48 channels, 16× down-scaling)
+
+SETTINGS AND WHY
+• 20 steps, uni_pc, simple, CFG 5, flow shift 8 (ModelSamplingSD3), 1280×704, 121 frames at
+  24 fps: the settings of ComfyUI's Wan 2.2 5B template. GAG adds no model pass and stacks on
+  CFG (KSampler's CFG is shared by A and B here, so it stays a fair comparison).
+• Wan22ImageToVideoLatent without a start image is text to video; connect a Load Image to its
+  start_image for image to video.
+• {VIDEO_GAG_TEXT.format(layers="all 30 blocks")}
+
+WHAT TO CHANGE FIRST
+1. GAG Model Patch → scale: lower it (5–8) if B looks oversaturated, raise it if A and B look
+   the same.
+2. CFG: change it in BOTH KSampler nodes; at CFG 1 (faster, no negative pass) GAG is the only
+   guidance.
+3. Prompt and seed (in both KSamplers).
+
+WHAT TO LOOK FOR
+B should follow the prompt more closely (the three mushrooms, the fox sitting down) with crisper
+structure than A."""
+
 TITLES = {
     "gag_sdxl_base_cfg": "SDXL base 1.0 · CFG 6 · 30 steps",
     "gag_hyper_sdxl_8step": "Hyper-SDXL 8-step LoRA · no CFG",
@@ -327,4 +433,6 @@ TITLES = {
     "gag_qwen_image": "Qwen-Image · CFG 2.5 · 20 steps",
     "gag_flux2_klein_4step": "FLUX.2 [klein] 4B · 4 steps · CFG 1",
     "gag_z_image_turbo": "Z-Image Turbo · 8 steps · CFG 1",
+    "gag_wan22_t2v_lightning_4step": "Wan 2.2 T2V 14B · lightning 4 steps · CFG 1",
+    "gag_wan22_ti2v_5b": "Wan 2.2 TI2V 5B · CFG 5 · 20 steps",
 }

@@ -6,7 +6,8 @@ bundled workflow, convert it to API format and swap these in for the nodes that 
 multi-gigabyte files:
 
     CheckpointLoaderSimple  -> GAGTestTinyCheckpoint     (tiny SDXL UNet, CLIP stand-in, tiny VAE)
-    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / FLUX.2 / Qwen-Image / Z-Image DiT)
+    UNETLoader              -> GAGTestTinyDiffusionModel (tiny FLUX.1 / FLUX.2 / Qwen-Image / Z-Image /
+                                                          Wan DiT)
     DualCLIPLoader, CLIPLoader -> GAGTestTinyTextEncoderLoader (CLIP stand-in)
     VAELoader               -> GAGTestTinyVAE             (real AutoencoderKL code, tiny widths)
     LoraLoaderModelOnly     -> GAGTestTinyLora            (a random low-rank weight patch)
@@ -15,8 +16,9 @@ multi-gigabyte files:
 Each stand-in takes the same inputs as the node it replaces (plus a ``family`` where the real
 node infers it from the file), so the graph keeps its links and widget values. Everything else
 in the workflow (samplers, schedulers, FluxGuidance, ModelSampling*, latent nodes, VAEDecode,
-SaveImage and the GAG nodes) runs as shipped. Models are built with the builders in
-tests/comfy/tiny_models.py, so they are the same tiny models the in-process tests use.
+SaveImage and the GAG nodes) runs as shipped. Models are built by the recipes of the tests'
+family registry (tests/comfy/tiny_families.py; ``family`` takes its ids), so they are the same
+tiny models the in-process tests use.
 """
 
 from __future__ import annotations
@@ -31,40 +33,32 @@ _TESTS_COMFY = Path(__file__).resolve().parent.parent  # this folder is linked, 
 if str(_TESTS_COMFY) not in sys.path:
     sys.path.insert(0, str(_TESTS_COMFY))
 
-import tiny_models  # noqa: E402
+import tiny_families  # noqa: E402
 
 CATEGORY = "_gag_test"
 
 
 class _Family:
-    def __init__(self, build, conditioning, latent_channels, video_latents=False, downscale=8):
-        self.build = build                  # seed -> ModelPatcher
-        self.conditioning = conditioning    # seed -> [[cond, extras]]
-        self.latent_channels = latent_channels
-        self.video_latents = video_latents  # samples (batch, channels, frames, h, w)
-        self.downscale = downscale          # image pixels per latent pixel
+    """One tiny model of the tests' family registry (tests/comfy/tiny_families.py), as the
+    stand-ins serve it."""
+
+    def __init__(self, key):
+        _, variant = tiny_families.find(key)
+        self.build = variant.make                  # seed -> ModelPatcher
+        self.conditioning = variant.conditioning   # seed= -> [[cond, extras]]
+        shape = variant.latent(1, 8)
+        self.latent_channels = shape[1]
+        self.video_latents = len(shape) == 5       # samples (batch, channels, frames, h, w)
+        self.downscale = variant.downscale         # image pixels per latent pixel
+        # Video families (their own suite): the stand-in VAE decodes every latent frame, and
+        # different model files give different models (Wan 2.2's high- and low-noise experts).
+        self.frames = self.seed_by_file = bool(variant.own_suite)
 
 
-def _recipe(key):
-    """A tiny model of the tests' family registry (tiny_families), imported when first used."""
-    import tiny_families
-    return tiny_families.find(key)[1]
-
-
-FAMILIES = {
-    "sdxl": _Family(tiny_models.tiny_sdxl, tiny_models.sdxl_conditioning, 4),
-    "flux": _Family(tiny_models.tiny_flux, tiny_models.flux_conditioning, 16),
-    "flux_schnell": _Family(lambda seed: tiny_models.tiny_flux(seed, schnell=True),
-                            tiny_models.flux_conditioning, 16),
-    "qwen_image": _Family(tiny_models.tiny_qwen_image, tiny_models.qwen_image_conditioning, 16,
-                          video_latents=True),
-    "zimage": _Family(lambda seed=0: _recipe("zimage").make(seed),
-                      lambda seed=1: _recipe("zimage").conditioning(seed=seed), 16),
-    # FLUX.2 (ComfyUI releases that have it): 128-channel latents at 1/16 scale
-    "flux2": _Family(tiny_models.tiny_flux2, tiny_models.flux2_conditioning, 128, downscale=16),
-    "flux2_klein": _Family(tiny_models.tiny_flux2_klein, tiny_models.flux2_klein_conditioning,
-                           128, downscale=16),
-}
+# registry id ("unet-sdxl", "flux2-klein", "zimage", "wan") → the family the stand-ins build
+FAMILIES = {key: _Family(key) for key in tiny_families.keys()}
+DEFAULT_CHECKPOINT = "unet-sdxl"
+DEFAULT_DIFFUSION_MODEL = "flux-dev"
 
 
 class TinyTextEncoder:
@@ -83,7 +77,7 @@ class TinyTextEncoder:
 
 
 def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0,
-             downscale: int = 8):
+             downscale: int = 8, frames: bool = False):
     """A real comfy.sd.VAE (AutoencoderKL, ``downscale``× down/up-scaling: 8, or 16 for FLUX.2's
     latents) with 32-wide layers and random weights, so VAEDecode runs its normal code path in a
     fraction of a second."""
@@ -106,7 +100,10 @@ def tiny_vae(latent_channels: int, video_latents: bool = False, seed: int = 0,
             state[name] = torch.ones(p.shape)
         else:
             state[name] = torch.zeros(p.shape)
-    vae_class = _single_frame_vae_class() if video_latents else comfy.sd.VAE
+    if frames:
+        vae_class = _framewise_vae_class()
+    else:
+        vae_class = _single_frame_vae_class() if video_latents else comfy.sd.VAE
     return vae_class(sd=state, config={"params": config})
 
 
@@ -125,8 +122,30 @@ def _single_frame_vae_class():
     return SingleFrameVAE
 
 
-def _family_input():
-    return (list(FAMILIES), {"default": "sdxl"})
+def _framewise_vae_class():
+    import comfy.sd
+
+    class FramewiseVAE(comfy.sd.VAE):
+        """Stands in for a video VAE (Wan's): decodes each frame of a (batch, channels, frames,
+        h, w) latent as an image, so VAEDecode gives (batch·frames, H, W, 3), one image per
+        latent frame (the real VAE also upsamples time 4×)."""
+
+        def decode(self, samples_in, *args, **kwargs):
+            if samples_in.dim() == 5:
+                b, c, f, h, w = samples_in.shape
+                samples_in = samples_in.movedim(2, 1).reshape(b * f, c, h, w)
+            return super().decode(samples_in, *args, **kwargs)
+
+    return FramewiseVAE
+
+
+def _vae_of(spec):
+    return tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale,
+                    frames=spec.frames)
+
+
+def _family_input(default):
+    return (list(FAMILIES), {"default": default})
 
 
 def _any_string():
@@ -137,30 +156,33 @@ class GAGTestTinyCheckpoint:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_CHECKPOINT)}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, ckpt_name, family="sdxl"):
+    def load(self, ckpt_name, family=DEFAULT_CHECKPOINT):
         spec = FAMILIES[family]
-        return (spec.build(0), TinyTextEncoder(family),
-                tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale))
+        return (spec.build(0), TinyTextEncoder(family), _vae_of(spec))
 
 
 class GAGTestTinyDiffusionModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"unet_name": _any_string(), "weight_dtype": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, unet_name, weight_dtype, family="flux"):
-        return (FAMILIES[family].build(0),)
+    def load(self, unet_name, weight_dtype, family=DEFAULT_DIFFUSION_MODEL):
+        spec = FAMILIES[family]
+        seed = 0
+        if spec.seed_by_file:
+            seed = int.from_bytes(hashlib.sha256(unet_name.encode()).digest()[:4], "little")
+        return (spec.build(seed),)
 
 
 class GAGTestTinyTextEncoderLoader:
@@ -169,13 +191,13 @@ class GAGTestTinyTextEncoderLoader:
         return {"required": {"type": _any_string()},
                 "optional": {"clip_name": _any_string(), "clip_name1": _any_string(),
                              "clip_name2": _any_string(), "device": _any_string(),
-                             "family": _family_input()}}
+                             "family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, type, family="flux", **file_names):
+    def load(self, type, family=DEFAULT_DIFFUSION_MODEL, **file_names):
         return (TinyTextEncoder(family),)
 
 
@@ -183,15 +205,14 @@ class GAGTestTinyVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae_name": _any_string()},
-                "optional": {"family": _family_input()}}
+                "optional": {"family": _family_input(DEFAULT_DIFFUSION_MODEL)}}
 
     RETURN_TYPES = ("VAE",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, vae_name, family="flux"):
-        spec = FAMILIES[family]
-        return (tiny_vae(spec.latent_channels, spec.video_latents, downscale=spec.downscale),)
+    def load(self, vae_name, family=DEFAULT_DIFFUSION_MODEL):
+        return (_vae_of(FAMILIES[family]),)
 
 
 class GAGTestTinyLora:

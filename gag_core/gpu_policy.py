@@ -1,0 +1,430 @@
+"""The PyTorch path's GPU policy: GAG with no host synchronisation and few kernel launches.
+
+On a GPU every device-to-host read (``.item()``, ``int(tensor)``, ``nonzero``, boolean
+indexing) stalls the launch queue, and every small kernel costs a launch (~4 µs). The CPU
+policy (gag_core.attention, gag_core.sparse) is built for a CPU instead: Newton's method until
+each row converges, compaction of the rows still pending, cache-sized chunks. This module is
+the same math for a GPU:
+
+* **no data-dependent control flow**: the threshold comes from a fixed schedule (below), masked
+  rows and NaN rows are handled by ``torch.where``/clamps, never by a branch on their values;
+* **half-precision matmuls**: q·kᵀ and P·V run on the input's float16/bfloat16 operands with
+  float32 accumulation and output (``torch.bmm(..., out_dtype=float32)`` on CUDA; on other
+  devices the operands are widened first, which gives the same products); the probabilities
+  are rounded to the input dtype for P·V, as flash attention does;
+* **one P·V for both maps**: dense and sparse probabilities share one (R, Lq, 2, Lk) buffer and
+  one matmul against V padded with a column of ones, which returns both numerators and both
+  normalisers; for ζ = 0 (the paper's setting) a 2 × 2 Gram matrix per row (one more batched
+  matmul) gives the two dot products the rule needs, and the output is one per-row factor
+  times the sparse numerator (``_zeta_zero_coefficient``); ζ > 0 takes the rule on the
+  normalised retrievals (``_general_rule``);
+* **chunks sized for the device's memory** (``device_chunk_bytes``), not for a CPU cache.
+
+The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection of
+``sparse.entmax_bisect``). With gaps g = s − max s and the threshold θ in score units
+(p ∝ [g − θ]_+^{1/(α−1)}):
+
+1. *Top-k closed form.* The k largest gaps g_(1) ≥ … ≥ g_(k) (one ``topk``) give, for each j,
+   the root θ_j of Σ_{i≤j} (g_(i) − θ)^{1/(α−1)} = (α−1)^{−1/(α−1)} on the j largest. Then
+   θ_k = max_j min(θ_j, g_(j)) is a lower bound of the exact θ*, and equal to it whenever the
+   support has at most k entries (for j ≤ j* the θ_j are lower bounds and θ_{j*} = θ*; for
+   j > j* min(θ_j, g_(j)) ≤ g_(j) ≤ θ*; a NaN θ_j, from a negative discriminant, is dropped by
+   ``fmin``). Rows of at most 256 keys take k = Lk: the result is exact, no refinement runs.
+2. *Refinement* (longer rows, k = 64): a fixed number of rounds over the full rows, each a
+   quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
+   are the support: flat rows finish in one round) followed by one Newton step back from the
+   right (a lower bound again). One round for Lk ≤ 1024, two beyond (α = 2: Michelot steps,
+   one more round each). Rows already exact stay put to rounding.
+   tests/core/test_gpu_policy.py holds the schedule to the float64 reference
+   on random, flat, two-level and masked rows; bench/cost_model.py prices it.
+
+The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
+ulp off changes no output beyond rounding.
+
+Range: the Gram products are float32. For float16 inputs they can neither overflow nor
+underflow (retrievals are sums of exact products of float16 values, below 4·Lk·65504 in size
+and multiples of 2⁻⁴⁸); for bfloat16 and float32 inputs, values beyond about 1e18 in size
+would overflow them (the CPU policy's rescaled rule covers that range).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+__all__ = ["ENV_VAR", "torch_policy", "policy_override", "gpu_pair_numerators", "gpu_gag",
+           "gpu_correction", "gpu_dense_sparse", "device_chunk_bytes", "candidate_count",
+           "refine_rounds", "SHORT_ROWS", "LONG_ROW_CANDIDATES"]
+
+ENV_VAR = "GAG_TORCH_POLICY"
+_POLICIES = ("auto", "gpu", "cpu")
+_HALF = (torch.float16, torch.bfloat16)
+
+# Rows up to this many keys are solved exactly from their full sorted row (SDXL: 77–231).
+SHORT_ROWS = 256
+# Candidates of a longer row: supports of random rows at logit std ≥ 1 stay below ~60 keys.
+LONG_ROW_CANDIDATES = 64
+# Devices whose bmm takes out_dtype (half operands, float32 output). "meta" is how the cost
+# model traces a GPU call without a GPU.
+_OUT_DTYPE_DEVICES = ("cuda", "meta")
+# Fraction of the device's memory one query chunk may use.
+_DEVICE_MEMORY_FRACTION = 8
+_FALLBACK_CHUNK_BYTES = 2**30
+# Bytes per score element at peak: float32 scores, the two-map probability buffer (2 values
+# in the operand dtype), one float32 work row of the refinement, topk and Gram are small.
+_WORK_BYTES_PER_SCORE = {torch.float16: 4 + 4 + 4, torch.bfloat16: 4 + 4 + 4,
+                         torch.float32: 4 + 8 + 4, torch.float64: 8 + 16 + 8}
+# Normalisers of live rows are ≥ 1 (dense: the maximum's exp(0)) or ≈ (α−1)^{−1/(α−1)}
+# (sparse); this floor only keeps fully masked rows (normaliser 0) finite.
+_NORMALISER_FLOOR = 2.0 ** -60
+
+
+def policy_override() -> str:
+    """The GAG_TORCH_POLICY setting: 'auto', 'gpu' or 'cpu'; ValueError for other values."""
+    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if value not in _POLICIES:
+        raise ValueError(f"environment variable {ENV_VAR} must be one of {', '.join(_POLICIES)} "
+                         f"(or unset); got {os.environ.get(ENV_VAR)!r}")
+    return value
+
+
+def torch_policy(device: torch.device) -> str:
+    """'gpu' or 'cpu': which policy the PyTorch path uses for tensors on ``device``.
+
+    GAG_TORCH_POLICY=gpu or cpu forces one everywhere; auto (the default) takes the GPU policy
+    on every device but the CPU (CUDA, ROCm, MPS, XPU; "meta" when the cost model traces)."""
+    value = policy_override()
+    if value != "auto":
+        return value
+    return "cpu" if torch.device(device).type == "cpu" else "gpu"
+
+
+_device_budget: dict = {}
+
+
+def device_chunk_bytes(device: torch.device) -> int:
+    """Working memory for one query chunk on ``device``: an eighth of its memory (read once per
+    device from its properties, no synchronisation), 1 GiB where the size is unknown."""
+    device = torch.device(device)
+    key = str(device)
+    if key not in _device_budget:
+        total = None
+        try:
+            if device.type == "cuda":
+                total = torch.cuda.get_device_properties(device).total_memory
+            elif device.type == "mps":
+                total = torch.mps.recommended_max_memory()
+        except Exception:  # a backend without the query: keep the fallback
+            total = None
+        _device_budget[key] = (total // _DEVICE_MEMORY_FRACTION if total
+                               else _FALLBACK_CHUNK_BYTES)
+    return _device_budget[key]
+
+
+def candidate_count(lk: int) -> int:
+    """k of the top-k closed form: the whole row for short rows, else LONG_ROW_CANDIDATES."""
+    return lk if lk <= SHORT_ROWS else min(LONG_ROW_CANDIDATES, lk)
+
+
+def refine_rounds(lk: int, alpha: float = 1.5) -> int:
+    """Refinement rounds after the top-k closed form (0 when k covers the row). α = 2's
+    Michelot steps only approach from below (no quadratic jump), so they get one more."""
+    if candidate_count(lk) >= lk:
+        return 0
+    return (1 if lk <= 1024 else 2) + (1 if alpha == 2.0 else 0)
+
+
+def query_chunk(batch: int, heads: int, lq: int, lk: int, dtype: torch.dtype,
+                chunk_bytes: int) -> int:
+    """Queries per chunk so that the chunk's working set stays under ``chunk_bytes``."""
+    per_query = max(batch * heads * lk, 1) * _WORK_BYTES_PER_SCORE.get(dtype, 12)
+    return max(1, min(lq, chunk_bytes // per_query))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small device constants, made once per (device, dtype, size) and reused by every call.
+
+_constants: dict = {}
+
+
+def _value_tail(pad: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(1, 1, pad) ones: the columns appended to V whose P·V is each row's normaliser."""
+    key = ("tail", pad, dtype, str(device))
+    if key not in _constants:
+        _constants[key] = torch.ones(1, 1, pad, dtype=dtype, device=device)
+    return _constants[key]
+
+
+def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(j, 4j) for j = 1..k, shape (k,)."""
+    key = ("ranks", k, dtype, str(device))
+    if key not in _constants:
+        j = torch.arange(1, k + 1, dtype=dtype, device=device)
+        _constants[key] = (j, 4.0 * j)
+    return _constants[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks. R = B·H batch rows, Lq queries, Lk keys.
+
+def _operand_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the matmul operands and of the probabilities: half stays half, float64 stays
+    float64, everything else is float32."""
+    if dtype in _HALF:
+        return dtype
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_no_out_dtype: set = set()
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """a @ b for (R, M, K) @ (R, K, N) with ``out_dtype`` accumulation and output."""
+    if a.dtype == out_dtype:
+        return torch.bmm(a, b)
+    key = (a.device.type, a.dtype)
+    if a.device.type in _OUT_DTYPE_DEVICES and key not in _no_out_dtype:
+        try:
+            return torch.bmm(a, b, out_dtype=out_dtype)
+        except (RuntimeError, NotImplementedError):
+            # A build without the mixed-dtype kernel for this dtype (some ROCm versions): widen
+            # from now on. The failure is raised before any kernel runs, so nothing is lost.
+            _no_out_dtype.add(key)
+    # CPU and MPS have no mixed-dtype bmm: widening first gives the same (exact) products.
+    return torch.bmm(a.to(out_dtype), b.to(out_dtype))
+
+
+def _threshold_from_top(top: torch.Tensor, alpha: float) -> torch.Tensor:
+    """θ_k = max_j min(θ_j, g_(j)) over the sorted gaps ``top`` (..., k): (..., 1).
+
+    Exact θ* when the support fits in the k entries, else a lower bound of it (module
+    docstring). Entries far below the support (even −inf) only give θ_j ≤ θ*, never above."""
+    k = top.shape[-1]
+    j, four_j = _ranks(k, top.dtype, top.device)
+    if alpha == 1.5:
+        s1 = top.cumsum(-1)
+        s2 = torch.square(top).cumsum_(-1)
+        # j·θ² − 2·S1·θ + S2 − 4 = 0, smaller root; disc = 4j − j·S2 + S1² (a NaN root where it
+        # is negative belongs to a j past the support and is dropped by fmin).
+        disc = torch.addcmul(four_j, j, s2, value=-1.0).addcmul_(s1, s1)
+        theta_j = torch.sub(s1, disc.sqrt_()).div_(j)
+    else:  # α = 2: Σ_{i≤j} (g_(i) − θ) = 1
+        theta_j = top.cumsum(-1).sub_(1.0).div_(j)
+    return torch.fmin(theta_j, top).amax(dim=-1, keepdim=True)
+
+
+def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) -> torch.Tensor:
+    """``rounds`` fixed rounds towards θ* from a lower bound ``theta`` (..., 1) over the full
+    rows ``gaps`` (..., N); returns a lower bound again (the exact θ* where it was already).
+
+    α = 1.5, one round: with y = max(g, θ), var_mean(y) gives Σx and Σx² of x = [g − θ]_+
+    (var(y) = var(x): no cancellation in Σx²), and n = #{g > θ}. The smaller root r of
+    n·δ² − 2·Σx·δ + Σx² − 4 = 0 is the exact threshold if the candidates are the support and
+    an upper bound otherwise; one Newton step from r (mass convex, below target there) lands
+    at or below θ* again. α = 2: Michelot's step θ + (Σx − 1)/n, a lower bound that is exact
+    once the candidates are the support.
+    """
+    n_keys = gaps.shape[-1]
+    for _ in range(rounds):
+        count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{g > θ}
+        if alpha == 2.0:
+            mass = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
+            # Rows with no mass (fully masked) move by −1 a round: their weights stay 0.
+            theta = torch.addcdiv(theta, mass.sub_(1.0), count.clamp_(min=1.0))
+            continue
+        # In units of N: e = Σx/N, w = (Σx² − 4)/N ≥ 0 at a lower bound; the root shift is
+        # (Σx² − 4)/(Σx + √(Σx² ... )) = w / (e + √(e² − (n/N)·w)).
+        var, mean = torch.var_mean(torch.clamp(gaps, min=theta), dim=-1, keepdim=True,
+                                   correction=0)
+        excess = mean - theta
+        w = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)
+        inner = torch.addcmul(excess * excess, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
+        upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess).clamp_(min=_NORMALISER_FLOOR))
+        # One Newton step back from the upper bound: θ ← r + (Σx² − 4)/(2·Σx) at r. A row with
+        # no mass (fully masked) gets a huge negative θ, still finite: its weights stay 0.
+        var, mean = torch.var_mean(torch.clamp(gaps, min=upper), dim=-1, keepdim=True,
+                                   correction=0)
+        excess = mean - upper
+        back = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)          # ≤ 0
+        theta = torch.addcdiv(upper, back, excess.clamp_(min=_NORMALISER_FLOOR), value=0.5)
+    return theta
+
+
+def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
+            compute: torch.dtype) -> tuple[torch.Tensor, float]:
+    """(R, Lq, Lk) scores in ``compute`` dtype from operand-dtype q3, k3, and the factor still
+    to apply: q·kᵀ unscaled and 1/√D when there is no mask (the scale is applied later in the
+    pass that subtracts the row maximum, saving a pass), else q·kᵀ/√D + mask and 1."""
+    scores = _matmul(q3, k3.transpose(1, 2), compute)
+    scale = 1.0 / math.sqrt(q3.shape[-1])
+    if mask is None:
+        return scores, scale
+    view = scores.mul_(scale).view(shape4)
+    if mask.dtype == torch.bool:
+        view.masked_fill_(mask.logical_not(), float("-inf"))
+    else:
+        view.add_(mask)
+    return scores, 1.0
+
+
+def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: Optional[torch.Tensor], alpha: float, *,
+                        half_operands: bool = True) -> torch.Tensor:
+    """Unnormalised dense and sparse retrievals of one query chunk, with their normalisers.
+
+    q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), mask rank 4 or None →
+    X (B·H·Lq, 2, Dp) in the compute dtype: X[:, 0] = Σ_i e^{g_i} [v_i, 1, …],
+    X[:, 1] = Σ_i [g_i − θ]_+^{1/(α−1)} [v_i, 1, …]; columns :Dv are the numerators and column
+    Dv the normalisers (0 for a fully masked row). Dp = Dv rounded up past Dv + 1 to a
+    multiple of 8 (aligned rows for the tensor cores). half_operands=False keeps float16 and
+    bfloat16 inputs' matmul operands and probabilities in float32 (the readout's retrievals,
+    which promise float32 accuracy; the guided call rounds P as flash attention does).
+    """
+    from .sparse import entmax_bisect  # noqa: PLC0415 (sparse imports nothing from here)
+
+    batch, heads, lq, d = q.shape
+    lk, dv = k.shape[2], v.shape[-1]
+    rows = batch * heads
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    operand = _operand_dtype(q.dtype) if half_operands else compute
+    q3 = q.to(operand).reshape(rows, lq, d)
+    k3 = k.to(operand).reshape(rows, lk, d)
+    v3 = v.to(operand).reshape(rows, lk, dv)
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(compute)
+    scores, pending_scale = _scores(q3, k3, mask, (batch, heads, lq, lk), compute)
+
+    kk = candidate_count(lk)
+    top = scores.topk(min(kk + 1, lk), dim=-1).values          # sorted, descending
+    row_max = top[..., :1]
+    if mask is not None:
+        # A fully masked row has maximum −inf: shift it by 0 so its gaps stay −inf.
+        row_max = torch.nan_to_num(row_max, nan=float("nan"), posinf=float("inf"), neginf=0.0)
+    # gaps = scale·(s − max), ≤ 0 with maximum 0, in one pass: (−scale·max) + scale·s.
+    shift = row_max * -pending_scale
+    gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
+    top = torch.add(shift, top[..., :kk], alpha=pending_scale)
+    floor = -1.0 / (alpha - 1.0)                                 # θ* ≥ this bound
+    probs = torch.empty(rows, lq, 2, lk, dtype=operand, device=q.device)
+    torch.exp(gaps, out=probs[:, :, 0])
+    sparse = probs[:, :, 1]
+    if alpha in (1.5, 2.0):
+        theta = _threshold_from_top(top, alpha)
+        if mask is not None:
+            theta = theta.clamp_(min=floor)                      # fully masked rows: −inf
+        rounds = refine_rounds(lk, alpha)
+        if rounds:
+            theta = _refine(gaps, theta, alpha, rounds)
+        torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
+        if alpha == 1.5:
+            sparse.square_()
+    else:
+        sparse.copy_(entmax_bisect(gaps, alpha))
+    padded = ((dv + 1 + 7) // 8) * 8
+    tail = _value_tail(padded - dv, operand, q.device).expand(rows, lk, padded - dv)
+    v_aug = torch.cat([v3, tail], dim=-1)
+    pair = _matmul(probs.view(rows, 2 * lq, lk), v_aug, compute)
+    return pair.view(rows * lq, 2, padded)
+
+
+def _split(pair: torch.Tensor, dv: int):
+    numer = pair[..., :dv]                        # (N, 2, Dv)
+    norm = pair[..., dv:dv + 1]                   # (N, 2, 1)
+    return numer, norm
+
+
+def gpu_dense_sparse(q, k, v, mask, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense, sparse) retrievals (B, H, Lq, Dv) in the compute dtype, sync-free."""
+    batch, heads, lq, _ = q.shape
+    dv = v.shape[-1]
+    numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha, half_operands=False), dv)
+    out = numer / norm.clamp(min=_NORMALISER_FLOOR)
+    out = out.view(batch, heads, lq, 2, dv)
+    return out[..., 0, :], out[..., 1, :]
+
+
+def _zeta_zero_coefficient(gram: torch.Tensor, norm: torch.Tensor, scale: float,
+                           eta: float) -> torch.Tensor:
+    """Per-row factor f with GAG output = f · (sparse numerator), for ζ = 0: (N, 1).
+
+    With p = ⟨n_d, n_s⟩, q = ‖n_s‖², normalisers a_d, a_s (s = n_s/a_s, d = n_d/a_d):
+    c = ⟨s − d, s⟩/‖s‖² = 1 − p·a_s/(q·a_d), ‖g‖ = |c|·√q/a_s, and
+    f = (1 + λ·min(1, η/‖g‖)·c)/a_s = 1/a_s + λ·clamp(c/a_s, −η/√q, η/√q).
+    """
+    p, q = gram[:, 0, 1:2], gram[:, 1, 1:2]
+    a_d, a_s = norm[:, 0], norm[:, 1]
+    inv_s = a_s.clamp(min=_NORMALISER_FLOOR).reciprocal_()
+    weight = torch.mul(q, a_d).clamp_(min=_NORMALISER_FLOOR)
+    c_over = torch.addcdiv(inv_s, p, weight, value=-1.0)         # c / a_s
+    if not math.isinf(eta):
+        bound = torch.rsqrt(q).mul_(eta)                         # η/√q (inf where s = 0)
+        c_over = c_over.clamp_(min=torch.neg(bound), max=bound)
+    return torch.add(inv_s, c_over, alpha=scale)
+
+
+def _general_rule(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: float,
+                  zeta: float) -> torch.Tensor:
+    """The GAG rule for any ζ ∈ [0, 1] on normalised retrievals (N, Dv) → (N, Dv), sync-free.
+
+    Dot products are taken on Δ = O_s − O_d itself (not expanded from the Gram matrix, whose
+    ‖s‖² − 2⟨d, s⟩ + ‖d‖² cancels when Δ is small)."""
+    delta = sparse - dense
+    sparse_sq = torch.linalg.vecdot(sparse, sparse).unsqueeze(-1)
+    along = torch.linalg.vecdot(delta, sparse).unsqueeze(-1)
+    c = torch.where(sparse_sq > 0, along / sparse_sq.clamp(min=torch.finfo(sparse.dtype).tiny),
+                    0.0)
+    guidance_sq = (1.0 - zeta * zeta) * c * c * sparse_sq
+    if zeta:
+        delta_sq = torch.linalg.vecdot(delta, delta).unsqueeze(-1)
+        guidance_sq = guidance_sq + (zeta * zeta) * delta_sq
+    if math.isinf(eta):
+        gain = torch.full_like(c, scale)
+    else:
+        norm_g = guidance_sq.sqrt()
+        gain = scale * torch.where(norm_g > eta, eta / norm_g.clamp(min=1e-30), 1.0)
+    out = sparse * (1.0 + gain * ((1.0 - zeta) * c))
+    if zeta:
+        out = out.addcmul_(gain * zeta, delta)
+    return out
+
+
+def _normalised(numer: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = numer / norm.clamp(min=_NORMALISER_FLOOR)
+    return out[:, 0], out[:, 1]
+
+
+def _gram(numer: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(numer, numer.transpose(1, 2))               # (N, 2, 2)
+
+
+def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
+    """GAG output (B, H, Lq, Dv) in ``out_dtype`` for one query chunk, sync-free."""
+    batch, heads, lq, _ = q.shape
+    dv = v.shape[-1]
+    numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
+    out = torch.empty(batch * heads * lq, dv, dtype=out_dtype, device=q.device)
+    if zeta == 0.0:
+        factor = _zeta_zero_coefficient(_gram(numer), norm, scale, eta)
+        torch.mul(numer[:, 1], factor, out=out)
+    else:
+        dense, sparse = _normalised(numer, norm)
+        out.copy_(_general_rule(dense, sparse, scale, eta, zeta))
+    return out.view(batch, heads, lq, dv)
+
+
+def gpu_correction(q, k, v, mask, alpha, scale, eta, zeta) -> torch.Tensor:
+    """GAG output minus the dense output, (B, H, Lq, Dv) in the compute dtype, sync-free."""
+    batch, heads, lq, _ = q.shape
+    dv = v.shape[-1]
+    numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
+    if zeta == 0.0:
+        # f·n_s − n_d/a_d: the ζ = 0 factor, then the dense retrieval taken off in place.
+        factor = _zeta_zero_coefficient(_gram(numer), norm, scale, eta)
+        inv_dense = norm[:, 0].clamp(min=_NORMALISER_FLOOR).reciprocal_()
+        out = torch.mul(numer[:, 1], factor)
+        return out.addcmul_(numer[:, 0], inv_dense, value=-1.0).view(batch, heads, lq, dv)
+    dense, sparse = _normalised(numer, norm)
+    return _general_rule(dense, sparse, scale, eta, zeta).sub_(dense).view(batch, heads, lq, dv)
