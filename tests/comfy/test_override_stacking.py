@@ -363,7 +363,7 @@ def kv_edit_prompt(steps: int) -> dict:
     sampler) with a GAG Model Patch after the cache, on the test pack's tiny FLUX.2 Klein."""
     return {
         "ckpt": {"class_type": "GAGTestTinyCheckpoint",
-                 "inputs": {"ckpt_name": "tiny.safetensors", "family": "flux2_klein"}},
+                 "inputs": {"ckpt_name": "tiny.safetensors", "family": "flux2-klein"}},
         "text": {"class_type": "GAGTestTinyTextEncode",
                  "inputs": {"text": "make the lighthouse red", "clip": ["ckpt", 1]}},
         "latent": {"class_type": "EmptyFlux2LatentImage",
