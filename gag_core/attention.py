@@ -22,6 +22,7 @@ import torch
 from .defaults import PAPER
 from .rule import check_alpha, check_guidance_params, combine_checked
 from .kernels import select_backend
+from .kernels.selfcheck import register_exact_path
 from .sparse import alpha_entmax, compute_dtype, entmax_from_scores_
 from . import gpu_policy
 
@@ -297,3 +298,7 @@ def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         return combine_checked(dense, sparse, scale, eta, zeta).sub_(dense)
 
     return _cat(_chunked(q, k, v, mask, chunk_bytes, correction))
+
+
+# The fused kernel's self-check compares against this module's PyTorch path.
+register_exact_path(lambda q, k, v, **params: gag_attention(q, k, v, backend="torch", **params))
