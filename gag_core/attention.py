@@ -22,7 +22,6 @@ import torch
 from .defaults import PAPER
 from .rule import check_alpha, check_guidance_params, combine_checked
 from .kernels import select_backend
-from .kernels.selfcheck import register_exact_path
 from .sparse import alpha_entmax, compute_dtype, entmax_from_scores_
 from . import gpu_policy
 
@@ -205,6 +204,11 @@ def dense_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     return _cat([p[0] for p in pairs]), _cat([p[1] for p in pairs])
 
 
+def _torch_path(q, k, v, **params):
+    """The PyTorch path alone: what the fused kernel's self-check compares it with."""
+    return gag_attention(q, k, v, backend="torch", **params)
+
+
 def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                   alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
@@ -232,7 +236,7 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if backend not in ("auto", "torch", "fused"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
     if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha)
+        fused = select_backend(q, k, v, mask, alpha, _torch_path)
         if fused is not None:
             return fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
         if backend == "fused":
@@ -274,7 +278,7 @@ def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if backend not in ("auto", "torch", "fused"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
     if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha)
+        fused = select_backend(q, k, v, mask, alpha, _torch_path)
         if fused is not None:
             guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
             dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -298,7 +302,3 @@ def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         return combine_checked(dense, sparse, scale, eta, zeta).sub_(dense)
 
     return _cat(_chunked(q, k, v, mask, chunk_bytes, correction))
-
-
-# The fused kernel's self-check compares against this module's PyTorch path.
-register_exact_path(lambda q, k, v, **params: gag_attention(q, k, v, backend="torch", **params))

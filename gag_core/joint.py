@@ -38,7 +38,7 @@ own positions; extra keys count as image-stream keys.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -202,7 +202,8 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
                           zeta: float = PAPER.zeta, alpha: float = PAPER.alpha,
                           mask: Optional[torch.Tensor] = None,
                           plain: Optional[torch.Tensor] = None, text_start: int = 0,
-                          chunk_bytes: Optional[int] = None) -> torch.Tensor:
+                          chunk_bytes: Optional[int] = None,
+                          retrieval_correction: Optional[Callable] = None) -> torch.Tensor:
     """Text-mode GAG on a joint attention whose positions [text_start, text_start + T) are
     text (T = ``text_tokens``; text_start 0: text first, L − T: text last).
 
@@ -215,6 +216,10 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
     from another attention backend); its text rows are returned unchanged, bit for bit, and w
     costs one extra score pass over the image queries. Without it, the plain output and w come
     from one SDPA call.
+
+    retrieval_correction: what GAG adds to the text retrieval, as a function (q_img, k_txt,
+    v_txt, mask) → (B, H, Li, Dv) in the compute dtype, applied before the weighting by w;
+    default ``gag_correction`` with scale, eta, zeta, alpha (target-gain mode passes its own).
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha = check_alpha(alpha)
@@ -244,9 +249,13 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
     else:
         mass = text_key_mass(q_img, k, text_tokens, img_mask, text_start=text_start)
     txt_mask = _slice_mask(img_mask, cols=text)
-    correction = text_retrieval_correction(
-        q_img, k[:, :, text], v[:, :, text], mass, scale=scale, eta=eta,
-        zeta=zeta, alpha=alpha, mask=txt_mask, chunk_bytes=chunk_bytes)
+    if retrieval_correction is None:
+        correction = text_retrieval_correction(
+            q_img, k[:, :, text], v[:, :, text], mass, scale=scale, eta=eta,
+            zeta=zeta, alpha=alpha, mask=txt_mask, chunk_bytes=chunk_bytes)
+    else:
+        correction = retrieval_correction(q_img, k[:, :, text], v[:, :, text], txt_mask)
+        correction = mass.to(correction.dtype) * correction
     guided_img = (plain[:, :, rows].to(correction.dtype) + correction).to(q.dtype)
     out = plain.to(q.dtype, copy=True)
     out[:, :, rows] = guided_img

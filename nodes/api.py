@@ -68,6 +68,7 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     hook.uninstall(patched)
     runtime = GuidanceRuntime(settings, patched.get_model_object("model_sampling"),
                               readout=readout)
+    runtime.band_key = "unet" if family.hook == "unet" else f"dit {mode}"
     hook.install(patched, family, layers, runtime, mode)
     install_readout(patched, runtime, report_to)
     return patched
@@ -76,8 +77,9 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
 def apply_gag(model_patcher, *, scale: float = PAPER.scale, eta: float = PAPER.eta,
               zeta: float = PAPER.zeta, alpha: float = PAPER.alpha, layers: str = "paper", mode: str = "auto",
               start_percent: float = 0.0, end_percent: float = 1.0, ramp: str = "constant",
-              readout: bool = True):
-    """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text."""
+              readout: bool = True, target_gain: float = 0.0):
+    """Keyword form of ``patch_model``. ``layers`` is a preset name or a custom selection text;
+    ``target_gain`` > 0 sets λ per call for that median gain (``scale`` is then unused)."""
     if layers == "custom":
         raise ValueError("layers='custom' is the node's switch to its text box; pass the "
                          "selection text itself, e.g. layers='input 4-8, output 0-5'")
@@ -85,5 +87,6 @@ def apply_gag(model_patcher, *, scale: float = PAPER.scale, eta: float = PAPER.e
     choice = LayerChoice(preset=layers if is_preset else "custom",
                          custom="" if is_preset else layers, mode=mode)
     settings = GAGSettings(scale=scale, eta=eta, zeta=zeta, alpha=alpha, layers=choice,
-                           schedule=Schedule(start_percent, end_percent, ramp))
+                           schedule=Schedule(start_percent, end_percent, ramp),
+                           target_gain=target_gain)
     return patch_model(model_patcher, settings, readout=readout)

@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from ..gag_core.target_gain import MAX_TARGET_SCALE
 from .adapters import comfy_compat
 from .adapters.shared import SharedObject
 
@@ -37,13 +38,36 @@ _log = logging.getLogger("comfyui_gag")
 WRAPPER_KEY = "gag_readout"
 MESSAGE_TYPE = "gag.readout"   # the front-end event web/js/gag_readout.js listens to
 
-# From bench/digits/readout_study.py (bench/results_readout.md; summary in bench/RESULTS.md):
-# on the digits model the best judge accuracy and FD came at median gains ×1.66–×1.99 (λ 2–3)
-# in both regimes (4 steps CFG 1; 20 steps CFG 3). At ×2.66 (λ 5) GAG was still better than no
-# GAG without CFG; at ×3.3 (λ 7) FD was 1.7× the best; at ×4.3 (λ 10, the paper's default) both
-# regimes were worse than no GAG. So: hint from ×3, between the last good and the first bad.
-HINT_GAIN = 3.0
-GOOD_GAIN = (1.6, 2.0)
+@dataclass(frozen=True)
+class GainBand:
+    """What the digits evidence says about the median gain on one kind of model: the band that
+    did best (``good``) and the gain from which the readout adds a hint (``hint_from``)."""
+    good: tuple[float, float]
+    hint_from: float
+    evidence: str
+
+
+# From bench/digits/target_gain_study.py (bench/results_target_gain.md, summary in
+# bench/RESULTS.md): fixed λ and target gain on two trained models, two regimes (4 steps CFG 1;
+# 20 steps CFG 3), three seeds. Keyed by the kind of guided attention (``band_key``).
+GAIN_BANDS = {
+    # Digits UNet (cross-attention). Without CFG accuracy and FD were best at ×1.6–×2.0 (0.963
+    # and 53.7 against 0.903 and 99.9 without GAG); ×2.5–×2.7 still beat no GAG; ×4.3 (λ 10)
+    # was worse than no GAG. With CFG 3 every gain raised FD over CFG alone (41.2 → 48.6 at
+    # ×1.1, 106 at ×2) and accuracy stayed within noise up to ×2.
+    "unet": GainBand(good=(1.6, 2.0), hint_from=3.0, evidence="the digits UNet without CFG"),
+    # Digits DiT (FLUX class), text mode: accuracy rose at ×1.1–×1.3 (0.984 → 0.999–1.000) and
+    # FD rose at every gain (26.6 → 40.5 at ×1.1, 72 at ×1.3); from ×2 accuracy gained
+    # nothing over no GAG (0.983) and FD was 7× higher.
+    "dit text": GainBand(good=(1.1, 1.3), hint_from=2.0,
+                         evidence="the digits DiT in text mode, for accuracy"),
+    # Digits DiT, joint mode: no gain helped; ×1.1 kept accuracy (0.980 against 0.984) at 4×
+    # the FD, and from ×1.3 accuracy fell (0.952; 0.874 at ×1.6).
+    "dit joint": GainBand(good=(1.05, 1.1), hint_from=1.5,
+                          evidence="the digits DiT in joint mode, where text mode did better"),
+}
+HINT_GAIN = GAIN_BANDS["unet"].hint_from      # the UNet band, kept under the old names
+GOOD_GAIN = GAIN_BANDS["unet"].good
 
 # torch.quantile takes at most 2^24 values; larger pools are thinned evenly first.
 _QUANTILE_LIMIT = 2 ** 24
@@ -62,6 +86,25 @@ class GainFigures:
 
 
 @dataclass(frozen=True)
+class TargetFigures:
+    """Target-gain mode over a run: the target, the median λ the calls used, and the shares of
+    (call, batch row) pairs where the target was out of reach: λ held at its bound (``bound``)
+    or a median gain coefficient ≤ 0, which no λ ≥ 0 lifts above ×1 (``unreachable``)."""
+    target: float
+    scale_median: float
+    bound: float
+    unreachable: float
+    max_scale: float
+
+    def missed(self) -> float:
+        return self.bound + self.unreachable
+
+    def as_dict(self) -> dict:
+        return {"target": self.target, "scale_median": self.scale_median, "bound": self.bound,
+                "unreachable": self.unreachable, "max_scale": self.max_scale}
+
+
+@dataclass(frozen=True)
 class RunReadout:
     """What one sampling run did: overall, per layer group (model order) and per guided step
     (0-based sampler step index)."""
@@ -72,6 +115,25 @@ class RunReadout:
     total_steps: int
     scale: float                      # the node's λ (before any schedule ramp)
     values: int                       # gain values pooled into ``overall``
+    target: Optional[TargetFigures] = None   # target-gain mode only
+    band: GainBand = GAIN_BANDS["unet"]      # the evidence for this kind of model
+
+    def target_text(self) -> Optional[str]:
+        """Target against achieved, and where the target was out of reach, why and how far."""
+        t = self.target
+        if t is None:
+            return None
+        text = (f"target {_times(t.target)}, achieved {_times(self.overall.median)} "
+                f"(λ median {t.scale_median:.3g})")
+        reasons = []
+        if t.bound:
+            reasons.append(f"λ held at its bound {t.max_scale:g} on {_percent(t.bound)} of calls")
+        if t.unreachable:
+            reasons.append(f"GAG's direction did not point along the retrieval (median gain "
+                           f"coefficient ≤ 0) on {_percent(t.unreachable)} of calls, λ 0 there")
+        if reasons:
+            text += f"; not reachable: {'; '.join(reasons)}"
+        return text
 
     def line(self) -> str:
         o = self.overall
@@ -80,26 +142,35 @@ class RunReadout:
                 f"on {_percent(o.capped)} of tokens ({self.layers} "
                 f"layer{'s' * (self.layers != 1)}, {len(self.steps)} "
                 f"step{'s' * (len(self.steps) != 1)}"
-                + (f"; {groups}" if len(self.groups) > 1 else "") + ")")
+                + (f"; {groups}" if len(self.groups) > 1 else "") + ")"
+                + (f"; {self.target_text()}" if self.target else ""))
 
     def suggested_scales(self) -> Optional[tuple[float, float]]:
-        """λ range expected to give a median gain in GOOD_GAIN: the gain grows linearly with λ
-        while the cap does not bind, so λ·(target − 1)/(median − 1). None when that is
-        undefined (λ = 0, no gain above 1)."""
+        """λ range expected to give a median gain in the model's good band: the gain grows
+        linearly with λ while the cap does not bind, so λ·(target − 1)/(median − 1). None when
+        that is undefined (λ = 0, no gain above 1) or in target-gain mode."""
         excess = self.overall.median - 1.0
-        if self.scale <= 0 or excess <= 1e-6:
+        if self.target is not None or self.scale <= 0 or excess <= 1e-6:
             return None
-        low, high = ((g - 1.0) * self.scale / excess for g in GOOD_GAIN)
+        low, high = ((g - 1.0) * self.scale / excess for g in self.band.good)
         return _nice(low), _nice(high)
 
     def hint(self) -> Optional[str]:
-        if self.overall.median < HINT_GAIN:
+        band = self.band
+        good = f"×{band.good[0]:g}–×{band.good[1]:g}"
+        if self.overall.median < band.hint_from:
+            if self.target is not None and self.target.missed() > 0.5:
+                return (f"the target gain was out of reach on {_percent(self.target.missed())} "
+                        f"of guided calls: these layers give GAG little to push on")
             return None
         text = f"GAG is multiplying attention outputs by {_times(self.overall.median)}"
-        scales = self.suggested_scales()
-        if scales is not None:
-            text += f" — try scale {scales[0]:g}–{scales[1]:g}"
-        return text + f" (about ×{GOOD_GAIN[0]:g}–×{GOOD_GAIN[1]:g} worked best in our tests)"
+        if self.target is not None:
+            text += f" — try target_gain {band.good[0]:g}–{band.good[1]:g}"
+        else:
+            scales = self.suggested_scales()
+            if scales is not None:
+                text += f" — try scale {scales[0]:g}–{scales[1]:g}"
+        return text + f" (about {good} worked best on {band.evidence} in our tests)"
 
     def text(self) -> str:
         """What the node shows: the log line's figures on short lines (nodes are narrow), and
@@ -112,6 +183,8 @@ class RunReadout:
         if len(self.groups) > 1:
             lines[-1] += ": " + ", ".join(f"{name} {_times(f.median)}"
                                           for name, f in self.groups.items())
+        if self.target is not None:
+            lines.append(self.target_text())
         hint = self.hint()
         return "\n".join(lines + ([hint] if hint else []))
 
@@ -122,7 +195,8 @@ class RunReadout:
             "groups": {name: f.as_dict() for name, f in self.groups.items()},
             "steps": [dict(step=i, **f.as_dict()) for i, f in self.steps],
             "layers": self.layers, "total_steps": self.total_steps, "scale": self.scale,
-            "hint_gain": HINT_GAIN, "good_gain": list(GOOD_GAIN),
+            "hint_gain": self.band.hint_from, "good_gain": list(self.band.good),
+            "target": self.target.as_dict() if self.target else None,
         }
 
 
@@ -166,6 +240,7 @@ class GainReadout(SharedObject):
         # that appends to it keeps appending to the right one.
         self._pending: list = []
         self._steps: list[tuple[int, list]] = []
+        self._targets: list = []   # target-gain mode: (λ (B,), median a (B,)) per call
         self.last: Optional[RunReadout] = None
 
     def record(self, layer, gain: torch.Tensor, capped: torch.Tensor) -> None:
@@ -173,9 +248,15 @@ class GainReadout(SharedObject):
         or None)."""
         self._pending.append((layer, gain.reshape(-1), capped.reshape(-1)))
 
+    def record_target(self, scale: torch.Tensor, median: torch.Tensor) -> None:
+        """File one target-gain call's λ and median gain coefficient per batch row (kept as
+        tensors, read back with the rest at the end of the run)."""
+        self._targets.append((scale.reshape(-1), median.reshape(-1)))
+
     def begin_run(self) -> None:
         self._pending.clear()
         self._steps = []
+        self._targets = []
         self.collecting = True
 
     def end_step(self, step: int) -> None:
@@ -187,10 +268,14 @@ class GainReadout(SharedObject):
         self.collecting = False
         self._pending.clear()
         self._steps = []
+        self._targets = []
 
-    def end_run(self, *, scale: float, total_steps: int) -> Optional[RunReadout]:
+    def end_run(self, *, scale: float, total_steps: int, target: float = 0.0,
+                max_scale: float = MAX_TARGET_SCALE,
+                band: GainBand = GAIN_BANDS["unet"]) -> Optional[RunReadout]:
         """The run's figures, or None when no guided call ran (window outside the run, λ
-        schedule off, no selected layer reached)."""
+        schedule off, no selected layer reached). ``target``: the target gain in target-gain
+        mode (0 = off), ``max_scale`` its λ bound; ``band``: the evidence for the hint."""
         self.collecting = False
         if self._pending:  # calls after the last step callback (or a sampler without callbacks)
             last = self._steps[-1][0] + 1 if self._steps else 0
@@ -211,14 +296,22 @@ class GainReadout(SharedObject):
             pools.append(([g for _, g, _ in mine], [c for _, _, c in mine]))
         everything = ([g for _, g, _ in flat], [c for _, _, c in flat])
         pools.append(everything)
-        figures = torch.stack([_reduce(gains, capped) for gains, capped in pools]).cpu().tolist()
+        reduced = [_reduce(gains, capped) for gains, capped in pools]
+        targets, self._targets = self._targets, []
+        if target and targets:
+            reduced.append(_reduce_target(targets, target, max_scale))
+        figures = torch.stack(reduced).cpu().tolist()
+        target_figures = None
+        if target and targets:
+            target_figures = TargetFigures(target, *figures.pop(), max_scale=max_scale)
         as_figures = [GainFigures(*row) for row in figures]
         result = RunReadout(
             overall=as_figures[-1],
             groups=dict(zip(group_order, as_figures[len(steps):-1])),
             steps=[(step, f) for (step, _), f in zip(steps, as_figures)],
             layers=len(layers), total_steps=int(total_steps), scale=float(scale),
-            values=sum(int(g.numel()) for g in everything[0]))
+            values=sum(int(g.numel()) for g in everything[0]), target=target_figures,
+            band=band)
         self.last = result
         return result
 
@@ -233,6 +326,17 @@ def _reduce(gains: list, capped: list) -> torch.Tensor:
     quantiles = torch.quantile(pooled, torch.tensor([0.5, 0.95], dtype=pooled.dtype,
                                                     device=pooled.device))
     return torch.cat([quantiles, flags.to(torch.float64).mean().reshape(1)])
+
+
+def _reduce_target(targets: list, target: float, max_scale: float) -> torch.Tensor:
+    """(3,) float64: median λ, share of (call, row) pairs where λ hit its bound, share where
+    the median gain coefficient was ≤ 0."""
+    scales = torch.cat([s.to(torch.float64) for s, _ in targets])
+    medians = torch.cat([m.to(torch.float64) for _, m in targets])
+    positive = medians > 0
+    bound = positive & ((target - 1.0) > max_scale * medians)
+    return torch.stack([scales.median(), bound.to(torch.float64).mean(),
+                        (~positive).to(torch.float64).mean()]).to(scales.device)
 
 
 # --- the sampling-run hook and the report --------------------------------------------------
@@ -295,7 +399,10 @@ class ReadoutWrapper(SharedObject):
             readout.abandon_run()
             raise
         try:
-            result = readout.end_run(scale=self.runtime.settings.scale, total_steps=total_steps)
+            settings = self.runtime.settings
+            band = GAIN_BANDS.get(getattr(self.runtime, "band_key", "unet"), GAIN_BANDS["unet"])
+            result = readout.end_run(scale=settings.scale, total_steps=total_steps,
+                                     target=settings.target_gain, band=band)
             if result is not None:
                 report(result, self.node_id)
         except Exception:  # the image is done; a readout problem must not lose it

@@ -2,6 +2,10 @@
 
 ``GuidanceRuntime`` turns the settings and the model's noise schedule into two answers per
 denoiser call: "is GAG on at this step, and with which λ?" and "run the guided attention".
+In target-gain mode (settings.target_gain > 0) λ is set inside each guided call from that call's
+own gain coefficients (gag_core.target_gain), on the PyTorch path whatever the backend (the
+fused kernel takes λ as a number); the step's answer is then the schedule ramp's multiplier of
+that λ.
 Adapters own the hooking; this owns the behaviour, so every family behaves alike. Each guided
 call also feeds the strength readout (nodes/gain_readout.py) while a sampling run collects; the
 readout never changes what the call returns.
@@ -9,6 +13,7 @@ readout never changes what the call returns.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Optional
 
@@ -19,10 +24,14 @@ from ..gag_core.kernels import backend_summary
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
 from ..gag_core.readout import attention_gain, text_attention_gain
+from ..gag_core.readout import query_stride
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
+from ..gag_core.target_gain import target_gain_attention
 from .adapters.shared import SharedObject
 from .gain_readout import GainReadout
 from .settings import GAGSettings
+
+_log = logging.getLogger("comfyui_gag")
 
 
 class GuidanceRuntime(SharedObject):
@@ -38,6 +47,13 @@ class GuidanceRuntime(SharedObject):
         self._percent_to_sigma = model_sampling.percent_to_sigma
         self.sigma_start = float(self._percent_to_sigma(schedule.start_percent))
         self.sigma_end = float(self._percent_to_sigma(schedule.end_percent))
+        # Which evidence the readout's hint uses (gain_readout.GAIN_BANDS): "unet", "dit text"
+        # or "dit joint", set by patch_model from the family's hook and the mode.
+        self.band_key = "unet"
+        if settings.target_gain:
+            _log.info("GAG: target-gain mode (median gain ×%g): λ is set per attention call on "
+                      "the device and the guided attention runs on the PyTorch path (the fused "
+                      "kernel takes λ as a number)", settings.target_gain)
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
 
@@ -47,14 +63,21 @@ class GuidanceRuntime(SharedObject):
         decisions, one line per device, dtype, head dim and kernel path), for the readout."""
         return backend_summary()
 
+    @property
+    def targets_gain(self) -> bool:
+        return self.settings.target_gain > 0
+
     def step_scale(self, transformer_options: dict) -> Optional[float]:
-        """λ for this denoiser call, or None when the step is outside the schedule window."""
+        """λ for this denoiser call, or None when the step is outside the schedule window.
+        In target-gain mode: the ramp's multiplier of each call's λ (1 without a ramp); the
+        hooks hand it back to ``attention`` / ``correction`` / ``text_attention`` unread."""
         schedule = self.settings.schedule
+        base = 1.0 if self.targets_gain else self.settings.scale
         if schedule.is_always_on:
-            return self.settings.scale
+            return base
         sigmas = transformer_options.get("sigmas")
         if sigmas is None:  # called outside a sampler: no step to schedule against
-            return self.settings.scale
+            return base
         if self._cached_sigmas is not None and self._cached_sigmas() is sigmas:
             return self._cached_scale
         sigma = float(sigmas.max()) if torch.is_tensor(sigmas) else float(sigmas)
@@ -65,7 +88,7 @@ class GuidanceRuntime(SharedObject):
                 percent = sigma_to_percent(sigma, self._percent_to_sigma)
                 position = window_position(percent, schedule.start_percent, schedule.end_percent)
                 multiplier = ramp_multiplier(position, schedule.ramp)
-            scale = self.settings.scale * multiplier
+            scale = base * multiplier
         try:
             self._cached_sigmas = weakref.ref(sigmas)
             self._cached_scale = scale
@@ -90,6 +113,8 @@ class GuidanceRuntime(SharedObject):
         layer: which layer this is, for the readout's per-group figures and layer count.
         """
         s = self.settings
+        if self.targets_gain:
+            return self._target_attention(q, k, v, scale, mask, layer, minus_dense=False)
         self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
         return gag_attention(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                              mask=mask)
@@ -104,6 +129,8 @@ class GuidanceRuntime(SharedObject):
         layer as in ``attention``.
         """
         s = self.settings
+        if self.targets_gain:
+            return self._target_attention(q, k, v, scale, mask, layer, minus_dense=True)
         self._record_gain(layer, attention_gain, q, k, v, scale=scale, mask=mask)
         return gag_correction(q, k, v, scale=scale, eta=s.eta, zeta=s.zeta, alpha=s.alpha,
                               mask=mask).to(q.dtype)
@@ -119,7 +146,35 @@ class GuidanceRuntime(SharedObject):
         queries' own tokens, then any extra keys (a KV cache's reference tokens); (B, H, L, Dv)
         out in q's dtype. layer as in ``attention``."""
         s = self.settings
+        if self.targets_gain:
+            def retrieval_correction(q_img, k_txt, v_txt, txt_mask):
+                return self._target_attention(q_img, k_txt, v_txt, scale, txt_mask, layer,
+                                              minus_dense=True, cast=False)
+            return text_guided_attention(q, k, v, text_tokens, eta=s.eta, zeta=s.zeta,
+                                         alpha=s.alpha, mask=mask, plain=plain,
+                                         text_start=text_start,
+                                         retrieval_correction=retrieval_correction)
         self._record_gain(layer, text_attention_gain, q, k, v, text_tokens, scale=scale,
                           mask=mask, text_start=text_start)
         return text_guided_attention(q, k, v, text_tokens, scale=scale, eta=s.eta, zeta=s.zeta,
                                      alpha=s.alpha, mask=mask, plain=plain, text_start=text_start)
+
+    # --- target-gain mode (issue 23) ------------------------------------------------------
+
+    def _target_attention(self, q, k, v, strength: float, mask, layer, *, minus_dense: bool,
+                          cast: bool = True) -> torch.Tensor:
+        """GAG with λ set for this call so its median gain is the target (times the ramp's
+        ``strength``): the output (or with ``minus_dense`` the correction), in q's dtype or,
+        without ``cast``, the compute dtype. The readout gets the exact gains of the same
+        query-row sample it takes in fixed-λ mode, from terms the call computed anyway."""
+        s = self.settings
+        call = target_gain_attention(q, k, v, target=s.target_gain, eta=s.eta, zeta=s.zeta,
+                                     alpha=s.alpha, mask=mask, strength=strength,
+                                     minus_dense=minus_dense)
+        readout = self.readout
+        if readout is not None and readout.collecting:
+            rows = slice(None, None, query_stride(call.a.shape[2]))
+            gain = 1 + call.scale.view(-1, 1, 1, 1) * call.a[:, :, rows]
+            readout.record(layer, gain, call.capped[:, :, rows])
+            readout.record_target(call.scale, call.median)
+        return call.out.to(q.dtype) if cast else call.out

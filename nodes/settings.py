@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..gag_core import PAPER, check_alpha, check_guidance_params
 from ..gag_core.layer_spec import parse_layer_spec
 from ..gag_core.schedule import RAMPS, check_window
+from ..gag_core.target_gain import check_target_gain
 
 MODES = ("auto", "text", "joint")
 
@@ -61,14 +62,20 @@ class Sparsity:
 
 @dataclass(frozen=True)
 class GAGSettings:
-    """λ (scale), η (eta), ζ (zeta), α (alpha), the layer choice and the schedule."""
+    """λ (scale), η (eta), ζ (zeta), α (alpha), the layer choice and the schedule.
+
+    target_gain: 0 = off (λ is ``scale``); in [1, 10], the median attention gain each guided
+    call should apply: λ is then set per call (gag_core.target_gain) and ``scale`` is unused.
+    """
     scale: float = PAPER.scale
     eta: float = PAPER.eta
     zeta: float = PAPER.zeta
     alpha: float = 1.5
     layers: LayerChoice = field(default_factory=LayerChoice)
     schedule: Schedule = field(default_factory=Schedule)
+    target_gain: float = 0.0
 
     def __post_init__(self):
         check_guidance_params(self.scale, self.eta, self.zeta)
         check_alpha(self.alpha)
+        check_target_gain(self.target_gain)

@@ -1,5 +1,6 @@
-"""Shared pieces of the digits study: data, the tiny SD1.5-style UNet, the class-token "text
-encoder", the judge classifier and the Fréchet distance.
+"""Shared pieces of the digits study: data, the tiny SD1.5-style UNet, the tiny FLUX-class
+joint-attention DiT, the class-token "text encoder", the judge classifier and the Fréchet
+distance.
 
 Data representation (the "latent"): scikit-learn's 8×8 digits (pixel values 0–16) are scaled to
 [−1, 1], upsampled bilinearly to 16×16 and folded space-to-depth (pixel_unshuffle, factor 2) into a
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 UNET_WEIGHTS = HERE / "digits_unet.safetensors"
+DIT_WEIGHTS = HERE / "digits_dit.safetensors"
 JUDGE_WEIGHTS = HERE / "digits_judge.safetensors"
 
 NUM_CLASSES = 10
@@ -117,11 +119,20 @@ def build_base_model():
 
 def load_generator(path: Path = UNET_WEIGHTS):
     """(ModelPatcher, ClassTokens) with the shipped weights, ready for comfy.sample.sample."""
+    return _load_generator(path, build_base_model())
+
+
+def _load_generator(path: Path, model, released_names: bool = False):
+    """``model`` (a ComfyUI BaseModel) with the ``unet.*`` weights of ``path`` as its diffusion
+    model and the ``tokens.*`` weights as ClassTokens. ``released_names``: the file names its
+    weights as the released checkpoints do (FLUX: ``…_norm.scale``), and ComfyUI's model config
+    maps them to this release's module names, as its loader does."""
     import comfy.model_patcher
     from safetensors.torch import load_file
     state = load_file(str(path))
-    model = build_base_model()
     unet_state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+    if released_names:
+        unet_state = model.model_config.process_unet_state_dict(unet_state)
     model.diffusion_model.load_state_dict(unet_state, strict=True)
     model.eval()
     tokens = ClassTokens()
@@ -131,6 +142,63 @@ def load_generator(path: Path = UNET_WEIGHTS):
     cpu = torch.device("cpu")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
     return patcher, tokens
+
+
+# The joint-attention DiT: ComfyUI's FLUX.1 class (comfy.ldm.flux.model.Flux, built through
+# ComfyUI's own model detection, as a FLUX.1-schnell checkpoint without guidance embedding is) at
+# tiny size. The 4×8×8 latent is cut into 2×2 patches: 16 image tokens of 16 values. The class
+# reaches the model only as its 6 text tokens (ClassTokens, the same stand-in text encoder as the
+# UNet's), which FLUX's double blocks and single blocks attend to jointly with the image tokens
+# (text first): that joint attention is where GAG acts (text mode: image queries → text keys;
+# joint mode: the whole attention). FLUX's pooled-text vector is fed a constant zero vector, so
+# the class cannot bypass attention. Hidden 64 = 2 heads of 32 (FLUX's released head size is 128;
+# the class takes any), RoPE axes 4+14+14 = 32, 2 double and 2 single blocks.
+DIT_POOLED_DIM = 8
+DIT_CONFIG = dict(hidden_size=64, num_heads=2, context_in_dim=CONTEXT_DIM,
+                  vec_in_dim=DIT_POOLED_DIM, axes_dim=[4, 14, 14], in_channels=4, out_channels=4)
+DIT_DEPTH, DIT_SINGLE = 2, 2
+
+
+def _dit_detection_keys() -> dict:
+    """The checkpoint keys (and shapes) ComfyUI's FLUX detection reads, at the tiny size."""
+    hidden, head = DIT_CONFIG["hidden_size"], DIT_CONFIG["hidden_size"] // DIT_CONFIG["num_heads"]
+    keys = {"img_in.weight": (hidden, LATENT_SHAPE[0] * 4), "txt_in.weight": (hidden, CONTEXT_DIM),
+            "vector_in.in_layer.weight": (hidden, DIT_POOLED_DIM)}
+    keys.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (head,)
+                 for i in range(DIT_DEPTH)})
+    keys.update({f"single_blocks.{i}.norm.key_norm.scale": (head,) for i in range(DIT_SINGLE)})
+    return keys
+
+
+def dit_model_config():
+    """ComfyUI's model config for the tiny FLUX (FluxSchnell: flow matching, shift 1), as
+    ComfyUI's detection builds it from the checkpoint keys, with the tiny widths that FLUX
+    detection fixes at full size (heads, context, RoPE axes) set on top."""
+    import comfy.model_detection as md
+    keys = {name: torch.empty(shape, device="meta") for name, shape in
+            _dit_detection_keys().items()}
+    config = dict(md.detect_unet_config(keys, ""), **DIT_CONFIG)
+    model_config = md.model_config_from_unet_config(config, keys)
+    if model_config is None or type(model_config).__name__ != "FluxSchnell":
+        raise RuntimeError(f"ComfyUI did not build a FluxSchnell config for {config}")
+    model_config.set_inference_dtype(torch.float32, None)
+    return model_config
+
+
+def build_dit_base_model():
+    """A ComfyUI BaseModel (FLOW prediction) with the tiny FLUX, untrained."""
+    return dit_model_config().get_model({}, device="cpu")
+
+
+def dit_conditioning_extras(count: int) -> dict:
+    """What a FLUX conditioning carries beside the text tokens: the pooled vector, zero here."""
+    return {"pooled_output": torch.zeros(count, DIT_POOLED_DIM)}
+
+
+def load_dit_generator(path: Path = DIT_WEIGHTS):
+    """(ModelPatcher, ClassTokens) of the trained DiT, ready for comfy.sample.sample (pass
+    ``dit_conditioning_extras`` in each conditioning's dict)."""
+    return _load_generator(path, build_dit_base_model(), released_names=True)
 
 
 class Judge(torch.nn.Module):

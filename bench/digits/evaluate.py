@@ -99,9 +99,16 @@ def few_step_methods() -> list[Method]:
 class Generator:
     """The shipped model and its class tokens, with a cache of patched clones per method."""
 
-    def __init__(self, pack, weights: Path = digits.UNET_WEIGHTS):
+    def __init__(self, pack, weights: Path = digits.UNET_WEIGHTS, *, dit: bool = False):
+        """``dit``: the joint-attention DiT (digits_model.load_dit_generator) instead of the
+        UNet; its conditionings carry FLUX's (zero) pooled vector."""
         self.pack = pack
-        self.patcher, self.tokens = digits.load_generator(weights)
+        if dit:
+            self.patcher, self.tokens = digits.load_dit_generator(weights)
+            self.extras = digits.dit_conditioning_extras
+        else:
+            self.patcher, self.tokens = digits.load_generator(weights)
+            self.extras = lambda count: {}
         self._patched: dict = {}
 
     def model_for(self, method: Method):
@@ -119,12 +126,13 @@ class Generator:
         import comfy.sample
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((len(labels),) + digits.LATENT_SHAPE, generator=generator)
-        positive = [[self.tokens(labels), {}]]
-        negative = [[self.tokens(torch.full_like(labels, digits.NULL_CLASS)), {}]]
+        positive = [[self.tokens(labels), self.extras(len(labels))]]
+        negative = [[self.tokens(torch.full_like(labels, digits.NULL_CLASS)),
+                     self.extras(len(labels))]]
         out = comfy.sample.sample(model or self.model_for(method), noise, steps, method.cfg, SAMPLER,
                                   SCHEDULER, positive, negative, torch.zeros_like(noise),
                                   seed=seed, disable_pbar=True)
-        model_space = self.patcher.model.latent_format.process_in(out)  # undo the SD1.5 scaling
+        model_space = self.patcher.model.latent_format.process_in(out)  # undo the latent scaling
         return digits.model_space_to_image(model_space).clamp(-1.0, 1.0)
 
 

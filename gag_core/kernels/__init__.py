@@ -135,8 +135,10 @@ def device_unsupported_reason(*, name: str, capability: tuple[int, int], hip: bo
 
 
 def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-                   alpha: float) -> Optional[Callable]:
+                   alpha: float, exact: Callable) -> Optional[Callable]:
     """A fused implementation that accepts these inputs, or None for the PyTorch path.
+
+    exact: the PyTorch path (gag_attention's signature) the self-check compares the kernel with.
 
     The returned callable has gag_attention's signature (q, k, v, *, scale, eta, zeta, alpha,
     mask) and returns (B, H, Lq, Dv) in q's dtype. GAG_BACKEND=torch makes this return None;
@@ -158,7 +160,7 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
     if override == "fused":
         return fused_gag_attention                      # the user's choice stands
     from .selfcheck import check_key, default_chooser
-    chooser = default_chooser()
+    chooser = default_chooser(exact)
     if torch.compiler.is_compiling():
         # The check's host reads would break the traced graph: a traced call takes the kernel
         # only where an eager call already checked it for this key, else the PyTorch path.

@@ -202,32 +202,16 @@ def _fused(q, k, v, **params):
     return fused_gag_attention(q, k, v, **params)
 
 
-# gag_core.attention's PyTorch path (``gag_attention(..., backend="torch")``), which that module
-# registers when it is imported: it calls into this package to pick its backend, so importing it
-# from here would close an import cycle (attention → kernels → selfcheck → attention).
-_exact_path: Optional[Callable] = None
-
-
-def register_exact_path(path: Callable) -> None:
-    global _exact_path
-    _exact_path = path
-
-
-def _exact(q, k, v, **params):
-    if _exact_path is None:
-        raise RuntimeError("gag_core.attention was not imported: no PyTorch path to check "
-                           "the fused kernel against")
-    return _exact_path(q, k, v, **params)
-
-
 _default: Optional[BackendChooser] = None
 
 
-def default_chooser() -> BackendChooser:
-    """The process-wide chooser ``select_backend`` uses for GAG_BACKEND=auto."""
+def default_chooser(exact: Callable) -> BackendChooser:
+    """The process-wide chooser ``select_backend`` uses for GAG_BACKEND=auto. ``exact`` is the
+    PyTorch path it checks the kernel against (gag_core.attention hands it in, so kernels never
+    import attention back)."""
     global _default
     if _default is None:
-        _default = BackendChooser(_fused, _exact)
+        _default = BackendChooser(_fused, exact)
     return _default
 
 

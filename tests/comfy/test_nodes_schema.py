@@ -59,7 +59,13 @@ def test_model_patch_schema(infos):
     assert (required["zeta"][1]["min"], required["zeta"][1]["max"]) == (0.0, 1.0)
     assert required["eta"][1]["min"] > 0
     assert {k: v[0] for k, v in optional.items()} == {
-        "layers": "GAG_LAYERS", "sparsity": "GAG_SPARSITY", "schedule": "GAG_SCHEDULE"}
+        "target_gain": "FLOAT", "layers": "GAG_LAYERS", "sparsity": "GAG_SPARSITY",
+        "schedule": "GAG_SCHEDULE"}
+    # Optional, first of the optional inputs: its widget follows zeta's, so workflows saved
+    # before it existed keep their three widget values in place.
+    assert info["input_order"]["optional"][0] == "target_gain"
+    target = optional["target_gain"][1]
+    assert (target["default"], target["min"], target["max"]) == (0.0, 0.0, 10.0)
     assert info["output"] == ["MODEL"]
 
 
@@ -123,6 +129,9 @@ BAD_INPUTS = [
     ("GAGModelPatch", dict(zeta=math.nan), ["zeta", "nan"]),
     ("GAGModelPatch", dict(scale=math.nan), ["scale", "finite", "nan"]),
     ("GAGModelPatch", dict(scale=math.inf), ["scale", "finite", "inf"]),
+    ("GAGModelPatch", dict(target_gain=0.5), ["target_gain", "[1, 10]", "0.5"]),
+    ("GAGModelPatch", dict(target_gain=12.0), ["target_gain", "[1, 10]", "12.0"]),
+    ("GAGModelPatch", dict(target_gain=math.nan), ["target_gain", "nan"]),
     ("GAGSparsity", dict(alpha=1.0), ["alpha", "(1, 2]", "1.0"]),
     ("GAGSparsity", dict(alpha=0.5), ["alpha", "(1, 2]", "0.5"]),
     ("GAGSparsity", dict(alpha=2.5), ["alpha", "(1, 2]", "2.5"]),

@@ -43,6 +43,7 @@ class WidgetSlot:
     spec: list            # the /object_info input spec: [type or options, {options}]
     first: int            # index of its value in widgets_values
     count: int            # 1, or 2 with a control/upload companion value
+    required: bool = True
 
 
 def input_type(spec: list) -> str:
@@ -84,13 +85,13 @@ def ordered_inputs(definition: dict) -> Iterator[tuple[str, list, bool]]:
 
 def widget_slots(definition: dict) -> list[WidgetSlot]:
     slots, index = [], 0
-    for name, spec, _ in ordered_inputs(definition):
+    for name, spec, required in ordered_inputs(definition):
         if not is_widget(spec):
             continue
         options = spec_options(spec)
         extra = bool(options.get("control_after_generate")) or name in SEED_NAMES or any(
             options.get(flag) for flag in UPLOAD_FLAGS)
-        slots.append(WidgetSlot(name, spec, index, 2 if extra else 1))
+        slots.append(WidgetSlot(name, spec, index, 2 if extra else 1, required))
         index += slots[-1].count
     return slots
 
@@ -117,7 +118,11 @@ def widget_values_and_specs(node: dict, definition: dict) -> tuple[dict[str, Any
         for slot in widget_slots(definition):
             name = prefix + slot.name
             if position + slot.count > len(values):
-                position += slot.count
+                # A workflow saved before a node gained optional widget inputs lacks their
+                # trailing values; the front end keeps those widgets at their defaults, so the
+                # server gets none. A missing required value is counted (and reported below).
+                if slot.required:
+                    position += slot.count
                 continue
             named[name], specs[name] = values[position], slot.spec
             position += slot.count

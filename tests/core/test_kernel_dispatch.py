@@ -13,6 +13,7 @@ import torch
 
 import gag_core.kernels as kernels
 from gag_core import gag_attention, normalize_mask
+from gag_core.attention import _torch_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def backend_env(monkeypatch):
 
 def test_cpu_calls_take_the_pytorch_path(backend_env):
     q, k, v = _inputs()
-    assert kernels.select_backend(q, k, v, None, 1.5) is None
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
     auto = gag_attention(q, k, v, backend="auto")
     torch.testing.assert_close(auto, gag_attention(q, k, v, backend="torch"), rtol=0, atol=0)
 
@@ -47,14 +48,14 @@ def test_cpu_calls_take_the_pytorch_path(backend_env):
 def test_override_values_that_keep_cpu_on_torch(backend_env, value):
     backend_env(value)
     q, k, v = _inputs()
-    assert kernels.select_backend(q, k, v, None, 1.5) is None
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
 
 
 def test_override_fused_raises_with_the_reason(backend_env):
     backend_env("fused")
     q, k, v = _inputs()
     with pytest.raises(ValueError, match=r"GAG_BACKEND=fused.*CUDA.*cpu"):
-        kernels.select_backend(q, k, v, None, 1.5)
+        kernels.select_backend(q, k, v, None, 1.5, _torch_path)
     with pytest.raises(ValueError, match="GAG_BACKEND"):
         gag_attention(q, k, v)
     # backend="torch" never consults the selection, so the override cannot break it.
@@ -65,7 +66,7 @@ def test_override_rejects_unknown_values(backend_env):
     backend_env("cuda")
     q, k, v = _inputs()
     with pytest.raises(ValueError, match=r"GAG_BACKEND must be one of auto, torch, fused.*'cuda'"):
-        kernels.select_backend(q, k, v, None, 1.5)
+        kernels.select_backend(q, k, v, None, 1.5, _torch_path)
 
 
 def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(backend_env,
@@ -77,17 +78,17 @@ def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(back
     q, k, v = _inputs()
     # FUSED_BY_DEFAULT off: "auto" keeps the PyTorch path.
     monkeypatch.setattr(kernels, "FUSED_BY_DEFAULT", False)
-    assert kernels.select_backend(q, k, v, None, 1.5) is None
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
     # On (the default): "auto" hands the call to the self-check (gag_core.kernels.selfcheck),
     # which runs the kernel only once it agreed and was faster on this device.
     monkeypatch.setattr(kernels, "FUSED_BY_DEFAULT", True)
     from gag_core.kernels.selfcheck import default_chooser
-    assert kernels.select_backend(q, k, v, None, 1.5) == default_chooser().run
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) == default_chooser(_torch_path).run
     # GAG_BACKEND=fused skips the check: the user's choice stands.
     backend_env("fused")
-    assert kernels.select_backend(q, k, v, None, 1.5) is fused_gag_attention
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is fused_gag_attention
     backend_env("torch")
-    assert kernels.select_backend(q, k, v, None, 1.5) is None
+    assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -148,11 +149,12 @@ def test_gag_core_works_where_triton_is_absent():
         sys.meta_path.insert(0, NoTriton())
         import gag_core
         from gag_core import kernels
+        from gag_core.attention import _torch_path
         q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
         out = gag_core.gag_attention(q, k, v)
         assert out.shape == (1, 2, 4, 8) and torch.isfinite(out).all()
         assert kernels.triton_available() is False
-        assert kernels.select_backend(q, k, v, None, 1.5) is None
+        assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
