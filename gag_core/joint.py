@@ -29,7 +29,11 @@ and w together (``joint_attention_with_text_mass``); alone, padded to 8 columns,
 score pass without the value product (``text_key_mass``), for callers that already have the
 plain output from another attention backend.
 
-Layout: q (B, H, Lq, D), k (B, H, L, D), v (B, H, L, Dv), as torch's SDPA takes them.
+Layout: q (B, H, Lq, D), k (B, H, L, D), v (B, H, L, Dv), as torch's SDPA takes them. The
+keys start with the queries' own tokens in the same order (L = Lq) and may go on with extra
+keys that have no query (L > Lq): reference-image tokens whose keys and values a KV cache
+appends from the second step on (ComfyUI's FluxKVCache). The text span is one of the queries'
+own positions; extra keys count as image-stream keys.
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ def _check_joint(q, k, v):
     if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q, k, v shapes do not form one attention: q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+
+
+def _check_extra_keys(q, k):
+    if q.shape[2] > k.shape[2]:
+        raise ValueError(f"a joint attention has at least as many keys as queries (the queries' "
+                         f"own tokens, then any extra keys); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}")
 
 
 def _indicator(k: torch.Tensor, text_tokens: int, width: int, text_start: int = 0
@@ -153,16 +164,17 @@ def text_retrieval_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t
                             mask: Optional[torch.Tensor] = None, text_start: int = 0):
     """What text mode guides: the image queries against the text keys.
 
-    q, k, v (B, H, L, ·) in joint order, text at [text_start, text_start + T). Returns q_img
-    (B, H, L − T, D), k_txt (B, H, T, D), v_txt (B, H, T, Dv) and the mask restricted to (image
-    queries, text keys), rank 4 or None: the operands ``text_guided_attention`` hands to
-    ``text_retrieval_correction``.
+    q (B, H, Lq, D), k, v (B, H, L ≥ Lq, ·) in joint order (module docstring), text at
+    [text_start, text_start + T). Returns q_img (B, H, Lq − T, D), k_txt (B, H, T, D), v_txt
+    (B, H, T, Dv) and the mask restricted to (image queries, text keys), rank 4 or None: the
+    operands ``text_guided_attention`` hands to ``text_retrieval_correction``.
     """
     _check_joint(q, k, v)
+    _check_extra_keys(q, k)
     length = k.shape[2]
-    text_tokens = check_text_tokens(text_tokens, length, text_start)
+    text_tokens = check_text_tokens(text_tokens, q.shape[2], text_start)
     text = slice(text_start, text_start + text_tokens)
-    rows = _image_rows(length, text_start, text_tokens)
+    rows = _image_rows(q.shape[2], text_start, text_tokens)
     if torch.is_tensor(rows):
         rows = rows.to(q.device)
     full_mask = normalize_mask(mask, q.shape[0], q.shape[1], q.shape[2], length)
@@ -195,9 +207,10 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
     """Text-mode GAG on a joint attention whose positions [text_start, text_start + T) are
     text (T = ``text_tokens``; text_start 0: text first, L − T: text last).
 
-    q, k, v (B, H, L, ·) with queries and keys in the same joint order; returns (B, H, L, Dv)
-    in q's dtype. Text rows equal the plain attention output; every other row (an image-stream
-    query) gets the guided text retrieval (module docstring).
+    q (B, H, Lq, D), k, v (B, H, L ≥ Lq, ·) with the keys in the queries' joint order, then any
+    extra keys (module docstring); returns (B, H, Lq, Dv) in q's dtype. Text rows equal the
+    plain attention output; every other row (an image-stream query) gets the guided text
+    retrieval (module docstring), its mass w taken over all keys, extra ones included.
 
     plain: the plain attention output (B, H, L, Dv) if the caller already has it (for example
     from another attention backend); its text rows are returned unchanged, bit for bit, and w
@@ -211,24 +224,22 @@ def text_guided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tex
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha = check_alpha(alpha)
     _check_joint(q, k, v)
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(f"a joint attention has as many queries as keys; got q {tuple(q.shape)}"
-                         f", k {tuple(k.shape)}")
-    length = k.shape[2]
-    text_tokens = check_text_tokens(text_tokens, length, text_start)
+    _check_extra_keys(q, k)
+    length, queries = k.shape[2], q.shape[2]
+    text_tokens = check_text_tokens(text_tokens, queries, text_start)
     expected = q.shape[:3] + v.shape[-1:]
     if plain is not None and tuple(plain.shape) != tuple(expected):
         raise ValueError(f"plain must have shape {tuple(expected)} (B, H, L, Dv); got "
                          f"{tuple(plain.shape)}")
-    if text_tokens in (0, length):  # no text keys, or no image queries: nothing to guide
+    if text_tokens in (0, queries):  # no text keys, or no image queries: nothing to guide
         if plain is not None:
             return plain.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=_sdpa_mask(mask, q, k)).to(q.dtype)
     text = slice(text_start, text_start + text_tokens)
-    rows = _image_rows(length, text_start, text_tokens)
+    rows = _image_rows(queries, text_start, text_tokens)
     if torch.is_tensor(rows):
         rows = rows.to(q.device)
-    full_mask = normalize_mask(mask, q.shape[0], q.shape[1], length, length)
+    full_mask = normalize_mask(mask, q.shape[0], q.shape[1], queries, length)
     img_mask = _slice_mask(full_mask, rows=rows)
     q_img = q[:, :, rows]
     if plain is None:

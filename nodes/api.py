@@ -9,6 +9,7 @@ from typing import Optional
 from ..gag_core import PAPER
 from ..gag_core.layer_spec import parse_layer_spec, resolve_layers
 from .adapters import all_presets, available_layers, find_family, hook_of, model_name
+from .adapters.diagnose import wrapped_model_refusal
 from .gain_readout import install_readout, last_readout
 from .guidance import GuidanceRuntime
 from .settings import GAGSettings, LayerChoice, Schedule
@@ -27,6 +28,24 @@ def layer_selection_text(family, choice: LayerChoice, model_patcher) -> str:
     return family.presets[choice.preset]
 
 
+def _family_of(model_patcher):
+    """``find_family``, with models another pack wrapped (Nunchaku) refused by that pack's
+    name first: their class alone would only say "unsupported", or match a family whose
+    attention GAG then never reaches."""
+    diffusion_model = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+    try:
+        family = find_family(model_patcher)
+    except ValueError as unsupported:
+        refusal = wrapped_model_refusal(diffusion_model)
+        if refusal:
+            raise ValueError(refusal) from unsupported
+        raise
+    refusal = wrapped_model_refusal(diffusion_model, family.id)
+    if refusal:
+        raise ValueError(refusal)
+    return family
+
+
 def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
                 report_to: Optional[str] = None):
     """A clone of ``model_patcher`` with GAG installed as ``settings`` say; the input is untouched.
@@ -35,10 +54,11 @@ def patch_model(model_patcher, settings: GAGSettings, *, readout: bool = True,
     changes the samples. report_to: the id of the GAG Model Patch node that shows it in the
     browser.
 
-    Raises ValueError for a model no family supports, a preset or mode that does not apply to
-    its family, or a selection that names layers the model does not have.
+    Raises ValueError for a model no family supports (naming the pack that wrapped it, such as
+    Nunchaku, where that is why), a preset or mode that does not apply to its family, or a
+    selection that names layers the model does not have.
     """
-    family = find_family(model_patcher)
+    family = _family_of(model_patcher)
     mode = family.resolve_mode(settings.layers.mode)
     text = layer_selection_text(family, settings.layers, model_patcher)
     layers = resolve_layers(parse_layer_spec(text), available_layers(family, model_patcher),

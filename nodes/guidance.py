@@ -142,8 +142,9 @@ class GuidanceRuntime(SharedObject):
         """Text-mode GAG on a joint attention whose positions [text_start, text_start +
         text_tokens) are text (``gag_core.joint.text_guided_attention``): the other rows'
         retrieval of the text keys is guided, everything else is ``plain`` (the unguided
-        attention output, if the caller has it). (B, H, L, D) in, (B, H, L, Dv) out in q's
-        dtype. layer as in ``attention``."""
+        attention output, if the caller has it). q (B, H, L, D); k, v (B, H, L' ≥ L, ·): the
+        queries' own tokens, then any extra keys (a KV cache's reference tokens); (B, H, L, Dv)
+        out in q's dtype. layer as in ``attention``."""
         s = self.settings
         if self.targets_gain:
             def retrieval_correction(q_img, k_txt, v_txt, txt_mask):

@@ -10,7 +10,11 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-__all__ = ["has_attention_override", "wrapper_type", "diffusion_model_wrapper_type",
+# The transformer_options key ComfyUI's ``wrap_attn`` reads the attention override from. Core
+# nodes (ModelAttentionBackend, BlockSparseAttention) and other packs write the same key.
+OVERRIDE_KEY = "optimized_attention_override"
+
+__all__ = ["OVERRIDE_KEY", "has_attention_override", "wrapper_type", "diffusion_model_wrapper_type",
            "outer_sample_wrapper_type", "patcher_has_wrappers", "model_sets_block_info",
            "default_attention_is_memory_efficient", "prompt_server"]
 

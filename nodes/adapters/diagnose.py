@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 
 __all__ = ["code_origin", "is_comfy_code", "known_step_cache", "replaced_model_code",
            "step_cache_wrapper", "block_call_cause", "model_call_cause",
-           "missing_options_message", "unconsumed_mark_cause", "EASYCACHE_ADVICE"]
+           "missing_options_message", "unconsumed_mark_cause", "EASYCACHE_ADVICE",
+           "describe_override", "wrapped_model_refusal"]
 
 # (words that appear in a pack's folder or file name, lower case) → what users call the node.
 KNOWN_STEP_CACHES: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -194,3 +195,77 @@ def unconsumed_mark_cause(extra: Any, diffusion_model=None) -> str:
                 f"handing it transformer_options. {EASYCACHE_ADVICE}")
     return ("this ComfyUI version does not hand transformer_options to the attention call of "
             "this block, or an attention backend bypasses optimized_attention_override.")
+
+
+# ComfyUI's own attention overrides, by (module, function qualname without "<locals>"): what a
+# user calls the node that installs them.
+KNOWN_CORE_OVERRIDES: dict[tuple[str, str], str] = {
+    ("comfy.model_patcher", "ModelPatcher.set_model_optimized_attention.optimized_attention_override"):
+        "ComfyUI's ModelAttentionBackend node (ModelPatcher.set_model_optimized_attention)",
+    ("comfy_extras.nodes_sparse_attention", "make_attention_override.override"):
+        "ComfyUI's BlockSparseAttention node",
+}
+
+
+def describe_override(fn: Any) -> str:
+    """An attention override for messages: its function and where it comes from, e.g.
+    ``'optimized_attention_override (ComfyUI's ModelAttentionBackend node …)'`` or
+    ``'nag_override in ComfyUI-NAG/nodes.py'``."""
+    function = _function_of(fn)
+    if function is None:
+        return f"an override of type {type(fn).__qualname__}"
+    name = function.__qualname__.replace(".<locals>", "")
+    if is_comfy_code(function):
+        node = KNOWN_CORE_OVERRIDES.get((function.__module__, name))
+        return (f"{name.rsplit('.', 1)[-1]} ({node})" if node
+                else f"{name} in ComfyUI's {function.__module__}")
+    return code_origin(function) or name
+
+
+# (words in a module path or a custom-node folder of a diffusion model's code, lower case) →
+# the pack, why GAG cannot act inside its models, and the family ids whose port of it hands
+# attention its transformer_options (those are guided, and audited per model call like any).
+WRAPPED_MODEL_PACKS: tuple[tuple[tuple[str, ...], str, str, tuple[str, ...]], ...] = (
+    (("nunchaku",), "Nunchaku",
+     "Nunchaku's quantized models run their blocks in fused CUDA kernels (FLUX.1) or call "
+     "attention without transformer_options (Qwen-Image), so no attention patch — GAG's "
+     "included — can reach their attention", ("zimage",)),
+)
+
+
+def _code_place(cls: type) -> str:
+    """A class's module path and, for a custom node pack, its folder (never the rest of the
+    file path: the user's own folder names say nothing about the code)."""
+    try:
+        where = inspect.getfile(cls)
+    except TypeError:  # a class without a source file
+        where = ""
+    folder = _pack_folder(where) if "custom_nodes" in Path(where).parts else ""
+    return f"{cls.__module__} {folder}".lower()
+
+
+def wrapped_model_refusal(diffusion_model, family_id: Optional[str] = None,
+                          modules_to_scan: int = 64) -> Optional[str]:
+    """Why GAG refuses a model another pack wrapped, naming the pack (Nunchaku), or None.
+
+    Read from the module path (and custom-node folder) of the diffusion model's class and of
+    the first ``modules_to_scan`` submodules' classes (a wrapper may hold the pack's model
+    inside a ComfyUI class). ``family_id``: the family the model matched, if any; a family the
+    pack's port leaves reachable is not refused."""
+    if diffusion_model is None:
+        return None
+    classes = [type(diffusion_model)]
+    modules = getattr(diffusion_model, "modules", None)
+    if callable(modules):
+        for i, module in enumerate(modules()):
+            if i >= modules_to_scan:
+                break
+            classes.append(type(module))
+    for cls in dict.fromkeys(classes):
+        place = _code_place(cls)
+        for words, pack, why, reachable in WRAPPED_MODEL_PACKS:
+            if any(word in place for word in words) and family_id not in reachable:
+                return (f"GAG cannot guide this {pack} model ({cls.__qualname__} from "
+                        f"{cls.__module__}): {why}. Use the model's non-{pack} checkpoint "
+                        f"with GAG, or sample without GAG.")
+    return None

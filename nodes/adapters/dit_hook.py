@@ -19,12 +19,20 @@ installed before it, or to ComfyUI's own attention function. Which block a call 
 retrieval of that span), or in a separate cross-attention (Kandinsky 5), where GAG guides the
 call whose keys are the text, as in a UNet, and leaves the block's self-attention alone.
 
+Stacking with anything else that owns the override key: at install GAG wraps the override it
+finds (``previous``); at every model call ``model_call`` re-chains GAG on top of whatever
+override that call holds (``rechained``), so a node applied after GAG becomes GAG's dense path
+rather than replacing it. A call is guided at most once along a chain: the first GAG override
+that sees it marks the options it passes down (``CLAIMED_KEY``), and GAG overrides below pass
+marked calls through.
+
 Outside the schedule window every call is left alone, so the attention is exactly the
 unpatched computation. Applying GAG again removes all of this first (``uninstall``).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -39,10 +47,14 @@ from .model_call import CALL_KEY, TEXT_TOKENS_KEY, WRAPPER_KEY, ModelCallRecord,
 from .prompt_repeats import without_repeated_keys
 from .shared import SharedObject
 
-__all__ = ["OVERRIDE_KEY", "BlockTarget", "BlockInfo", "AllBlocks", "JointAttentionOverride",
+__all__ = ["OVERRIDE_KEY", "CLAIMED_KEY", "BlockTarget", "BlockInfo", "AllBlocks", "JointAttentionOverride",
            "available_layers", "install", "uninstall"]
 
-OVERRIDE_KEY = "optimized_attention_override"
+OVERRIDE_KEY = comfy_compat.OVERRIDE_KEY
+# In the options GAG hands the override below it: a GAG override above already has this call.
+CLAIMED_KEY = "gag_call_claimed"
+# Re-chained copies kept per installed override (one per distinct override found below it).
+_MAX_VIEWS = 8
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,27 @@ class JointAttentionOverride(SharedObject):
         # quadratic case. GAG's PyTorch path works in bounded query chunks, so GAG is as
         # memory-efficient as what it wraps.
         self.memory_efficient = _memory_efficient(previous)
+        self.root = self                      # the installed override a re-chained copy is of
+        self._views: dict[int, tuple] = {}
+
+    def rechained(self, current) -> "JointAttentionOverride":
+        """This override on top of ``current`` (the override a model call's options hold):
+        ``current`` itself when it is this override or a re-chained copy of it, else a copy
+        whose ``previous`` is ``current`` (kept, so each model call does not build one)."""
+        root = self.root
+        if getattr(current, "root", None) is root:
+            return current
+        views = root._views
+        hit = views.get(id(current))
+        if hit is not None and hit[0] is current:
+            return hit[1]
+        view = copy.copy(root)
+        view.previous = current
+        view.memory_efficient = _memory_efficient(current)
+        if len(views) >= _MAX_VIEWS:
+            views.clear()
+        views[id(current)] = (current, view)
+        return view
 
     @property
     def block_types(self) -> dict[str, str]:
@@ -116,9 +149,12 @@ class JointAttentionOverride(SharedObject):
         return found
 
     def _next(self, func, args, kwargs):
-        if self.previous is not None:
-            return self.previous(func, *args, **kwargs)
-        return func(*args, **kwargs)
+        if self.previous is None:
+            return func(*args, **kwargs)
+        options = kwargs.get("transformer_options")
+        if isinstance(options, dict) and CLAIMED_KEY not in options:
+            kwargs = dict(kwargs, transformer_options=dict(options, **{CLAIMED_KEY: True}))
+        return self.previous(func, *args, **kwargs)
 
     def _locate(self, options: dict):
         for locate in self.locators:
@@ -129,7 +165,7 @@ class JointAttentionOverride(SharedObject):
 
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options")
-        if not isinstance(options, dict):
+        if not isinstance(options, dict) or CLAIMED_KEY in options:
             return self._next(func, args, kwargs)
         target = self._locate(options)
         record = options.get(CALL_KEY)
@@ -142,12 +178,16 @@ class JointAttentionOverride(SharedObject):
             return self._next(func, args, kwargs)
         call = AttentionCall(args, kwargs)
         if not self._is_guided_attention(call, target):
+            if isinstance(record, ModelCallRecord):   # for the audit, should none be guided
+                record.declined.append((target.layer, call.query_tokens, call.key_tokens))
             return self._next(func, args, kwargs)  # another attention of the block
         target.claim()
         scale = self.runtime.step_scale(options)
         if scale is None:
             return self._next(func, args, kwargs)
         layer, text_tokens = target.layer, target.text_tokens
+        if isinstance(record, ModelCallRecord):
+            record.guided_layers.append(layer)
         if self.mode == "text" and text_tokens is None and self.text != "cross":
             raise RuntimeError(
                 f"GAG text mode on {_where(layer)}: the number of text tokens in the joint "
@@ -157,14 +197,15 @@ class JointAttentionOverride(SharedObject):
 
     def _is_guided_attention(self, call: AttentionCall, target) -> bool:
         """Whether this call is the attention GAG guides in its block: the joint attention
-        (as many keys as queries, the whole sequence where its length is known), or, where the
-        text is a separate cross-attention, the call whose keys are not the queries' tokens.
-        A block may run other attentions with the same options (an image-only self-attention
-        in SD3.5's MMDiT-X blocks and in Kandinsky 5's blocks)."""
+        (queries: the whole sequence where its length is known; keys: the same tokens, then
+        possibly extra ones, as FluxKVCache appends the cached reference tokens from the second
+        step on), or, where the text is a separate cross-attention, the call whose keys are not
+        the queries' tokens. A block may run other attentions with the same options (an
+        image-only self-attention in SD3.5's MMDiT-X blocks and in Kandinsky 5's blocks)."""
         queries, keys = call.query_tokens, call.key_tokens
         text_tokens, joint_tokens = target.text_tokens, target.joint_tokens
         if self.text != "cross":
-            return keys == queries and (joint_tokens is None or queries == joint_tokens)
+            return keys >= queries and (joint_tokens is None or queries == joint_tokens)
         if joint_tokens is not None and queries != joint_tokens:
             return False  # part of the queries (LTX's guide-masked self-attention) or audio
         if keys != queries:
@@ -292,11 +333,12 @@ def install(model_patcher, family, layers: list[LayerRef], runtime, mode: str) -
     if plan.via_dit_replace:
         locators += (marked_block,)
     locators += (BlockInfo(dict(plan.block_types)),)
-    install_block_replaces(options, family, list(plan.via_dit_replace))
-    options[OVERRIDE_KEY] = JointAttentionOverride(layers, runtime, mode, locators,
-                                                   options.get(OVERRIDE_KEY), text=family.text)
-    wrapper = ModelCallWrapper(runtime, relies_on_block_info=plan.relies_on_block_info,
-                               text_length=family.text_length, all_blocks=plan.all_blocks,
-                               family_name=family.display_name)
+    override = JointAttentionOverride(layers, runtime, mode, locators, options.get(OVERRIDE_KEY),
+                                      text=family.text)
+    options[OVERRIDE_KEY] = override
+    install_block_replaces(options, family, list(plan.via_dit_replace), override)
+    wrapper = ModelCallWrapper(runtime, override, family,
+                               relies_on_block_info=plan.relies_on_block_info,
+                               all_blocks=plan.all_blocks)
     model_patcher.add_wrapper_with_key(comfy_compat.diffusion_model_wrapper_type(), WRAPPER_KEY,
                                        wrapper)

@@ -11,28 +11,18 @@ and its call site in ``dit_hook.install``/``uninstall``.
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from ...gag_core.layer_spec import LayerRef
-from .diagnose import missing_options_message, unconsumed_mark_cause
-from .model_call import TEXT_TOKENS_KEY
+from .comfy_compat import OVERRIDE_KEY
+from .diagnose import describe_override, missing_options_message, unconsumed_mark_cause
+from .model_call import CALL_KEY, TEXT_TOKENS_KEY, ModelCallRecord, warn_once
 from .shared import SharedObject
 
 __all__ = ["MARK_KEY", "BlockMark", "DiTBlockPatch", "marked_block", "has_block_replaces",
            "install_block_replaces", "remove_block_replaces"]
 
 MARK_KEY = "gag_block_mark"
-
-_log = logging.getLogger("comfyui_gag")
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        _log.warning(message)
-
 
 class BlockMark(SharedObject):
     """What a ``dit`` block replace tells the attention of its block. ``joint_tokens`` is the
@@ -66,13 +56,18 @@ def marked_block(options: dict) -> Optional[BlockMark]:
 
 class DiTBlockPatch(SharedObject):
     """A ``dit`` block replace: marks the block's transformer_options for GAG's override and
-    runs the block."""
+    runs the block. It also puts GAG's override (``override``) on top of whatever override the
+    block's options hold, as the model-call wrapper does for models that run one: SD3's MMDiT
+    runs no DIFFUSION_MODEL wrappers."""
 
-    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, *,
+    marks_gag_block = True   # tells GAG's model-call audit this replace is GAG's own
+
+    def __init__(self, layer: LayerRef, separate_text: bool, previous=None, override=None, *,
                  text_arg: Optional[str] = "txt", cross: bool = False):
         self.layer = layer
         self.separate_text = separate_text  # args carry txt and img apart (double stream)
         self.previous = previous            # the dit replace this one wraps, if any
+        self.override = override            # GAG's JointAttentionOverride, re-chained on top
         self.text_arg = text_arg            # the argument that is the text (BlockGroup.text_arg)
         self.cross = cross                  # the text is a separate cross-attention
 
@@ -116,15 +111,29 @@ class DiTBlockPatch(SharedObject):
                 f"does not guide audio attention. Remove GAG from audio-only runs.")
         text_tokens, joint_tokens = self._layout(args, options)
         mark = BlockMark(self.layer, text_tokens, joint_tokens)
-        out = self._run(dict(args, transformer_options=dict(options, **{MARK_KEY: mark})), extra)
+        marked = dict(options, **{MARK_KEY: mark})
+        present = options.get(OVERRIDE_KEY)
+        top = self.override.rechained(present) if self.override is not None else present
+        if top is not present:
+            marked[OVERRIDE_KEY] = top
+        out = self._run(dict(args, transformer_options=marked), extra)
         if not mark.consumed:
             if self.previous is None:
+                now = marked.get(OVERRIDE_KEY)
+                took = ("" if now is top else
+                        f" The attention override in place when the block ran was "
+                        f"{describe_override(now)}, not GAG's.")
                 raise RuntimeError(
                     f"GAG: the attention of {self.layer} never saw the GAG mark: "
-                    f"{unconsumed_mark_cause(extra)} GAG cannot act on this model here.")
-            _warn_once(f"unconsumed:{self.layer}",
-                       f"GAG: another patch on {self.layer} ran the block without its attention "
-                       f"seeing GAG's mark; GAG did not act on that block for that call.")
+                    f"{unconsumed_mark_cause(extra)}{took} GAG cannot act on this model here.")
+            why = f"another 'dit' block replace on {self.layer} ran the block without it"
+            record = options.get(CALL_KEY)
+            if isinstance(record, ModelCallRecord):
+                record.explained.append((self.layer, why))   # the model-call audit reports it
+            else:
+                warn_once(f"unconsumed:{self.layer}",
+                          f"GAG: {why}: its attention never saw GAG's mark; GAG did not act "
+                          f"on that block for that call.")
         return out
 
 
@@ -146,13 +155,14 @@ def _own_dit_replaces(options: dict) -> dict:
     return replaces["dit"]
 
 
-def install_block_replaces(options: dict, family, layers: list[LayerRef]) -> None:
-    """A ``DiTBlockPatch`` on each of ``layers`` (wrapping a replace already there)."""
+def install_block_replaces(options: dict, family, layers: list[LayerRef], override) -> None:
+    """A ``DiTBlockPatch`` on each of ``layers`` (wrapping a replace already there), putting
+    ``override`` (GAG's) on top in the block's options."""
     dit = _own_dit_replaces(options)
     for ref in layers:
         group = family.group(ref.group)
         key = (group.dit_replace, ref.block)
-        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key),
+        dit[key] = DiTBlockPatch(ref, group.separate_text, dit.get(key), override,
                                  text_arg=group.text_arg, cross=family.text == "cross")
 
 

@@ -567,16 +567,26 @@ def test_attention_without_block_info_on_the_block_info_path_is_an_error(tm, api
     if not compat.model_sets_block_info(patcher.model.diffusion_model):
         pytest.skip("this ComfyUI does not tell attention its block (0.3.64): GAG uses block "
                     "replaces there, which check themselves")
+    from comfy.patcher_extension import WrappersMP
     patched = api.apply_gag(patcher)
-    inner = gag_override(patched)
 
-    def hide_block_info(func, *args, **kwargs):
-        options = {key: value for key, value in kwargs["transformer_options"].items()
-                   if key not in ("block_type", "block_index", "img_slice")}
-        return inner(func, *args, **dict(kwargs, transformer_options=options))
+    # GAG re-chains its override on top of any override a model call's options hold, so the
+    # hiding has to happen inside the model call, above GAG, as a node replacing the model's
+    # forward would do it.
+    def hide_block_info_inside_the_model_call(executor, *args, **kwargs):
+        options = kwargs.get("transformer_options") or [a for a in args if isinstance(a, dict)][-1]
+        above = options["optimized_attention_override"]
 
-    patched.model_options["transformer_options"] = dict(
-        patched.model_options["transformer_options"], optimized_attention_override=hide_block_info)
+        def hide_block_info(func, *args, **kwargs):
+            options = {key: value for key, value in kwargs["transformer_options"].items()
+                       if key not in ("block_type", "block_index", "img_slice")}
+            return above(func, *args, **dict(kwargs, transformer_options=options))
+
+        options["optimized_attention_override"] = hide_block_info
+        return executor(*args, **kwargs)
+
+    patched.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test_hides_block_info",
+                                 hide_block_info_inside_the_model_call)
     with pytest.raises(RuntimeError, match="without telling it which block"):
         model.sample(patched)
 

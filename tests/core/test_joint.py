@@ -236,8 +236,10 @@ def test_text_tokens_validation(bad):
 
 def test_shape_and_parameter_validation():
     q, k, v = joint_qkv()
-    with pytest.raises(ValueError, match="as many queries as keys"):
-        text_guided_attention(q[:, :, :5], k, v, 2)
+    with pytest.raises(ValueError, match="at least as many keys as queries"):
+        text_guided_attention(q, k[:, :, :5], v[:, :, :5], 2)
+    with pytest.raises(ValueError, match="text_tokens"):   # the text is among the queries
+        text_guided_attention(q[:, :, :5], k, v, 6)
     with pytest.raises(ValueError, match="plain must have shape"):
         text_guided_attention(q, k, v, 2, plain=v[:, :, :5])
     with pytest.raises(ValueError, match=r"\(B, H, L, D\)"):
@@ -246,3 +248,30 @@ def test_shape_and_parameter_validation():
         text_guided_attention(q, k, v, 2, scale=float("nan"))
     with pytest.raises(ValueError, match="alpha"):
         text_guided_attention(q, k, v, 2, alpha=1.0)
+
+
+# --- extra keys (a KV cache's reference tokens) -------------------------------------------------
+
+@pytest.mark.parametrize("text_first", [True, False], ids=["text first", "text last"])
+@pytest.mark.parametrize("with_plain", [False, True], ids=["own plain", "given plain"])
+def test_extra_keys_guide_each_query_as_if_they_were_queries_too(text_first, with_plain):
+    """Keys = the queries' own tokens, then extra keys without queries (FluxKVCache appends the
+    cached reference tokens). Each output row depends only on its query and all keys, so the
+    rows must equal those of the same attention where the extra tokens are queries as well."""
+    q, k, v = joint_qkv(length=13)
+    own, text = 9, 3
+    start = 0 if text_first else own - text
+    mask = torch.randn(1, 1, 13, 13, dtype=q.dtype) * 0.5
+    plain = None
+    if with_plain:
+        plain = torch.nn.functional.scaled_dot_product_attention(q[:, :, :own], k, v,
+                                                                 attn_mask=mask[:, :, :own])
+    part = text_guided_attention(q[:, :, :own], k, v, text, mask=mask[:, :, :own], plain=plain,
+                                 text_start=start)
+    whole = text_guided_attention(q, k, v, text, mask=mask, text_start=start)
+    torch.testing.assert_close(part, whole[:, :, :own])
+    untouched = slice(0, text) if text_first else slice(own - text, own)
+    assert not torch.allclose(part, whole.new_zeros(part.shape))
+    torch.testing.assert_close(part[:, :, untouched], torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, untouched], k, v, attn_mask=mask[:, :, untouched]))
+

@@ -1,5 +1,5 @@
 // The strength readout on GAG Model Patch: after each sampling run, a small plot of the median
-// attention gain per step (nodes/readout.py sends it as a "gag.readout" message).
+// attention gain per step (nodes/gain_readout.py sends it as a "gag.readout" message).
 //
 // The text summary itself ("GAG: attention gain ×2.1 median, …" and the hint) arrives as
 // ComfyUI's progress text, which the front end shows on the node without this file. The plot is
