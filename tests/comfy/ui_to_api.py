@@ -17,10 +17,16 @@ front end rebuilds it from the node definitions. This module does the same from 
 Front-end-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are not sent: reroutes are
 followed, primitives' values are already in their targets' widgets_values. Muted nodes (mode 2)
 are dropped; bypassed nodes (mode 4) pass their first input of the same type through.
+
+Subgraphs (front end 1.2x, ``definitions.subgraphs``; a node whose type is a subgraph's id is an
+instance of it) are expanded first by ``expand_subgraphs`` into one flat graph, as the front end
+does before it queues a prompt: the inner nodes replace the instance, keep their own widget
+values, and the subgraph's inputs and outputs are wired through to the instance's links.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -148,17 +154,149 @@ def widget_values(node: dict, definition: dict) -> dict[str, Any]:
     return widget_values_and_specs(node, definition)[0]
 
 
+# In a subgraph definition's links, the ids of its input and output boundary nodes.
+SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE = -10, -20
+MAX_SUBGRAPH_DEPTH = 32
+
+
+def link_as_list(link) -> list:
+    """[id, origin node, origin slot, target node, target slot, type] of a link in either the
+    list form (top-level graphs) or the mapping form (subgraph definitions, newer files)."""
+    if isinstance(link, dict):
+        return [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
+                link["target_slot"], link["type"]]
+    return list(link[:6])
+
+
+def expand_subgraphs(workflow: dict) -> dict:
+    """A copy of ``workflow`` with every subgraph instance replaced by the subgraph's nodes.
+
+    Inner nodes get fresh ids (after the graph's largest; the same subgraph may be used twice)
+    and keep their type, mode, title and widget values. A link into the instance's input k is
+    carried to every inner input the subgraph's input k feeds; each consumer of the instance's
+    output k is linked to the inner output that feeds the subgraph's output k (or, for an input
+    wired straight to an output, to the instance's upstream). An unconnected subgraph input
+    leaves the inner inputs it feeds unconnected: an inner widget input then keeps the inner
+    node's own value. Nested subgraphs are expanded too. A muted instance mutes its inner
+    nodes. Raises WorkflowError for what this does not model: promoted widget values on the
+    instance (``proxyWidgets`` / ``widgets_values``), a bypassed instance, unknown boundary
+    slots, or subgraphs nested deeper than MAX_SUBGRAPH_DEPTH.
+    """
+    definitions = {d["id"]: d for d in workflow.get("definitions", {}).get("subgraphs", [])}
+    flat = copy.deepcopy({k: v for k, v in workflow.items() if k != "definitions"})
+    if not definitions:
+        return flat
+    flat["links"] = [link_as_list(link) for link in flat.get("links", [])]
+    next_id = {"node": max([int(n["id"]) for n in flat["nodes"]] +
+                           [int(n["id"]) for d in definitions.values() for n in d["nodes"]] +
+                           [int(flat.get("last_node_id") or 0)]) + 1,
+               "link": max([int(link[0]) for link in flat["links"]] +
+                           [int(flat.get("last_link_id") or 0)]) + 1}
+
+    def fresh(kind: str) -> int:
+        next_id[kind] += 1
+        return next_id[kind] - 1
+
+    for _ in range(MAX_SUBGRAPH_DEPTH):
+        instances = [n for n in flat["nodes"] if n["type"] in definitions]
+        if not instances:
+            break
+        for instance in instances:
+            _expand_instance(flat, instance, definitions[instance["type"]], fresh)
+    else:
+        raise WorkflowError(f"subgraphs nested deeper than {MAX_SUBGRAPH_DEPTH} levels "
+                            "(or a subgraph that contains itself)")
+    _relink_outputs(flat)
+    flat["last_node_id"] = max(int(n["id"]) for n in flat["nodes"])
+    flat["last_link_id"] = max([int(link[0]) for link in flat["links"]], default=0)
+    return flat
+
+
+def _expand_instance(flat: dict, instance: dict, definition: dict, fresh) -> None:
+    """Replace ``instance`` in ``flat`` (links as lists) by the nodes of ``definition``."""
+    where = f"node {instance['id']} (subgraph {definition.get('name') or definition['id']!r})"
+    if instance.get("mode") == MODE_BYPASSED:
+        raise WorkflowError(f"{where}: a bypassed subgraph instance is not supported")
+    promoted = (instance.get("properties") or {}).get("proxyWidgets") or instance.get(
+        "widgets_values")
+    if promoted:
+        raise WorkflowError(f"{where}: promoted widget values {promoted!r} are not supported")
+    instance_id = int(instance["id"])
+    by_id = {int(link[0]): link for link in flat["links"]}
+    # The instance's boundary: which outer (node, slot) feeds each of its inputs, which outer
+    # (node, slot) consume each of its outputs.
+    feeds = {}
+    for slot, entry in enumerate(instance.get("inputs") or []):
+        if entry.get("link") is not None:
+            feeds[slot] = tuple(by_id[int(entry["link"])][1:3])
+    consumers: dict[int, list] = {}
+    for link in flat["links"]:
+        if int(link[1]) == instance_id:
+            consumers.setdefault(int(link[2]), []).append((int(link[3]), int(link[4]), link[5]))
+    n_inputs, n_outputs = len(definition.get("inputs", [])), len(definition.get("outputs", []))
+
+    new_ids = {int(n["id"]): fresh("node") for n in definition["nodes"]}
+    inner = []
+    for node in definition["nodes"]:
+        node = copy.deepcopy(node)
+        node["id"] = new_ids[int(node["id"])]
+        if instance.get("mode") == MODE_MUTED:
+            node["mode"] = MODE_MUTED
+        for entry in node.get("inputs") or []:
+            entry["link"] = None   # set below from the definition's links
+        inner.append(node)
+    # The instance and its links go; the inner nodes and the rewired links come in.
+    flat["links"] = [link for link in flat["links"]
+                     if instance_id not in (int(link[1]), int(link[3]))]
+    index = next(i for i, n in enumerate(flat["nodes"]) if n is instance)
+    flat["nodes"][index:index + 1] = inner
+    outer_by_id = {int(n["id"]): n for n in flat["nodes"]}
+
+    def connect(origin, origin_slot, target, target_slot, kind):
+        link_id = fresh("link")
+        flat["links"].append([link_id, origin, origin_slot, target, target_slot, kind])
+        outer_by_id[target]["inputs"][target_slot]["link"] = link_id
+
+    def check(slot: int, count: int, side: str) -> None:
+        if not 0 <= slot < count:
+            raise WorkflowError(f"{where}: a link uses its {side} slot {slot}, but it has "
+                                f"{count}")
+
+    for link in definition.get("links", []):
+        _, origin, origin_slot, target, target_slot, kind = link_as_list(link)
+        origin, target = int(origin), int(target)
+        if origin == SUBGRAPH_INPUT_NODE:
+            check(origin_slot, n_inputs, "input")
+            source = feeds.get(origin_slot)
+        else:
+            source = (new_ids[origin], origin_slot)
+        if source is None:
+            continue   # unconnected subgraph input: the inner input stays unconnected
+        if target == SUBGRAPH_OUTPUT_NODE:
+            check(target_slot, n_outputs, "output")
+            for outer_target, outer_slot, outer_kind in consumers.get(target_slot, []):
+                connect(source[0], source[1], outer_target, outer_slot, outer_kind)
+        else:
+            connect(source[0], source[1], new_ids[target], target_slot, kind)
+
+
+def _relink_outputs(flat: dict) -> None:
+    """Rebuild every output's ``links`` list from the link table."""
+    by_id = {int(n["id"]): n for n in flat["nodes"]}
+    for node in flat["nodes"]:
+        for entry in node.get("outputs") or []:
+            entry["links"] = []
+    for link_id, origin, origin_slot, *_ in flat["links"]:
+        by_id[int(origin)]["outputs"][int(origin_slot)]["links"].append(link_id)
+
+
 class _Graph:
     def __init__(self, workflow: dict):
-        if workflow.get("definitions", {}).get("subgraphs"):
-            raise WorkflowError("workflows with subgraphs are not supported by this converter")
+        workflow = expand_subgraphs(workflow)
         self.nodes = {int(n["id"]): n for n in workflow["nodes"]}
         # link id → (origin node, origin slot, target node, target slot, type)
         self.links = {}
-        for link in workflow.get("links", []):
-            if isinstance(link, dict):
-                link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"],
-                        link["target_slot"], link["type"]]
+        for link in map(link_as_list, workflow.get("links", [])):
             self.links[int(link[0])] = (int(link[1]), int(link[2]), int(link[3]), int(link[4]),
                                         link[5])
 
