@@ -84,7 +84,9 @@ def test_loaded_schema_types(loaded):
     assert {k: v[1]["default"] for k, v in patch_inputs["required"].items() if k != "model"} == {
         "scale": 10.0, "eta": 15.0, "zeta": 0.0}
     assert {k: v[0] for k, v in patch_inputs["optional"].items()} == {
-        "layers": "GAG_LAYERS", "sparsity": "GAG_SPARSITY", "schedule": "GAG_SCHEDULE"}
+        "target_gain": "FLOAT", "layers": "GAG_LAYERS", "sparsity": "GAG_SPARSITY",
+        "schedule": "GAG_SCHEDULE"}
+    assert patch_inputs["optional"]["target_gain"][1]["default"] == 0.0  # off unless set
     assert info["GAGLayers"]["output"] == ["GAG_LAYERS"]
     assert info["GAGSparsity"]["output"] == ["GAG_SPARSITY"]
     assert info["GAGSparsity"]["input"]["required"]["alpha"][1]["default"] == 1.5

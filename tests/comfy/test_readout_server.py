@@ -141,7 +141,9 @@ def test_node_shows_the_readout_and_its_plot_in_chromium(page, server):
     if data["overall"]["median"] >= data["hint_gain"]:
         assert data["hint"] and shown.splitlines()[-1] == data["hint"], data
     else:
-        assert data["hint"] is None and len(shown.splitlines()) == 3, data
+        # gain, cap, layers/steps, and which backend computed the guided calls
+        assert data["hint"] is None and len(shown.splitlines()) == 4, data
+        assert shown.splitlines()[-1] == f"backend: {data['backend']}", data
     assert data["node"] == str(ids["gag"])
     assert [s["step"] for s in data["steps"]] == [0, 1, 2] and data["total_steps"] == 3
     assert data["overall"]["median"] > 1 and data["scale"] == 40.0
