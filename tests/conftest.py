@@ -92,6 +92,22 @@ def import_pack(cpu: bool = True):
     return module
 
 
+DIGITS = REPO_ROOT / "bench" / "digits"
+
+
+def import_digits_evaluate(weights: str, trainer: str):
+    """bench/digits/evaluate.py (the digits study's sampler and judge) as a module, after checking
+    that the trained ``weights`` file it needs is shipped (else fail, naming ``trainer``)."""
+    if not (DIGITS / weights).is_file():
+        pytest.fail(f"bench/digits/{weights} is missing (run bench/digits/{trainer})")
+    sys.path.insert(0, str(DIGITS))  # evaluate.py imports digits_model from its own folder
+    spec = importlib.util.spec_from_file_location("bench_digits_evaluate", DIGITS / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # The pack's modules that tests reach by name, in one place: when a module moves or is renamed,
 # this table changes and the tests do not. Role → module inside the pack.
 PACK_MODULES = {
