@@ -163,28 +163,27 @@ def peak_extra_mib(fn) -> float:
 # Measurement
 # ------------------------------------------------------------------------------------------
 
+def _cost_model():
+    """bench/cost_model.py (op trace, rooflines, gag_env), imported from this folder."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import cost_model
+    return cost_model
+
+
 def _with_policy(policy: str, fn):
     """fn run with GAG_TORCH_POLICY=policy (the PyTorch path reads it on every call)."""
-    import os
+    gag_env = _cost_model().gag_env
 
     def run():
-        old = os.environ.get("GAG_TORCH_POLICY")
-        os.environ["GAG_TORCH_POLICY"] = policy
-        try:
+        with gag_env(torch_policy=policy):
             return fn()
-        finally:
-            if old is None:
-                del os.environ["GAG_TORCH_POLICY"]
-            else:
-                os.environ["GAG_TORCH_POLICY"] = old
     return run
 
 
 def cost_estimates(shape: Shape, device_name: str) -> dict:
     """bench/cost_model.py's estimate (ms) of each path at ``shape`` on the roofline closest to
     ``device_name`` (H100 unless it names an A100 or a 4090)."""
-    sys.path.insert(0, str(REPO_ROOT / "bench"))
-    import cost_model
+    cost_model = _cost_model()
     name = device_name.upper()
     roofline = cost_model.ROOFLINES["A100" if "A100" in name else
                                     "RTX4090" if "4090" in name else "H100"]
