@@ -138,6 +138,18 @@ def family_table():
 
 
 @pytest.fixture(scope="session")
+def api():
+    """nodes.api: apply_gag and the family lookups the nodes use."""
+    return pack_module("api")
+
+
+@pytest.fixture(scope="session")
+def dit_hook():
+    """nodes.adapters.dit_hook: the DiT attention override."""
+    return pack_module("dit_hook")
+
+
+@pytest.fixture(scope="session")
 def comfy_path():
     return import_comfy()
 

@@ -21,16 +21,6 @@ from conftest import import_pack, pack_module
 pytestmark = pytest.mark.comfy
 
 
-@pytest.fixture(scope="module")
-def api():
-    return pack_module("api")
-
-
-@pytest.fixture(scope="module")
-def dit_hook():
-    return pack_module("dit_hook")
-
-
 def table_entry(family):
     return pack_module("families").find_family(family.patcher)
 
