@@ -131,6 +131,26 @@ def pack_module(role: str):
     return importlib.import_module(f"{PACK_MODULE}.{PACK_MODULES[role]}")
 
 
+def record_guided_calls(monkeypatch, dit_hook, entry) -> list:
+    """Spy on the DiT hook for one test: every call that runs GAG
+    (JointAttentionOverride.guide) still runs, and appends ``entry(override, layer, call)`` to
+    the returned list."""
+    hits = []
+    original = dit_hook.JointAttentionOverride.guide
+
+    def spy(self, layer, call, *args):
+        hits.append(entry(self, layer, call))
+        return original(self, layer, call, *args)
+
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
+    return hits
+
+
+def rel_change(a, b) -> float:
+    """‖a − b‖ / ‖b‖: how much ``a`` differs from the reference ``b``."""
+    return float((a - b).norm() / b.norm())
+
+
 @pytest.fixture(scope="session")
 def family_table():
     """nodes.adapters: the family table (FAMILIES, find_family, family_by_id) and available_layers."""

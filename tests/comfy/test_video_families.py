@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import tiny_families as tf
-from conftest import import_pack
+from conftest import import_pack, record_guided_calls, rel_change
 
 pytestmark = pytest.mark.comfy
 
@@ -94,19 +94,8 @@ def video(request, tv):
 @pytest.fixture
 def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG: (layer, query tokens, key tokens)."""
-    hits = []
-    original = dit_hook.JointAttentionOverride.guide
-
-    def spy(self, layer, call, *args):
-        hits.append((str(layer), call.query_tokens, call.key_tokens))
-        return original(self, layer, call, *args)
-
-    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
-    return hits
-
-
-def rel_change(a, b):
-    return float((a - b).norm() / b.norm())
+    return record_guided_calls(monkeypatch, dit_hook, lambda override, layer, call: (
+        str(layer), call.query_tokens, call.key_tokens))
 
 
 def selected(video):
