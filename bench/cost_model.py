@@ -329,10 +329,16 @@ class Shape:
     # joint SDPA runs, and gag_correction adds GAG's change on the image-query × text-key part;
     # its SDPA baseline is that joint call, priced as the SDPA column).
     call: str = "attention"
+    note: str = ""  # what the shape is, for tables (bench_attention_op.py)
 
     @property
     def dims(self) -> tuple:
         return (self.batch, self.heads, self.lq, self.lk, self.d)
+
+    @property
+    def label(self) -> str:
+        return (f"B{self.batch} H{self.heads} Lq{self.lq} Lk{self.lk} D{self.d} "
+                f"{str(self.dtype)[6:]}")
 
 
 SHAPES = {
