@@ -34,35 +34,21 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
+import cost_model  # noqa: E402  (bench/cost_model.py: shapes, op trace, rooflines, gag_env)
+from cost_model import Shape  # noqa: E402
 from gag_core import gag_attention  # noqa: E402
 from gag_core.kernels.config import SHORT_MAX_KEYS  # noqa: E402
 
 GAG_PARAMS = dict(scale=10.0, eta=15.0, zeta=0.0)
-
-
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    batch: int
-    heads: int
-    lq: int
-    lk: int
-    head_dim: int
-    dtype: torch.dtype
-    note: str
-
-    @property
-    def label(self) -> str:
-        return (f"B{self.batch} H{self.heads} Lq{self.lq} Lk{self.lk} D{self.head_dim} "
-                f"{str(self.dtype)[6:]}")
 
 
 def _flux_tokens(pixels: int) -> int:
@@ -72,38 +58,38 @@ def _flux_tokens(pixels: int) -> int:
 
 SHAPES = [
     Shape("sdxl-cross", 2, 20, 1024, 77, 64, torch.float16,
-          "SDXL cross-attention at 1024² (32×32 latent tokens in the 2nd stage, 77 text keys)"),
+          note="SDXL cross-attention at 1024² (32×32 latent tokens in the 2nd stage, 77 text keys)"),
     Shape("flux-joint-512", 1, 24, _flux_tokens(512), _flux_tokens(512), 128, torch.bfloat16,
-          "FLUX joint attention at 512² (1024 image + 512 text tokens)"),
+          note="FLUX joint attention at 512² (1024 image + 512 text tokens)"),
     Shape("flux-joint-1024", 1, 24, _flux_tokens(1024), _flux_tokens(1024), 128, torch.bfloat16,
-          "FLUX joint attention at 1024² (4096 + 512 tokens)"),
+          note="FLUX joint attention at 1024² (4096 + 512 tokens)"),
     Shape("flux-joint-2048", 1, 24, _flux_tokens(2048), _flux_tokens(2048), 128, torch.bfloat16,
-          "FLUX joint attention at 2048² (16384 + 512 tokens)"),
+          note="FLUX joint attention at 2048² (16384 + 512 tokens)"),
     Shape("flux-text-1024", 1, 24, 4096, 512, 128, torch.bfloat16,
-          "FLUX image-query → text-key mode at 1024²"),
+          note="FLUX image-query → text-key mode at 1024²"),
 ]
 
 # The CPU ratio table (issue 14): what the default PyTorch path costs next to one SDPA call.
 CPU_SHAPES = [
     Shape("sdxl-cross-1024", 2, 20, 1024, 77, 64, torch.float32,
-          "SDXL cross-attention at 1024² (32×32 tokens in the 2nd stage, 77 text keys)"),
+          note="SDXL cross-attention at 1024² (32×32 tokens in the 2nd stage, 77 text keys)"),
     Shape("sdxl-cross-4096", 2, 10, 4096, 77, 64, torch.float32,
-          "SDXL cross-attention, 4096 image tokens (1st stage at 1024²)"),
+          note="SDXL cross-attention, 4096 image tokens (1st stage at 1024²)"),
     Shape("flux-text-256", 1, 24, 1024, 256, 128, torch.float32,
-          "FLUX image-query → text-key mode (1024 image tokens, 256 text keys)"),
+          note="FLUX image-query → text-key mode (1024 image tokens, 256 text keys)"),
     Shape("flux-joint-512", 1, 24, _flux_tokens(512) - 256, _flux_tokens(512) - 256, 128,
-          torch.float32, "FLUX joint attention at 512² with 256 text tokens (1280 tokens)"),
+          torch.float32, note="FLUX joint attention at 512² with 256 text tokens (1280 tokens)"),
 ]
 
 SMOKE_SHAPES = [
-    Shape("sdxl-cross-tiny", 1, 2, 64, 77, 64, torch.float16, "short-row kernel path"),
-    Shape("flux-joint-tiny", 1, 1, 48, 320, 32, torch.bfloat16, "streaming kernel path"),
+    Shape("sdxl-cross-tiny", 1, 2, 64, 77, 64, torch.float16, note="short-row kernel path"),
+    Shape("flux-joint-tiny", 1, 1, 48, 320, 32, torch.bfloat16, note="streaming kernel path"),
 ]
 
 
 def make_inputs(shape: Shape, device: str, seed: int = 0):
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    dims = [(shape.lq, shape.head_dim), (shape.lk, shape.head_dim), (shape.lk, shape.head_dim)]
+    dims = [(shape.lq, shape.d), (shape.lk, shape.d), (shape.lk, shape.d)]
     return [torch.randn(shape.batch, shape.heads, n, d, generator=gen).to(device, shape.dtype)
             for n, d in dims]
 
@@ -165,31 +151,19 @@ def peak_extra_mib(fn) -> float:
 
 def _with_policy(policy: str, fn):
     """fn run with GAG_TORCH_POLICY=policy (the PyTorch path reads it on every call)."""
-    import os
-
     def run():
-        old = os.environ.get("GAG_TORCH_POLICY")
-        os.environ["GAG_TORCH_POLICY"] = policy
-        try:
+        with cost_model.gag_env(torch_policy=policy):
             return fn()
-        finally:
-            if old is None:
-                del os.environ["GAG_TORCH_POLICY"]
-            else:
-                os.environ["GAG_TORCH_POLICY"] = old
     return run
 
 
 def cost_estimates(shape: Shape, device_name: str) -> dict:
     """bench/cost_model.py's estimate (ms) of each path at ``shape`` on the roofline closest to
     ``device_name`` (H100 unless it names an A100 or a 4090)."""
-    sys.path.insert(0, str(REPO_ROOT / "bench"))
-    import cost_model
     name = device_name.upper()
     roofline = cost_model.ROOFLINES["A100" if "A100" in name else
                                     "RTX4090" if "4090" in name else "H100"]
-    model_shape = cost_model.Shape(shape.name, shape.batch, shape.heads, shape.lq, shape.lk,
-                                   shape.head_dim, shape.dtype)
+    model_shape = shape  # call 'attention': this bench times gag_attention
     out = {"roofline": roofline.name}
     out["torch_est"] = cost_model.price(cost_model.trace_gpu_policy(model_shape,
                                                                     roofline=roofline),
@@ -301,7 +275,7 @@ def cpu_ratio_table(rows: list[dict], alpha: float, threads: int, reps: int) -> 
              "| --- | --- | --- | --- | --- |"]
     for row in rows:
         s = row["shape"]
-        lines.append(f"| {s.note} | ({s.batch}, {s.heads}, {s.lq}, {s.lk}, {s.head_dim}) "
+        lines.append(f"| {s.note} | ({s.batch}, {s.heads}, {s.lq}, {s.lk}, {s.d}) "
                      f"| {row['sdpa_ms']:.2f} | {row['torch_ms']:.2f} "
                      f"| {row['torch_ms'] / row['sdpa_ms']:.1f}× |")
     return lines
@@ -314,7 +288,7 @@ def tune_gpu(shapes, alpha: float, reps: int) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape in shapes:
         q, k, v = make_inputs(shape, "cuda")
-        base = kernel_config(shape.lq, shape.lk, shape.head_dim, shape.head_dim, shape.dtype)
+        base = kernel_config(shape.lq, shape.lk, shape.d, shape.d, shape.dtype)
         if base.path == "short":
             variants = [replace(base, block_m=m, num_warps=w) for m in (16, 32, 64)
                         for w in (4, 8)]
@@ -474,7 +448,7 @@ def _tau_steps(z: torch.Tensor, alpha: float, max_steps: int = 64) -> int:
 def roofline(shape: Shape, alpha: float) -> dict:
     short_path = shape.lk <= SHORT_MAX_KEYS
     elt = shape.dtype.itemsize
-    d = shape.head_dim
+    d = shape.d
     scores = shape.batch * shape.heads * shape.lq * shape.lk
     rows = shape.batch * shape.heads * shape.lq
     io_bytes = elt * shape.batch * shape.heads * (2 * shape.lq * d + 2 * shape.lk * d)

@@ -329,10 +329,16 @@ class Shape:
     # joint SDPA runs, and gag_correction adds GAG's change on the image-query × text-key part;
     # its SDPA baseline is that joint call, priced as the SDPA column).
     call: str = "attention"
+    note: str = ""  # what the shape is, for tables (bench_attention_op.py)
 
     @property
     def dims(self) -> tuple:
         return (self.batch, self.heads, self.lq, self.lk, self.d)
+
+    @property
+    def label(self) -> str:
+        return (f"B{self.batch} H{self.heads} Lq{self.lq} Lk{self.lk} D{self.d} "
+                f"{str(self.dtype)[6:]}")
 
 
 SHAPES = {
@@ -373,22 +379,15 @@ def trace_gpu_policy(shape: Shape, device: str = "meta",
     q = torch.empty(b, h, lq, d, dtype=shape.dtype, device=device)
     k = torch.empty(b, h, lk, d, dtype=shape.dtype, device=device)
     v = torch.empty(b, h, lk, d, dtype=shape.dtype, device=device)
-    old = os.environ.get("GAG_TORCH_POLICY")
-    os.environ["GAG_TORCH_POLICY"] = "gpu"
     fn = gag_correction if shape.call == "correction" else gag_attention
     kwargs = dict(_paper_params(), **({} if shape.call == "correction" else {"backend": "torch"}))
     # Query chunks as on the target GPU: an eighth of its memory (gpu_policy.device_chunk_bytes).
     kwargs["chunk_bytes"] = (roofline or ROOFLINES["H100"]).memory // 8
-    try:
+    with gag_env(torch_policy="gpu"):
         # One untraced call first: the policy's small device constants (ranks, the ones
         # appended to V) are made once per process, not per call.
         fn(q, k, v, **kwargs)
         _, summary = trace(fn, q, k, v, **kwargs)
-    finally:
-        if old is None:
-            del os.environ["GAG_TORCH_POLICY"]
-        else:
-            os.environ["GAG_TORCH_POLICY"] = old
     return summary
 
 

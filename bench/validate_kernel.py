@@ -177,23 +177,13 @@ def big_cases() -> dict[str, dict]:
     return cases
 
 
-class _policy:
-    """Context: GAG_TORCH_POLICY set to ``value`` (the PyTorch path reads it on every call)."""
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def __enter__(self):
-        import os
-        self.old = os.environ.get("GAG_TORCH_POLICY")
-        os.environ["GAG_TORCH_POLICY"] = self.value
-
-    def __exit__(self, *exc):
-        import os
-        if self.old is None:
-            os.environ.pop("GAG_TORCH_POLICY", None)
-        else:
-            os.environ["GAG_TORCH_POLICY"] = self.old
+def _policy(value: str):
+    """Context: GAG_TORCH_POLICY set to ``value`` (the PyTorch path reads it on every call);
+    bench/cost_model.py's gag_env."""
+    if str(REPO_ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import cost_model
+    return cost_model.gag_env(torch_policy=value)
 
 
 def reference64(case, device: str = "cpu") -> torch.Tensor:

@@ -209,6 +209,22 @@ def _torch_path(q, k, v, **params):
     return gag_attention(q, k, v, backend="torch", **params)
 
 
+def _fused_kernel(q, k, v, mask, alpha, backend: str):
+    """The fused kernel that takes this call under ``backend`` ("auto", "torch", "fused"; see
+    ``gag_attention``), or None for the PyTorch path. Raises ValueError for an unknown backend
+    and for "fused" where no kernel accepts the inputs."""
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
+    if backend == "torch":
+        return None
+    fused = select_backend(q, k, v, mask, alpha, _torch_path)
+    if fused is None and backend == "fused":
+        raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
+                         f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    return fused
+
+
 def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   scale: float = PAPER.scale, eta: float = PAPER.eta, zeta: float = PAPER.zeta,
                   alpha: float = PAPER.alpha, mask: Optional[torch.Tensor] = None,
@@ -233,16 +249,9 @@ def gag_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
-    if backend not in ("auto", "torch", "fused"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
-    if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha, _torch_path)
-        if fused is not None:
-            return fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
-        if backend == "fused":
-            raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
-                             f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
-                             f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    fused = _fused_kernel(q, k, v, mask, alpha, backend)
+    if fused is not None:
+        return fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
     if _policy(q) == "gpu":
         return _cat(_chunked(q, k, v, mask, chunk_bytes,
                              lambda q_chunk, mask_chunk: gpu_policy.gpu_gag(
@@ -275,21 +284,14 @@ def gag_correction(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """
     scale, eta, zeta = check_guidance_params(scale, eta, zeta)
     alpha, mask = _prepare(q, k, v, mask, alpha)
-    if backend not in ("auto", "torch", "fused"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'fused'; got {backend!r}")
-    if backend != "torch":
-        fused = select_backend(q, k, v, mask, alpha, _torch_path)
-        if fused is not None:
-            guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
-            dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            if mask is not None:
-                # A fully masked query: the kernel returns zeros, SDPA NaN; its correction is 0.
-                dense = dense.nan_to_num(nan=0.0)
-            return guided.to(compute_dtype(q.dtype)).sub_(dense)
-        if backend == "fused":
-            raise ValueError(f"backend='fused' was requested but no fused kernel accepts these "
-                             f"inputs (device {q.device}, dtype {q.dtype}, q {tuple(q.shape)}, "
-                             f"k {tuple(k.shape)}); use backend='auto' or 'torch'")
+    fused = _fused_kernel(q, k, v, mask, alpha, backend)
+    if fused is not None:
+        guided = fused(q, k, v, scale=scale, eta=eta, zeta=zeta, alpha=alpha, mask=mask)
+        dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if mask is not None:
+            # A fully masked query: the kernel returns zeros, SDPA NaN; its correction is 0.
+            dense = dense.nan_to_num(nan=0.0)
+        return guided.to(compute_dtype(q.dtype)).sub_(dense)
     if _policy(q) == "gpu":
         return _cat(_chunked(q, k, v, mask, chunk_bytes,
                              lambda q_chunk, mask_chunk: gpu_policy.gpu_correction(

@@ -92,6 +92,22 @@ def import_pack(cpu: bool = True):
     return module
 
 
+DIGITS = REPO_ROOT / "bench" / "digits"
+
+
+def import_digits_evaluate(weights: str, trainer: str):
+    """bench/digits/evaluate.py (the digits study's sampler and judge) as a module, after checking
+    that the trained ``weights`` file it needs is shipped (else fail, naming ``trainer``)."""
+    if not (DIGITS / weights).is_file():
+        pytest.fail(f"bench/digits/{weights} is missing (run bench/digits/{trainer})")
+    sys.path.insert(0, str(DIGITS))  # evaluate.py imports digits_model from its own folder
+    spec = importlib.util.spec_from_file_location("bench_digits_evaluate", DIGITS / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # The pack's modules that tests reach by name, in one place: when a module moves or is renamed,
 # this table changes and the tests do not. Role → module inside the pack.
 PACK_MODULES = {
@@ -115,10 +131,42 @@ def pack_module(role: str):
     return importlib.import_module(f"{PACK_MODULE}.{PACK_MODULES[role]}")
 
 
+def record_guided_calls(monkeypatch, dit_hook, entry) -> list:
+    """Spy on the DiT hook for one test: every call that runs GAG
+    (JointAttentionOverride.guide) still runs, and appends ``entry(override, layer, call)`` to
+    the returned list."""
+    hits = []
+    original = dit_hook.JointAttentionOverride.guide
+
+    def spy(self, layer, call, *args):
+        hits.append(entry(self, layer, call))
+        return original(self, layer, call, *args)
+
+    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
+    return hits
+
+
+def rel_change(a, b) -> float:
+    """‖a − b‖ / ‖b‖: how much ``a`` differs from the reference ``b``."""
+    return float((a - b).norm() / b.norm())
+
+
 @pytest.fixture(scope="session")
 def family_table():
     """nodes.adapters: the family table (FAMILIES, find_family, family_by_id) and available_layers."""
     return pack_module("families")
+
+
+@pytest.fixture(scope="session")
+def api():
+    """nodes.api: apply_gag and the family lookups the nodes use."""
+    return pack_module("api")
+
+
+@pytest.fixture(scope="session")
+def dit_hook():
+    """nodes.adapters.dit_hook: the DiT attention override."""
+    return pack_module("dit_hook")
 
 
 @pytest.fixture(scope="session")

@@ -142,6 +142,27 @@ def score(judge, images, labels, real_stats) -> tuple[float, float]:
     return accuracy, digits.frechet_distance(digits.feature_stats(feats), real_stats)
 
 
+def held_out_stats(judge):
+    """The judge's feature statistics of the held-out real digits (what FD is measured against)."""
+    _, _, test_x, _ = digits.load_split()
+    return digits.feature_stats(digits.judge_images(judge, test_x)[1])
+
+
+def score_seeds(generator: Generator, method: Method, model, labels: torch.Tensor, *,
+                seeds: list, steps: int, judge, real_stats, readout):
+    """``method`` sampled once per seed on ``model`` and scored: (accuracies, FDs, readouts), one
+    each per seed; a readout is nodes/gain_readout.py's last_readout of that run (None where
+    ``method`` runs without GAG)."""
+    accs, fds, runs = [], [], []
+    for seed in seeds:
+        images = generator.sample(method, labels, seed=seed, steps=steps, model=model)
+        acc, fd = score(judge, images, labels, real_stats)
+        accs.append(acc)
+        fds.append(fd)
+        runs.append(readout.last_readout(model) if method.gag else None)
+    return accs, fds, runs
+
+
 def save_grid(images: torch.Tensor, labels: torch.Tensor, path: Path, per_class: int = 10,
               zoom: int = 2) -> None:
     """One row per class, per_class samples each, white background, zoomed for viewing."""

@@ -61,8 +61,7 @@ def main(argv=None) -> int:
     readout = importlib.import_module(pack.__name__ + ".nodes.gain_readout")
     generator = evaluate.Generator(pack)
     judge = digits.load_judge()
-    _, _, test_x, _ = digits.load_split()
-    real_stats = digits.feature_stats(digits.judge_images(judge, test_x)[1])
+    real_stats = evaluate.held_out_stats(judge)
     seeds = list(range(args.seeds))
 
     regimes = [("few", f"{evaluate.FEW_STEPS} steps, CFG 1", evaluate.FEW_STEPS, 1.0,
@@ -78,16 +77,12 @@ def main(argv=None) -> int:
             gag = None if scale == 0 else dict(scale=scale, eta=15.0, zeta=0.0, layers="paper")
             method = evaluate.Method(f"λ {scale:g}", f"readout_{regime}_{scale:g}", cfg, gag)
             model = generator.model_for(method)
-            accs, fds, medians, p95s, capped = [], [], [], [], []
-            for seed in seeds:
-                images = generator.sample(method, labels, seed=seed, steps=steps, model=model)
-                acc, fd = evaluate.score(judge, images, labels, real_stats)
-                accs.append(acc)
-                fds.append(fd)
-                run = readout.last_readout(model) if gag else None
-                medians.append(run.overall.median if run else 1.0)
-                p95s.append(run.overall.p95 if run else 1.0)
-                capped.append(run.overall.capped if run else 0.0)
+            accs, fds, runs = evaluate.score_seeds(
+                generator, method, model, labels, seeds=seeds, steps=steps, judge=judge,
+                real_stats=real_stats, readout=readout)
+            medians = [run.overall.median if run else 1.0 for run in runs]
+            p95s = [run.overall.p95 if run else 1.0 for run in runs]
+            capped = [run.overall.capped if run else 0.0 for run in runs]
             row = dict(scale=scale, acc=accs, fd=fds, median=sum(medians) / len(medians),
                        p95=sum(p95s) / len(p95s), capped=sum(capped) / len(capped))
             rows.append(row)

@@ -56,8 +56,7 @@ def run_model(args) -> None:
     generator = evaluate.Generator(pack, digits.DIT_WEIGHTS if dit else digits.UNET_WEIGHTS,
                                    dit=dit)
     judge = digits.load_judge()
-    _, _, test_x, _ = digits.load_split()
-    real_stats = digits.feature_stats(digits.judge_images(judge, test_x)[1])
+    real_stats = evaluate.held_out_stats(judge)
     seeds = list(range(args.seeds))
     regimes = [("few", f"{evaluate.FEW_STEPS} steps, CFG 1", evaluate.FEW_STEPS, 1.0,
                 args.samples),
@@ -78,16 +77,12 @@ def run_model(args) -> None:
             key = f"tg_{args.model}_{regime}_{mode}_{name}"
             method = evaluate.Method(name, key, cfg, gag)
             model = generator.model_for(method)
-            accs, fds, medians, scales = [], [], [], []
-            for seed in seeds:
-                images = generator.sample(method, labels, seed=seed, steps=steps, model=model)
-                acc, fd = evaluate.score(judge, images, labels, real_stats)
-                accs.append(acc)
-                fds.append(fd)
-                run = readout.last_readout(model) if gag else None
-                medians.append(run.overall.median if run else 1.0)
-                if run is not None and run.target is not None:
-                    scales.append(run.target.scale_median)
+            accs, fds, runs = evaluate.score_seeds(
+                generator, method, model, labels, seeds=seeds, steps=steps, judge=judge,
+                real_stats=real_stats, readout=readout)
+            medians = [run.overall.median if run else 1.0 for run in runs]
+            scales = [run.target.scale_median for run in runs
+                      if run is not None and run.target is not None]
             row = dict(mode=mode, name=name, kind="none" if gag is None else
                        ("target" if "target_gain" in gag else "fixed"),
                        value=0.0 if gag is None else gag.get("target_gain", gag.get("scale")),

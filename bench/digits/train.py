@@ -66,55 +66,50 @@ def train_judge(train_x, train_y, test_x, test_y, *, seed: int, epochs: int):
     return judge, train_acc, test_acc
 
 
-def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
-               ema_decay: float, drop_prob: float, log_every: int, min_snr_gamma: float = 5.0):
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    base = digits.build_base_model()
-    unet = base.diffusion_model
-    # ComfyUI's layers skip initialisation (weights normally come from a checkpoint), so run
-    # PyTorch's default initialisers explicitly, class by class.
-    for module in unet.modules():
-        for kind in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
-            if isinstance(module, kind):
-                kind.reset_parameters(module)
-                break
+def class_tokens(generator: torch.Generator) -> digits.ClassTokens:
+    """The class-token table, drawn N(0, 1) from ``generator`` (start token first)."""
     tokens = digits.ClassTokens()
     with torch.no_grad():
         tokens.start.normal_(generator=generator)
         tokens.tokens.normal_(generator=generator)
-    params = list(unet.parameters()) + list(tokens.parameters())
+    return tokens
+
+
+def named_parameters(network: torch.nn.Module, tokens: torch.nn.Module) -> dict:
+    """Every trained parameter under its saved name: ``unet.*`` the network, ``tokens.*`` the
+    class tokens."""
+    return dict(list(("unet." + n, p) for n, p in network.named_parameters())
+                + list(("tokens." + n, p) for n, p in tokens.named_parameters()))
+
+
+def draw_batch(x0_all: torch.Tensor, train_y: torch.Tensor, *, batch: int, drop_prob: float,
+               generator: torch.Generator):
+    """A random training batch: images x0 [batch, C, H, W] and labels [batch], a ``drop_prob``
+    share of them the empty class (what CFG's unconditional branch sees)."""
+    idx = torch.randint(0, len(train_y), (batch,), generator=generator)
+    labels = train_y[idx].clone()
+    labels[torch.rand(batch, generator=generator) < drop_prob] = digits.NULL_CLASS
+    return x0_all[idx], labels
+
+
+def fit_with_ema(named: dict, step_loss, *, steps: int, lr: float, ema_decay: float,
+                 log_every: int):
+    """The training loop both digits generators share: AdamW, warm-up over min(200, steps/10)
+    steps then cosine down to 10% of ``lr``, gradient norm clipped at 1, and an EMA of every
+    parameter (decay ramped up as (1+step)/(10+step) so early weights wash out).
+
+    ``step_loss(step)`` draws a batch and returns its scalar loss. Returns (ema state dict under
+    the names of ``named``, loss log every ``log_every`` steps, seconds)."""
+    params = list(named.values())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warmup = min(200, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1))
         * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    ema = {k: v.detach().clone() for k, v in
-           list(("unet." + n, p) for n, p in unet.named_parameters())
-           + list(("tokens." + n, p) for n, p in tokens.named_parameters())}
-    named = dict(list(("unet." + n, p) for n, p in unet.named_parameters())
-                 + list(("tokens." + n, p) for n, p in tokens.named_parameters()))
-
-    sigmas = base.model_sampling.sigmas.float()  # SD1.5 discrete schedule, index = timestep
-    x0_all = digits.image_to_model_space(train_x)
+    ema = {k: v.detach().clone() for k, v in named.items()}
     log, running, started = [], 0.0, time.time()
-    unet.train()
     for step in range(steps):
-        idx = torch.randint(0, len(train_y), (batch,), generator=generator)
-        x0 = x0_all[idx]
-        labels = train_y[idx].clone()
-        labels[torch.rand(batch, generator=generator) < drop_prob] = digits.NULL_CLASS
-        t = torch.randint(0, len(sigmas), (batch,), generator=generator)
-        sigma = sigmas[t].view(-1, 1, 1, 1)
-        noise = torch.randn(x0.shape, generator=generator)
-        # ComfyUI's EPS parametrisation: x = x0 + σε, the UNet sees x/√(σ²+1) and predicts ε.
-        noisy_input = (x0 + sigma * noise) / torch.sqrt(sigma * sigma + 1.0)
-        prediction = unet(noisy_input, t.float(), context=tokens(labels))
-        # Min-SNR-γ weighting (Hang et al. 2023) for ε-prediction: weight min(SNR, γ)/SNR with
-        # SNR = 1/σ². Without it the large ε-errors of the nearly clean steps dominate the
-        # gradient and the high-noise steps, where samples get their shape, train slowly.
-        weight = (min_snr_gamma * sigma.view(-1) ** 2).clamp(max=1.0)
-        loss = ((prediction - noise) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
+        loss = step_loss(step)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -132,6 +127,43 @@ def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float
                   f"{time.time() - started:.0f}s", flush=True)
             running = 0.0
     return ema, log, time.time() - started
+
+
+def train_unet(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
+               ema_decay: float, drop_prob: float, log_every: int, min_snr_gamma: float = 5.0):
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    base = digits.build_base_model()
+    unet = base.diffusion_model
+    # ComfyUI's layers skip initialisation (weights normally come from a checkpoint), so run
+    # PyTorch's default initialisers explicitly, class by class.
+    for module in unet.modules():
+        for kind in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
+            if isinstance(module, kind):
+                kind.reset_parameters(module)
+                break
+    tokens = class_tokens(generator)
+    sigmas = base.model_sampling.sigmas.float()  # SD1.5 discrete schedule, index = timestep
+    x0_all = digits.image_to_model_space(train_x)
+
+    def step_loss(step):
+        x0, labels = draw_batch(x0_all, train_y, batch=batch, drop_prob=drop_prob,
+                                generator=generator)
+        t = torch.randint(0, len(sigmas), (batch,), generator=generator)
+        sigma = sigmas[t].view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        # ComfyUI's EPS parametrisation: x = x0 + σε, the UNet sees x/√(σ²+1) and predicts ε.
+        noisy_input = (x0 + sigma * noise) / torch.sqrt(sigma * sigma + 1.0)
+        prediction = unet(noisy_input, t.float(), context=tokens(labels))
+        # Min-SNR-γ weighting (Hang et al. 2023) for ε-prediction: weight min(SNR, γ)/SNR with
+        # SNR = 1/σ². Without it the large ε-errors of the nearly clean steps dominate the
+        # gradient and the high-noise steps, where samples get their shape, train slowly.
+        weight = (min_snr_gamma * sigma.view(-1) ** 2).clamp(max=1.0)
+        return ((prediction - noise) ** 2).mean(dim=(1, 2, 3)).mul(weight).mean()
+
+    unet.train()
+    return fit_with_ema(named_parameters(unet, tokens), step_loss, steps=steps, lr=lr,
+                        ema_decay=ema_decay, log_every=log_every)
 
 
 def main(argv=None):

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import digits_model as digits  # noqa: E402
-from train import import_comfy_cpu  # noqa: E402
+from train import (class_tokens, draw_batch, fit_with_ema, import_comfy_cpu,  # noqa: E402
+                   named_parameters)
 
 
 def init_weights(model: torch.nn.Module) -> None:
@@ -60,28 +59,13 @@ def train_dit(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
     dit = base.diffusion_model
     init_weights(dit)
     dit.requires_grad_(True)  # ComfyUI builds its models for inference, gradients off
-    tokens = digits.ClassTokens()
-    with torch.no_grad():
-        tokens.start.normal_(generator=generator)
-        tokens.tokens.normal_(generator=generator)
-    named = dict(list(("unet." + n, p) for n, p in dit.named_parameters())
-                 + list(("tokens." + n, p) for n, p in tokens.named_parameters()))
-    params = list(named.values())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = min(200, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1))
-        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    ema = {k: v.detach().clone() for k, v in named.items()}
+    tokens = class_tokens(generator)
     x0_all = digits.image_to_model_space(train_x)
     pooled = torch.zeros(batch, digits.DIT_POOLED_DIM)
-    log, running, started = [], 0.0, time.time()
-    dit.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(train_y), (batch,), generator=generator)
-        x0 = x0_all[idx]
-        labels = train_y[idx].clone()
-        labels[torch.rand(batch, generator=generator) < drop_prob] = digits.NULL_CLASS
+
+    def step_loss(step):
+        x0, labels = draw_batch(x0_all, train_y, batch=batch, drop_prob=drop_prob,
+                                generator=generator)
         sigma = torch.sigmoid(torch.randn(batch, generator=generator)).clamp(1e-3, 1.0)
         noise = torch.randn(x0.shape, generator=generator)
         s = sigma.view(-1, 1, 1, 1)
@@ -91,24 +75,11 @@ def train_dit(train_x, train_y, *, seed: int, steps: int, batch: int, lr: float,
         # for the backward pass; saving copies keeps the gradient exact.
         with torch.autograd.graph.saved_tensors_hooks(torch.clone, lambda t: t):
             prediction = dit(noisy, sigma, tokens(labels), y=pooled)
-            loss = ((prediction - (noise - x0)) ** 2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            for k, p in named.items():
-                ema[k].mul_(decay).add_(p.detach(), alpha=1 - decay)
-        running += loss.item()
-        if (step + 1) % log_every == 0:
-            log.append({"step": step + 1, "loss": running / log_every,
-                        "seconds": round(time.time() - started, 1)})
-            print(f"step {step + 1}/{steps}  loss {running / log_every:.4f}  "
-                  f"{time.time() - started:.0f}s", flush=True)
-            running = 0.0
-    return ema, log, time.time() - started
+            return ((prediction - (noise - x0)) ** 2).mean()
+
+    dit.train()
+    return fit_with_ema(named_parameters(dit, tokens), step_loss, steps=steps, lr=lr,
+                        ema_decay=ema_decay, log_every=log_every)
 
 
 def main(argv=None):

@@ -7,31 +7,18 @@ target-gain mode lands its median gain on the target in text and joint mode.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-DIGITS = Path(__file__).resolve().parents[2] / "bench" / "digits"
+from conftest import import_digits_evaluate
+
 SAMPLES = 50
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def harness(pack):
-    if not (DIGITS / "digits_dit.safetensors").is_file():
-        pytest.fail("bench/digits/digits_dit.safetensors is missing (run bench/digits/train_dit.py)")
-    sys.path.insert(0, str(DIGITS))
-    evaluate = _load("bench_digits_evaluate", DIGITS / "evaluate.py")
+    evaluate = import_digits_evaluate("digits_dit.safetensors", "train_dit.py")
     generator = evaluate.Generator(evaluate.import_pack(), evaluate.digits.DIT_WEIGHTS, dit=True)
     judge = evaluate.digits.load_judge()
     api = importlib.import_module(f"{pack.__name__}.nodes.api")

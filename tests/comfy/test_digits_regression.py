@@ -10,32 +10,19 @@ differences between CPUs (the run itself is seeded and deterministic): 200 sampl
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-DIGITS = Path(__file__).resolve().parents[2] / "bench" / "digits"
+from conftest import DIGITS, import_digits_evaluate
+
 TOLERANCE = 0.03
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def harness(pack):
-    if not (DIGITS / "digits_unet.safetensors").is_file():
-        pytest.fail("bench/digits/digits_unet.safetensors is missing (run bench/digits/train.py)")
-    sys.path.insert(0, str(DIGITS))  # evaluate.py imports digits_model from its own folder
-    evaluate = _load("bench_digits_evaluate", DIGITS / "evaluate.py")
+    evaluate = import_digits_evaluate("digits_unet.safetensors", "train.py")
     recorded = json.loads((DIGITS / "regression.json").read_text())
     generator = evaluate.Generator(evaluate.import_pack())
     judge = evaluate.digits.load_judge()

@@ -16,19 +16,9 @@ import pytest
 import torch
 
 import tiny_families as tf
-from conftest import import_pack, pack_module
+from conftest import import_pack, pack_module, record_guided_calls, rel_change
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def api():
-    return pack_module("api")
-
-
-@pytest.fixture(scope="module")
-def dit_hook():
-    return pack_module("dit_hook")
 
 
 def table_entry(family):
@@ -52,19 +42,8 @@ def modes_of(family, mode):
 @pytest.fixture
 def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG, as (layer, mode, query tokens of the call)."""
-    hits = []
-    original = dit_hook.JointAttentionOverride.guide
-
-    def spy(self, layer, call, *args):
-        hits.append((str(layer), self.mode, call.query_tokens))
-        return original(self, layer, call, *args)
-
-    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
-    return hits
-
-
-def rel_change(a, b):
-    return float((a - b).norm() / b.norm())
+    return record_guided_calls(monkeypatch, dit_hook, lambda override, layer, call: (
+        str(layer), override.mode, call.query_tokens))
 
 
 @pytest.mark.parametrize("mode", ["text", "joint"])

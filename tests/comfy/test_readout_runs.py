@@ -27,7 +27,7 @@ import torch
 
 import tiny_families as tf
 import tiny_models as tm
-from test_unet_patch import sharpen_cross_attention
+from test_unet_patch import sharpened_sdxl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from reference import ref_dense_sparse, ref_gain  # noqa: E402
@@ -47,9 +47,7 @@ def gag(pack):
 
 @pytest.fixture(scope="module")
 def sdxl(pack):
-    return SimpleNamespace(patcher=sharpen_cross_attention(tm.tiny_sdxl()),
-                           positive=tm.sdxl_conditioning(seed=1),
-                           negative=tm.sdxl_conditioning(seed=2))
+    return sharpened_sdxl()
 
 
 def run(model, patched, **kwargs):

@@ -19,7 +19,7 @@ import torch
 
 import tiny_families as tf
 import tiny_models as tm
-from test_unet_patch import sharpen_cross_attention
+from test_unet_patch import sharpened_sdxl
 
 STEPS = 3
 SIZE = 16
@@ -36,9 +36,7 @@ def gag(pack):
 
 @pytest.fixture(scope="module")
 def sdxl(pack):
-    return SimpleNamespace(patcher=sharpen_cross_attention(tm.tiny_sdxl()),
-                           positive=tm.sdxl_conditioning(seed=1),
-                           negative=tm.sdxl_conditioning(seed=2))
+    return sharpened_sdxl()
 
 
 def sample_sdxl(sdxl, patched, **kwargs):

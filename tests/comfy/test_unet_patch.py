@@ -74,11 +74,17 @@ def sharpen_cross_attention(patcher, factor=4.0):
     return patcher
 
 
+def sharpened_sdxl() -> TinyModel:
+    """The tiny SDXL the UNet tests guide: cross-attention sharpened, conditioning seeds 1
+    (positive) and 2 (negative)."""
+    return TinyModel("sdxl", sharpen_cross_attention(tm.tiny_sdxl()),
+                     tm.sdxl_conditioning(seed=1), tm.sdxl_conditioning(seed=2))
+
+
 @pytest.fixture(scope="module")
 def models(pack):
     return {
-        "sdxl": TinyModel("sdxl", sharpen_cross_attention(tm.tiny_sdxl()),
-                          tm.sdxl_conditioning(seed=1), tm.sdxl_conditioning(seed=2)),
+        "sdxl": sharpened_sdxl(),
         "sdxl_deep": TinyModel("sdxl_deep", sharpen_cross_attention(tm.tiny_sdxl_deep()),
                                tm.sdxl_conditioning(seed=3), tm.sdxl_conditioning(seed=4)),
         "sd15": TinyModel("sd15", sharpen_cross_attention(tm.tiny_sd15()),

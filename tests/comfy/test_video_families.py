@@ -20,24 +20,10 @@ import importlib
 import pytest
 import torch
 
-from conftest import import_pack, pack_module
+import tiny_families as tf
+from conftest import import_pack, record_guided_calls, rel_change
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def api():
-    return pack_module("api")
-
-
-@pytest.fixture(scope="module")
-def adapters():
-    return pack_module("families")
-
-
-@pytest.fixture(scope="module")
-def dit_hook():
-    return pack_module("dit_hook")
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +94,8 @@ def video(request, tv):
 @pytest.fixture
 def gag_hits(monkeypatch, dit_hook):
     """Every attention call that ran GAG: (layer, query tokens, key tokens)."""
-    hits = []
-    original = dit_hook.JointAttentionOverride.guide
-
-    def spy(self, layer, call, *args):
-        hits.append((str(layer), call.query_tokens, call.key_tokens))
-        return original(self, layer, call, *args)
-
-    monkeypatch.setattr(dit_hook.JointAttentionOverride, "guide", spy)
-    return hits
-
-
-def rel_change(a, b):
-    return float((a - b).norm() / b.norm())
+    return record_guided_calls(monkeypatch, dit_hook, lambda override, layer, call: (
+        str(layer), call.query_tokens, call.key_tokens))
 
 
 def selected(video):
@@ -133,36 +108,30 @@ def selected(video):
 
 @pytest.mark.parametrize("name", ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv",
                                   "ltx2"])
-def test_released_checkpoint_is_detected_and_claimed_by_its_family(tv, adapters, name):
+def test_released_checkpoint_is_detected_and_claimed_by_its_family(tv, family_table, name):
     """The released model's key names and shapes (meta tensors) through comfy.model_detection
     pick the recipe's class, with the facts the family entry relies on; the family table claims
     the model built from them, and one of the family's layer-map layouts has its block count."""
-    import comfy.model_detection
     import comfy.model_patcher
     recipe = tv.RECIPES[name]
     reason = recipe.unavailable()
     if reason:
         pytest.skip(reason)
-    state_dict = recipe.full_size_state_dict()
-    config = comfy.model_detection.detect_unet_config(state_dict, "")
-    model_config = comfy.model_detection.model_config_from_unet(state_dict, "")
-    assert type(model_config).__name__ == recipe.model_class
-    for key, value in recipe.detected.items():
-        got = config.get(key)
-        assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
+    model_config = tf.detect_released(recipe.full_size_state_dict(), recipe.model_class,
+                                      recipe.detected)
     model_config.set_inference_dtype(torch.bfloat16, None)
     model = model_config.get_model({}, device="meta")
     meta = torch.device("meta")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=meta, offload_device=meta)
-    family = adapters.find_family(patcher)
+    family = family_table.find_family(patcher)
     assert family.id == recipe.family_id
-    blocks = {ref.group: 0 for ref in adapters.available_layers(family, patcher)}
-    for ref in adapters.available_layers(family, patcher):
+    blocks = {ref.group: 0 for ref in family_table.available_layers(family, patcher)}
+    for ref in family_table.available_layers(family, patcher):
         blocks[ref.group] += 1
     assert blocks in [dict(layout.blocks) for layout in family.layouts]
 
 
-def test_wan22_a14b_experts_are_wan(tv, adapters):
+def test_wan22_a14b_experts_are_wan(tv, family_table):
     """Wan 2.2 T2V and I2V A14B experts (no CLIP branch; I2V takes 36 input channels) are
     detected as WAN21_T2V and guided as the Wan family."""
     import comfy.model_detection
@@ -177,10 +146,10 @@ def test_wan22_a14b_experts_are_wan(tv, adapters):
         meta = torch.device("meta")
         patcher = comfy.model_patcher.ModelPatcher(model_config.get_model({}, device="meta"),
                                                    load_device=meta, offload_device=meta)
-        assert adapters.find_family(patcher).id == "wan"
+        assert family_table.find_family(patcher).id == "wan"
 
 
-def test_ltx2_is_claimed_by_its_own_entry(adapters):
+def test_ltx2_is_claimed_by_its_own_entry(family_table):
     """LTX-2 (LTXAVModel, a subclass of LTX-Video's) is the ltx2 entry, whose blocks are reached
     through `dit` replaces and whose text argument is the video context."""
     import comfy.supported_models as sm
@@ -193,14 +162,14 @@ def test_ltx2_is_claimed_by_its_own_entry(adapters):
     meta = torch.device("meta")
     patcher = comfy.model_patcher.ModelPatcher(mc.get_model({}, device="meta"),
                                                load_device=meta, offload_device=meta)
-    family = adapters.find_family(patcher)
+    family = family_table.find_family(patcher)
     assert family.id == "ltx2" and family.text == "cross"
     assert family.group("blocks").text_arg == "v_context"
-    assert len(adapters.available_layers(family, patcher)) == 48
+    assert len(family_table.available_layers(family, patcher)) == 48
 
 
-def test_the_tiny_model_is_claimed_by_its_family(video, adapters):
-    assert adapters.find_family(video.patcher).id == video.recipe.family_id
+def test_the_tiny_model_is_claimed_by_its_family(video, family_table):
+    assert family_table.find_family(video.patcher).id == video.recipe.family_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,10 +191,10 @@ def test_only_the_selected_blocks_run_gag(video, api, gag_hits):
     assert len(gag_hits) == steps * len(selected(video))
 
 
-def test_the_guided_call_is_the_text_retrieval_of_every_frame(video, api, gag_hits, adapters):
+def test_the_guided_call_is_the_text_retrieval_of_every_frame(video, api, gag_hits, family_table):
     """Every frame's tokens are queries of the guided call: the cross-attention over the text
     (Wan, LTX) or the joint attention (HunyuanVideo 1.5: text, then the video)."""
-    family = adapters.find_family(video.patcher)
+    family = family_table.find_family(video.patcher)
     video.sample(api.apply_gag(video.patcher, layers=video.selection), steps=1)
     assert gag_hits
     text = 7 + (3 if family.id == "hunyuan_video15" else 0)  # + byT5 glyph tokens
@@ -246,10 +215,10 @@ def test_one_frame_and_many_frames(video, api):
         assert rel_change(guided, plain) > video.recipe.min_effect
 
 
-def test_default_preset_guides_every_block(video, api, adapters, gag_hits):
+def test_default_preset_guides_every_block(video, api, family_table, gag_hits):
     video.sample(api.apply_gag(video.patcher), steps=1)
-    entry = adapters.find_family(video.patcher)
-    every = sorted(str(ref) for ref in adapters.available_layers(entry, video.patcher))
+    entry = family_table.find_family(video.patcher)
+    every = sorted(str(ref) for ref in family_table.available_layers(entry, video.patcher))
     assert sorted(layer for layer, _, _ in gag_hits) == every
 
 
@@ -361,7 +330,7 @@ def test_wan_i2v_clip_image_attention_is_not_guided(tv, api, gag_hits):
     assert {keys for _, _, keys in gag_hits} == {7}
 
 
-def test_wan22_both_experts_are_guided(tv, api, adapters, gag_hits):
+def test_wan22_both_experts_are_guided(tv, api, family_table, gag_hits):
     """Wan 2.2 A14B samples with a high-noise expert for the first steps and a low-noise
     expert for the rest (two models, as KSamplerAdvanced runs them). The same GAG settings
     patch each; both are guided and the result differs from the unguided pair."""
@@ -392,7 +361,8 @@ def test_wan22_both_experts_are_guided(tv, api, adapters, gag_hits):
     out, hits = pair(guided)
     assert hits == [2 * 2, 2 * 2]  # 2 steps × 2 blocks on each expert
     assert rel_change(out, plain) > 1e-3
-    assert adapters.find_family(high.patcher).id == adapters.find_family(low.patcher).id == "wan"
+    assert (family_table.find_family(high.patcher).id
+            == family_table.find_family(low.patcher).id == "wan")
 
 
 def test_hunyuan_video15_i2v_vision_tokens_count_as_conditioning(tv, api, gag_hits):
@@ -420,7 +390,7 @@ def readout():
     return importlib.import_module("comfyui_gag.nodes.gain_readout")
 
 
-def test_readout_reports_the_gain_of_a_video_run(video, api, adapters, readout, caplog):
+def test_readout_reports_the_gain_of_a_video_run(video, api, family_table, readout, caplog):
     """The readout (GAG Model Patch's gain line) covers video runs: every guided block, every
     step, a gain above 1; the samples are bit-identical with and without it, and the log line
     is written."""
@@ -433,8 +403,8 @@ def test_readout_reports_the_gain_of_a_video_run(video, api, adapters, readout, 
     assert torch.equal(a, b)
     result = readout.last_readout(with_readout)
     assert result is not None and readout.last_readout(without) is None
-    family = adapters.find_family(video.patcher)
-    layers = adapters.available_layers(family, video.patcher)
+    family = family_table.find_family(video.patcher)
+    layers = family_table.available_layers(family, video.patcher)
     assert [s for s, _ in result.steps] == [0, 1] and result.total_steps == 2
     assert set(result.groups) == {ref.group for ref in layers}
     assert result.layers == len(layers)

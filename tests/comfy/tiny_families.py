@@ -746,6 +746,19 @@ def full_size_state_dict(family: str) -> dict:
     return dict(model_config.get_model({}, device="meta").diffusion_model.state_dict())
 
 
+
+def detect_released(state_dict: dict, comfy_class: str, detected: dict):
+    """ComfyUI's own detection on a released model's state dict: asserts it picks
+    ``comfy_class`` and reads each ``detected`` config value; returns the model config."""
+    import comfy.model_detection
+    config = comfy.model_detection.detect_unet_config(state_dict, "")
+    model_config = comfy.model_detection.model_config_from_unet(state_dict, "")
+    assert type(model_config).__name__ == comfy_class
+    for key, value in detected.items():
+        got = config.get(key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, (key, got, value)
+    return model_config
+
 # --- through ComfyUI's loader ----------------------------------------------------------------------
 
 def loader_conditioning(family: str, seed: int = 1, tokens: int = 7) -> list:
