@@ -77,8 +77,15 @@ def build_flux(config: dict, device: torch.device, dtype: torch.dtype, seed: int
 
 
 def denoiser_step(patcher, x, sigma, context, pooled, guidance):
-    """One model call as the sampler makes it, with the patcher's transformer_options."""
-    options = dict(patcher.model_options.get("transformer_options", {}))
+    """One model call as the sampler makes it: the patcher's transformer_options with its
+    wrappers and callbacks merged in, as ComfyUI's sampler_helpers.prepare_model_patcher does
+    (GAG's per-model-call wrapper, which notes the text length, is one of them)."""
+    import comfy.patcher_extension as extension
+    options = extension.copy_nested_dicts(patcher.model_options.get("transformer_options", {}))
+    extension.merge_nested_dicts(options.setdefault("wrappers", {}), patcher.wrappers,
+                                 copy_dict1=False)
+    extension.merge_nested_dicts(options.setdefault("callbacks", {}), patcher.callbacks,
+                                 copy_dict1=False)
     options.update(sigmas=sigma, cond_or_uncond=[0] * x.shape[0])
     return patcher.model.apply_model(x, sigma, c_crossattn=context, y=pooled, guidance=guidance,
                                      transformer_options=options)
