@@ -32,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from ..gag_core.gpu_policy import torch_policy
+from ..gag_core.kernels import selfcheck
 from ..gag_core.target_gain import MAX_TARGET_SCALE
 from .adapters import comfy_compat
 from .adapters.shared import SharedObject
@@ -213,12 +215,10 @@ def backend_text(device: torch.device) -> str:
     self-check decisions for that device (``gag_core.kernels.selfcheck``; one part per dtype,
     head dim and kernel path checked), e.g. "fused kernel (float16 D64 short rows: agrees …)",
     else "PyTorch path (GPU policy)" / "(CPU policy)" (``gag_core.gpu_policy.torch_policy``)."""
-    from ..gag_core.gpu_policy import torch_policy
-    from ..gag_core.kernels.selfcheck import decisions
     device = torch.device(device)
     policy = f"PyTorch path ({torch_policy(device).upper()} policy)"
     parts = []
-    for decision in decisions():
+    for decision in selfcheck.decisions():
         name, dtype, head_dim, path = decision.key
         if name != str(device) and not name.endswith(f"({device})"):
             continue

@@ -20,11 +20,9 @@ from typing import Optional
 import torch
 
 from ..gag_core import gag_attention, gag_correction
-from ..gag_core.kernels import backend_summary
 from ..gag_core.joint import text_guided_attention
 from ..gag_core.layer_spec import LayerRef
-from ..gag_core.readout import attention_gain, text_attention_gain
-from ..gag_core.readout import query_stride
+from ..gag_core.readout import attention_gain, query_stride, text_attention_gain
 from ..gag_core.schedule import in_sigma_window, ramp_multiplier, sigma_to_percent, window_position
 from ..gag_core.target_gain import target_gain_attention
 from .adapters.shared import SharedObject
@@ -56,12 +54,6 @@ class GuidanceRuntime(SharedObject):
                       "kernel takes λ as a number)", settings.target_gain)
         self._cached_sigmas: Optional[weakref.ref] = None
         self._cached_scale: Optional[float] = None
-
-    @staticmethod
-    def backend_summary() -> str:
-        """Which attention backend the guided calls use and why (the fused kernel's self-check
-        decisions, one line per device, dtype, head dim and kernel path), for the readout."""
-        return backend_summary()
 
     @property
     def targets_gain(self) -> bool:
