@@ -59,10 +59,11 @@ would overflow them (the CPU policy's rescaled rule covers that range).
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import torch
+
+from .environment import choice
 
 __all__ = ["ENV_VAR", "torch_policy", "policy_override", "gpu_pair_numerators", "gpu_gag",
            "gpu_correction", "gpu_dense_sparse", "device_chunk_bytes", "candidate_count",
@@ -93,11 +94,7 @@ _NORMALISER_FLOOR = 2.0 ** -60
 
 def policy_override() -> str:
     """The GAG_TORCH_POLICY setting: 'auto', 'gpu' or 'cpu'; ValueError for other values."""
-    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
-    if value not in _POLICIES:
-        raise ValueError(f"environment variable {ENV_VAR} must be one of {', '.join(_POLICIES)} "
-                         f"(or unset); got {os.environ.get(ENV_VAR)!r}")
-    return value
+    return choice(ENV_VAR, _POLICIES)
 
 
 def torch_policy(device: torch.device) -> str:

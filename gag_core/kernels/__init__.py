@@ -25,11 +25,11 @@ before Triton is imported).
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Optional
 
 import torch
 
+from ..environment import choice
 from .config import (MAX_HEAD_DIM, MIN_CAPABILITY, SUPPORTED_DTYPES, device_shared_memory,
                      kernel_config)
 
@@ -55,11 +55,7 @@ _triton_checked = False
 
 def backend_override() -> str:
     """The GAG_BACKEND setting: 'auto', 'torch' or 'fused'; raises ValueError for other values."""
-    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
-    if value not in _OVERRIDES:
-        raise ValueError(f"environment variable {ENV_VAR} must be one of {', '.join(_OVERRIDES)} "
-                         f"(or unset); got {os.environ.get(ENV_VAR)!r}")
-    return value
+    return choice(ENV_VAR, _OVERRIDES)
 
 
 def triton_available() -> bool:
