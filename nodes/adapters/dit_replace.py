@@ -1,12 +1,14 @@
-"""ComfyUI 0.3.64's way to tell a DiT block's attention which block it is in: ``dit`` block
+"""Telling a DiT block's attention which block it is in where ComfyUI does not: ``dit`` block
 replaces that mark a copy of the block's transformer_options.
 
 0.33+ sets ``block_type``/``block_index`` itself for most DiTs (``comfy_compat.
-model_sets_block_info``); this path serves the blocks where it does not. A ``DiTBlockPatch`` on
-each chosen block copies the block's ``transformer_options``, puts a ``BlockMark`` into the copy
-and runs the block with it (through any ``dit`` replace installed before it); GAG's attention
-override finds the mark with ``marked_block``. Dropping 0.3.64 one day is deleting this module
-and its call site in ``dit_hook.install``/``uninstall``.
+model_sets_block_info``); this path serves the blocks where it does not: every DiT on ComfyUI
+0.3.64, and on 0.33 the families whose blocks still get no block info (SD3's MMDiT, LTX-Video,
+LTX-2). A ``DiTBlockPatch`` on each chosen block copies the block's ``transformer_options``,
+puts a ``BlockMark`` into the copy and runs the block with it (through any ``dit`` replace
+installed before it); GAG's attention override finds the mark with ``marked_block``. Its only
+call sites are ``dit_hook.install``/``uninstall``; it can go once ComfyUI tells every supported
+family's attention its block.
 """
 
 from __future__ import annotations
