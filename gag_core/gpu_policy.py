@@ -58,6 +58,7 @@ would overflow them (the CPU policy's rescaled rule covers that range).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -67,7 +68,7 @@ from .environment import choice
 
 __all__ = ["ENV_VAR", "torch_policy", "policy_override", "gpu_pair_numerators", "gpu_gag",
            "gpu_correction", "gpu_dense_sparse", "device_chunk_bytes", "candidate_count",
-           "refine_rounds", "SHORT_ROWS", "LONG_ROW_CANDIDATES"]
+           "refine_rounds", "ieee_float32_matmuls", "SHORT_ROWS", "LONG_ROW_CANDIDATES"]
 
 ENV_VAR = "GAG_TORCH_POLICY"
 _POLICIES = ("auto", "gpu", "cpu")
@@ -213,12 +214,38 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.T
     if a.device.type in _OUT_DTYPE_DEVICES and key not in _no_out_dtype:
         try:
             return torch.bmm(a, b, out_dtype=out_dtype)
-        except (RuntimeError, NotImplementedError):
-            # A build without the mixed-dtype kernel for this dtype (some ROCm versions): widen
-            # from now on. The failure is raised before any kernel runs, so nothing is lost.
+        except (RuntimeError, NotImplementedError, TypeError):
+            # A build without the mixed-dtype kernel for this dtype (some ROCm versions:
+            # RuntimeError) or a torch release without the argument (TypeError): widen from
+            # now on. The failure is raised before any kernel runs, so nothing is lost.
             _no_out_dtype.add(key)
     # CPU and MPS have no mixed-dtype bmm: widening first gives the same (exact) products.
     return torch.bmm(a.to(out_dtype), b.to(out_dtype))
+
+
+@contextlib.contextmanager
+def ieee_float32_matmuls(device: torch.device):
+    """Run the block with float32 matmuls in full IEEE float32 on CUDA, then restore the setting.
+
+    Users and other packs may allow TF32 (``torch.set_float32_matmul_precision("high")``,
+    ``torch.backends.cuda.matmul.allow_tf32 = True``). GAG's float32 products must not take it:
+    the ζ = 0 rule reads c = 1 − p·a_s/(q·a_d) off the Gram matrix, where TF32's 2⁻¹¹ relative
+    rounding of p and q is multiplied by 1/c and then by λ (about 1% of the output at λ = 10),
+    and float32 inputs' scores would lose the float32 tolerance. Half-precision products (the
+    guided call's q·kᵀ and P·V) are unaffected either way. A host-side setting: no
+    synchronisation; read only on CUDA, where it applies."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _threshold_from_top(raw_top: torch.Tensor, shift: torch.Tensor, pending_scale: float,
@@ -381,6 +408,11 @@ def _split(pair: torch.Tensor, dv: int):
 
 def gpu_dense_sparse(q, k, v, mask, alpha) -> tuple[torch.Tensor, torch.Tensor]:
     """(dense, sparse) retrievals (B, H, Lq, Dv) in the compute dtype, sync-free."""
+    with ieee_float32_matmuls(q.device):
+        return _dense_sparse(q, k, v, mask, alpha)
+
+
+def _dense_sparse(q, k, v, mask, alpha):
     batch, heads, lq, _ = q.shape
     dv = v.shape[-1]
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha, half_operands=False), dv)
@@ -460,6 +492,11 @@ def _gram(numer: torch.Tensor) -> torch.Tensor:
 
 def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
     """GAG output (B, H, Lq, Dv) in ``out_dtype`` for one query chunk, sync-free."""
+    with ieee_float32_matmuls(q.device):
+        return _gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype)
+
+
+def _gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype):
     batch, heads, lq, _ = q.shape
     dv = v.shape[-1]
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
@@ -476,6 +513,11 @@ def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
 
 def gpu_correction(q, k, v, mask, alpha, scale, eta, zeta) -> torch.Tensor:
     """GAG output minus the dense output, (B, H, Lq, Dv) in the compute dtype, sync-free."""
+    with ieee_float32_matmuls(q.device):
+        return _correction(q, k, v, mask, alpha, scale, eta, zeta)
+
+
+def _correction(q, k, v, mask, alpha, scale, eta, zeta):
     batch, heads, lq, _ = q.shape
     dv = v.shape[-1]
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)

@@ -144,6 +144,83 @@ def test_batch_one_equals_batch_n_and_chunks_agree():
     assert rel_frobenius(chunked, whole) < 1e-3
 
 
+# --- matmul settings the user's torch brings ---------------------------------------------------
+
+def test_a_torch_without_bmm_out_dtype_widens_instead(monkeypatch):
+    # torch.bmm's out_dtype argument is recent; an older torch raises TypeError for it. The
+    # policy must then widen the half operands (same products), not fail inside sampling.
+    real_bmm = torch.bmm
+    refused = []
+
+    def bmm_without_out_dtype(*args, **kwargs):
+        if "out_dtype" in kwargs:
+            refused.append(kwargs["out_dtype"])
+            raise TypeError("bmm() received an invalid combination of arguments")
+        return real_bmm(*args, **kwargs)
+
+    monkeypatch.setattr(gpu_policy, "_OUT_DTYPE_DEVICES", ("cpu", "meta"))
+    monkeypatch.setattr(gpu_policy, "_no_out_dtype", set())
+    monkeypatch.setattr(torch, "bmm", bmm_without_out_dtype)
+    q, k, v = make_qkv(2, 3, 40, 77, 32, logit_std=3.0, dtype=torch.float16, seed=41)
+    for _ in range(2):
+        out = gag_attention(q, k, v, backend="torch")
+        assert rel_frobenius(out, ref_gag_attention(q, k, v, 10.0, 15.0, 0.0, 1.5, None)) \
+            < TOL[torch.float16]
+    # Asked once per (device, dtype), then remembered.
+    assert refused == [torch.float32]
+    assert gpu_policy._no_out_dtype == {("cpu", torch.float16)}
+
+
+@pytest.fixture
+def float32_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_float32_matmuls_are_ieee_inside_a_guided_call_on_cuda(float32_matmul_precision):
+    # The setting is host-side and global; torch.device("cuda") needs no GPU to be named.
+    torch.set_float32_matmul_precision("high")                     # TF32 allowed by the user
+    with gpu_policy.ieee_float32_matmuls(torch.device("cuda")):
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.get_float32_matmul_precision() == "high"
+    with pytest.raises(RuntimeError, match="inside"):
+        with gpu_policy.ieee_float32_matmuls(torch.device("cuda", 0)):
+            raise RuntimeError("raised inside")
+    assert torch.get_float32_matmul_precision() == "high"         # restored on errors too
+    # Other devices: the CUDA setting is not theirs to change.
+    for device in ("cpu", "meta"):
+        with gpu_policy.ieee_float32_matmuls(torch.device(device)):
+            assert torch.get_float32_matmul_precision() == "high"
+
+
+def test_every_gpu_policy_entry_point_takes_the_ieee_setting(monkeypatch):
+    entered = []
+    real = gpu_policy.ieee_float32_matmuls
+
+    def recording(device):
+        entered.append(torch.device(device).type)
+        return real(device)
+
+    monkeypatch.setattr(gpu_policy, "ieee_float32_matmuls", recording)
+    q, k, v = make_qkv(1, 2, 8, 20, 16, seed=43)
+    gag_attention(q, k, v, backend="torch")
+    gag_correction(q, k, v, backend="torch")
+    dense_sparse_attention(q, k, v)
+    assert entered == ["cpu"] * 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_tf32_allowed_by_the_user_changes_nothing_on_cuda(dtype, float32_matmul_precision):
+    q, k, v = make_qkv(2, 4, 256, 77, 64, logit_std=3.0, dtype=dtype, seed=47)
+    ref = ref_gag_attention(q, k, v, 10.0, 15.0, 0.0, 1.5, None)
+    torch.set_float32_matmul_precision("high")
+    out = gag_attention(q.cuda(), k.cuda(), v.cuda(), backend="torch").cpu()
+    assert torch.get_float32_matmul_precision() == "high"
+    assert rel_frobenius(out, ref) < TOL[dtype]
+
+
 # --- selection ----------------------------------------------------------------------------------
 
 def test_policy_selection(monkeypatch):
