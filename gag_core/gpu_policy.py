@@ -18,7 +18,9 @@ the same math for a GPU:
   matmul) gives the two dot products the rule needs, and the output is one per-row factor
   times the sparse numerator (``_zeta_zero_coefficient``); ζ > 0 takes the rule on the
   normalised retrievals (``_general_rule``);
-* **chunks sized for the device's memory** (``device_chunk_bytes``), not for a CPU cache.
+* **chunks sized for the device's memory** (``device_chunk_bytes``), not for a CPU cache;
+* **float32 products in IEEE float32** on CUDA whatever the user's TF32 setting
+  (``ieee_float32_matmuls``).
 
 The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection of
 ``sparse.entmax_bisect``). With gaps g = s − max s and the threshold θ in score units
