@@ -152,17 +152,30 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
         return None
     if override == "auto" and not FUSED_BY_DEFAULT:
         return None
-    from .triton_gag import fused_gag_attention
     if override == "fused":
-        return fused_gag_attention                      # the user's choice stands
+        return _load_kernel()                           # the user's choice stands
+    # auto: the kernel module is imported inside the self-check, so a Triton or torch that
+    # rejects it (an ImportError, an API that moved) is one more reason to keep the PyTorch
+    # path, logged and shown in the readout, not an exception inside sampling.
     from .selfcheck import check_key, default_chooser
     chooser = default_chooser(exact)
     if torch.compiler.is_compiling():
         # The check's host reads would break the traced graph: a traced call takes the kernel
         # only where an eager call already checked it for this key, else the PyTorch path.
         decided = chooser.decision(check_key(q, k, v))
-        return fused_gag_attention if decided is not None and decided.backend == "fused" else None
+        return _load_kernel() if decided is not None and decided.backend == "fused" else None
     return chooser.run
+
+
+def _load_kernel() -> Callable:
+    """The fused kernel's entry point; ValueError saying why where its module does not load."""
+    try:
+        from .triton_gag import fused_gag_attention
+    except Exception as exc:  # ImportError, or a Triton/torch API the module uses has moved
+        raise ValueError(f"{ENV_VAR}=fused, but the fused GAG kernel does not load with this "
+                         f"Triton and PyTorch ({type(exc).__name__}: {exc}). Unset {ENV_VAR} "
+                         f"(or set it to auto) to fall back to the PyTorch path.") from exc
+    return fused_gag_attention
 
 
 def backend_summary() -> str:

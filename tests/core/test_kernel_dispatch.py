@@ -91,6 +91,37 @@ def test_override_chooses_between_kernel_and_torch_where_the_kernel_applies(back
     assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
 
 
+class _RejectingFinder:
+    """Makes ``import gag_core.kernels.triton_gag`` fail as a Triton that moved an API would."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.endswith("kernels.triton_gag"):
+            raise AttributeError("module 'triton.language' has no attribute 'constexpr'")
+        return None
+
+
+def test_a_kernel_module_that_does_not_load_keeps_the_pytorch_path(backend_env, monkeypatch):
+    # Inputs the kernel would take (pretended: no CUDA here), a kernel module that fails to
+    # import: auto must run the PyTorch path and say why, GAG_BACKEND=fused must say why.
+    from gag_core.kernels import selfcheck
+    monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: None)
+    monkeypatch.setattr(kernels, "FUSED_BY_DEFAULT", True)
+    monkeypatch.setattr(selfcheck, "_default", None)
+    for name in [n for n in sys.modules if n.endswith("kernels.triton_gag")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_RejectingFinder(), *sys.meta_path])
+    q, k, v = _inputs()
+    out = gag_attention(q, k, v)
+    torch.testing.assert_close(out, gag_attention(q, k, v, backend="torch"), rtol=0, atol=0)
+    [decision] = selfcheck.decisions()
+    assert decision.backend == "torch"
+    assert "the kernel failed (AttributeError: module 'triton.language'" in decision.reason
+    backend_env("fused")
+    with pytest.raises(ValueError, match=r"GAG_BACKEND=fused, but the fused GAG kernel does not "
+                                         r"load with this Triton and PyTorch \(AttributeError"):
+        gag_attention(q, k, v)
+
+
 @pytest.mark.parametrize("case, expected", [
     ("float64", "dtype torch.float64"),
     ("mixed", "different dtypes"),
