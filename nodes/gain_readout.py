@@ -214,17 +214,25 @@ def backend_text(device: torch.device) -> str:
     """What computes guided attention on ``device``, for the readout: the fused kernel's
     self-check decisions for that device (``gag_core.kernels.selfcheck``; one part per dtype,
     head dim and kernel path checked), e.g. "fused kernel (float16 D64 short rows: agrees …)",
-    else "PyTorch path (GPU policy)" / "(CPU policy)" (``gag_core.gpu_policy.torch_policy``)."""
+    and why the kernel could not take calls there ("PyTorch path (GPU policy) (fused kernel not
+    used: triton cannot be imported …)"); else "PyTorch path (GPU policy)" / "(CPU policy)"
+    (``gag_core.gpu_policy.torch_policy``)."""
     device = torch.device(device)
     policy = f"PyTorch path ({torch_policy(device).upper()} policy)"
     parts = []
+    def on_this_device(name: str) -> bool:
+        return name == str(device) or name.endswith(f"({device})")
+
     for decision in selfcheck.decisions():
         name, dtype, head_dim, path = decision.key
-        if name != str(device) and not name.endswith(f"({device})"):
+        if not on_this_device(name):
             continue
         what = "fused kernel" if decision.backend == "fused" else policy
         parts.append(f"{what} ({str(dtype).replace('torch.', '')} D{head_dim} {path} rows: "
                      f"{decision.reason})")
+    for name, reason in selfcheck.declined():
+        if on_this_device(name):
+            parts.append(f"{policy} (fused kernel not used: {reason})")
     return "; ".join(parts) if parts else policy
 
 

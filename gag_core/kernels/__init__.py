@@ -149,6 +149,10 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
             raise ValueError(f"{ENV_VAR}=fused, but the fused GAG kernel cannot take this call: "
                              f"{reason}. Unset {ENV_VAR} (or set it to auto) to fall back to "
                              f"the PyTorch path.")
+        if FUSED_BY_DEFAULT and q.device.type != "cpu":
+            # A GPU user expects the kernel: say once why it does not run (the CPU never has it).
+            from .selfcheck import note_declined
+            note_declined(q.device, reason)
         return None
     if override == "auto" and not FUSED_BY_DEFAULT:
         return None

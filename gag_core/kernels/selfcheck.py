@@ -13,7 +13,9 @@ triton_gag — ``BackendChooser.run``:
 4. otherwise keeps the kernel.
 
 It says once, in the log (logger "gag"), which backend runs for that key and why;
-``decisions()`` and ``backend_summary()`` expose the same lines for the readout. This check
+``decisions()`` and ``backend_summary()`` expose the same lines for the readout. A GPU call the
+kernel cannot take at all (no Triton, an older GPU, ROCm, …) is said once per device and reason
+too (``note_declined``, ``declined()``). This check
 synchronises the host a few times, once per key per process; every later call goes straight to
 the chosen backend. GAG_BACKEND=fused and =torch bypass it (the user's choice stands).
 
@@ -35,7 +37,7 @@ from typing import Callable, Optional
 import torch
 
 __all__ = ["BackendChooser", "Decision", "TOLERANCE", "default_chooser", "decisions",
-           "backend_summary", "check_key"]
+           "backend_summary", "check_key", "device_name", "note_declined", "declined"]
 
 LOG = logging.getLogger("gag")
 
@@ -60,18 +62,41 @@ class Decision:
                 f"{path} rows): {name} — {self.reason}")
 
 
-def check_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
-    """(device, dtype, head dim, kernel path) of a call: what the check is done once for."""
-    from .config import SHORT_MAX_KEYS
-    device = q.device
+def device_name(device: torch.device) -> str:
+    """"NVIDIA H100 80GB HBM3 (cuda:0)" for a CUDA device, else the device itself ("mps")."""
     name = str(device)
     if device.type == "cuda":
         try:
             name = f"{torch.cuda.get_device_name(device)} ({device})"
         except Exception:  # a device without a name query: keep "cuda:N"
             pass
+    return name
+
+
+def check_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+    """(device, dtype, head dim, kernel path) of a call: what the check is done once for."""
+    from .config import SHORT_MAX_KEYS
     path = "short" if k.shape[2] <= SHORT_MAX_KEYS else "stream"
-    return (name, q.dtype, q.shape[-1], path)
+    return (device_name(q.device), q.dtype, q.shape[-1], path)
+
+
+_declines: dict = {}        # (str(device), reason) → device name, in the order first seen
+
+
+def note_declined(device: torch.device, reason: str) -> None:
+    """Record why the kernel could not take a call on a GPU (no Triton, an older GPU, ROCm, a
+    shape without tiles, inputs that require grad) and say it once per device and reason in
+    the log; ``declined()`` gives the readout the same. Nothing is checked or timed."""
+    key = (str(device), reason)
+    if key not in _declines:
+        _declines[key] = device_name(device)
+        LOG.info("GAG attention on %s: PyTorch path — the fused kernel cannot take these "
+                 "calls: %s", _declines[key], reason)
+
+
+def declined() -> list:
+    """(device name, reason) for every call the kernel could not take, in the order first seen."""
+    return [(name, reason) for (_, reason), name in _declines.items()]
 
 
 def _cuda_timer(fn: Callable[[], torch.Tensor], name: str, repeats: int) -> float:
@@ -221,7 +246,9 @@ def decisions() -> list:
 
 
 def backend_summary() -> str:
-    """One line per checked key saying which backend runs and why, for the readout; a line
-    saying why the PyTorch path runs where nothing was checked."""
+    """One line per checked key and per reason the kernel could not take a call, saying which
+    backend runs and why; a line saying so where neither happened."""
     lines = [d.line() for d in decisions()]
+    lines += [f"GAG attention on {name}: PyTorch path — the fused kernel cannot take these "
+              f"calls: {reason}" for name, reason in declined()]
     return "\n".join(lines) if lines else "GAG attention: PyTorch path (no fused-kernel check ran)"

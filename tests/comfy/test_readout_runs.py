@@ -229,6 +229,18 @@ def test_backend_text_reports_the_self_check_for_this_device(gag, pack, monkeypa
                     "disagrees (error 0.3))")
     monkeypatch.setattr(selfcheck, "decisions", lambda: [elsewhere])
     assert gag.readout.backend_text(torch.device("cpu")) == "PyTorch path (CPU policy)"
+    # Calls the kernel could not take on a device say why there (and only there).
+    monkeypatch.setattr(selfcheck, "declined", lambda: [
+        ("NVIDIA H100 (cuda:0)", "head dims D=320, Dv=320 exceed the kernel's 256"),
+        ("cpu", "triton cannot be imported (ImportError)")])
+    assert gag.readout.backend_text(torch.device("cpu")) == (
+        "PyTorch path (CPU policy) (fused kernel not used: triton cannot be imported "
+        "(ImportError))")
+    monkeypatch.setenv("GAG_TORCH_POLICY", "gpu")
+    assert gag.readout.backend_text(torch.device("cuda:0")) == (
+        "fused kernel (float16 D64 short rows: agrees); "
+        "PyTorch path (GPU policy) (fused kernel not used: head dims D=320, Dv=320 exceed the "
+        "kernel's 256)")
 
 
 def test_a_partial_window_reports_only_the_guided_steps(gag, sdxl, caplog):

@@ -122,6 +122,28 @@ def test_a_kernel_module_that_does_not_load_keeps_the_pytorch_path(backend_env, 
         gag_attention(q, k, v)
 
 
+def test_a_gpu_call_the_kernel_cannot_take_is_said_once_with_its_reason(backend_env,
+                                                                       monkeypatch, caplog):
+    # "meta" stands for a GPU without the kernel (no Triton here, say); CPU calls say nothing.
+    from gag_core.kernels import selfcheck
+    monkeypatch.setattr(selfcheck, "_declines", {})
+    reason = "triton cannot be imported (ImportError: No module named 'triton')"
+    monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: reason)
+    q, k, v = (t.to("meta") for t in _inputs(torch.float16))
+    with caplog.at_level("INFO", logger="gag"):
+        for _ in range(3):
+            assert kernels.select_backend(q, k, v, None, 1.5, _torch_path) is None
+    assert selfcheck.declined() == [("meta", reason)]
+    said = [r.getMessage() for r in caplog.records if reason in r.getMessage()]
+    assert said == [f"GAG attention on meta: PyTorch path — the fused kernel cannot take these "
+                    f"calls: {reason}"]
+    assert said[0] in selfcheck.backend_summary().splitlines()
+    kernels.select_backend(*_inputs(), None, 1.5, _torch_path)            # a CPU call
+    backend_env("torch")                                                  # the user's choice
+    kernels.select_backend(q, k, v, None, 1.5, _torch_path)
+    assert selfcheck.declined() == [("meta", reason)]
+
+
 @pytest.mark.parametrize("case, expected", [
     ("float64", "dtype torch.float64"),
     ("mixed", "different dtypes"),
