@@ -220,6 +220,7 @@ def backend_text(device: torch.device) -> str:
     device = torch.device(device)
     policy = f"PyTorch path ({torch_policy(device).upper()} policy)"
     parts = []
+
     def on_this_device(name: str) -> bool:
         return name == str(device) or name.endswith(f"({device})")
 

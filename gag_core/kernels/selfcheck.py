@@ -13,11 +13,11 @@ triton_gag — ``BackendChooser.run``:
 4. otherwise keeps the kernel.
 
 It says once, in the log (logger "gag"), which backend runs for that key and why;
-``decisions()`` and ``backend_summary()`` expose the same lines for the readout. A GPU call the
-kernel cannot take at all (no Triton, an older GPU, ROCm, …) is said once per device and reason
-too (``note_declined``, ``declined()``). This check
+``decisions()`` and ``backend_summary()`` expose the same lines for the readout. This check
 synchronises the host a few times, once per key per process; every later call goes straight to
-the chosen backend. GAG_BACKEND=fused and =torch bypass it (the user's choice stands).
+the chosen backend. GAG_BACKEND=fused and =torch bypass it (the user's choice stands). A GPU
+call the kernel cannot take at all (no Triton, an older GPU, ROCm, …) is said once per device
+and reason too (``note_declined``, ``declined()``).
 
 The kernel, the exact path and the timer are parameters of ``BackendChooser`` (the seam the
 CPU tests use to inject a kernel that disagrees, one that fails to compile and one that is
