@@ -48,6 +48,9 @@ ENV_VAR = "GAG_BACKEND"
 # GAG_BACKEND=torch turns the kernel off.
 FUSED_BY_DEFAULT = True
 _OVERRIDES = ("auto", "torch", "fused")
+# Devices where nobody expects the kernel, so a declined call there is not worth a log line:
+# the CPU, and "meta", where bench/cost_model.py traces calls.
+_NEVER_FUSED_DEVICES = ("cpu", "meta")
 
 _triton_import_error: Optional[str] = None
 _triton_checked = False
@@ -149,8 +152,8 @@ def select_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
             raise ValueError(f"{ENV_VAR}=fused, but the fused GAG kernel cannot take this call: "
                              f"{reason}. Unset {ENV_VAR} (or set it to auto) to fall back to "
                              f"the PyTorch path.")
-        if FUSED_BY_DEFAULT and q.device.type != "cpu":
-            # A GPU user expects the kernel: say once why it does not run (the CPU never has it).
+        if FUSED_BY_DEFAULT and q.device.type not in _NEVER_FUSED_DEVICES:
+            # A GPU user expects the kernel: say once why it does not run.
             from .selfcheck import note_declined
             note_declined(q.device, reason)
         return None

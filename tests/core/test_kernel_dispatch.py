@@ -124,9 +124,11 @@ def test_a_kernel_module_that_does_not_load_keeps_the_pytorch_path(backend_env, 
 
 def test_a_gpu_call_the_kernel_cannot_take_is_said_once_with_its_reason(backend_env,
                                                                        monkeypatch, caplog):
-    # "meta" stands for a GPU without the kernel (no Triton here, say); CPU calls say nothing.
+    # "meta" (where the cost model traces, so normally silent) stands for a GPU without the
+    # kernel here (no Triton, say); CPU calls say nothing.
     from gag_core.kernels import selfcheck
     monkeypatch.setattr(selfcheck, "_declines", {})
+    monkeypatch.setattr(kernels, "_NEVER_FUSED_DEVICES", ("cpu",))
     reason = "triton cannot be imported (ImportError: No module named 'triton')"
     monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: reason)
     q, k, v = (t.to("meta") for t in _inputs(torch.float16))
@@ -138,10 +140,19 @@ def test_a_gpu_call_the_kernel_cannot_take_is_said_once_with_its_reason(backend_
     assert said == [f"GAG attention on meta: PyTorch path — the fused kernel cannot take these "
                     f"calls: {reason}"]
     assert said[0] in selfcheck.backend_summary().splitlines()
-    kernels.select_backend(*_inputs(), None, 1.5, _torch_path)            # a CPU call
-    backend_env("torch")                                                  # the user's choice
+    # Calls that say nothing, each with a reason not seen yet: a CPU call, a call traced on
+    # meta by the cost model, and any call under GAG_BACKEND=torch (the user's choice).
+    monkeypatch.setattr(kernels, "fused_unavailable_reason", lambda *args: "another reason")
+    kernels.select_backend(*_inputs(), None, 1.5, _torch_path)
+    monkeypatch.setattr(kernels, "_NEVER_FUSED_DEVICES", ("cpu", "meta"))
+    kernels.select_backend(q, k, v, None, 1.5, _torch_path)
+    monkeypatch.setattr(kernels, "_NEVER_FUSED_DEVICES", ("cpu",))
+    backend_env("torch")
     kernels.select_backend(q, k, v, None, 1.5, _torch_path)
     assert selfcheck.declined() == [("meta", reason)]
+    backend_env(None)                                 # the check itself: now it would be said
+    kernels.select_backend(q, k, v, None, 1.5, _torch_path)
+    assert selfcheck.declined() == [("meta", reason), ("meta", "another reason")]
 
 
 @pytest.mark.parametrize("case, expected", [
