@@ -190,6 +190,13 @@ CHROMA_GROUPS = (
 # text cross-attention of every block, as PLADIS's "all cross-attention layers".
 CROSS_PRESETS = {"paper": "blocks", "all": "all", "blocks": "blocks"}
 WAN_GROUPS = (BlockGroup("blocks", "blocks", "double", "double_block", text_arg=None),)
+# Wan siblings that run attention of extra blocks or branches while ComfyUI's block_index still
+# names a main block (VACE's vace_blocks after block i; Wan-Animate-2's pose branch before block
+# i's generation pass): block info cannot tell those calls from the main block's own, so GAG
+# marks the main blocks through their `dit` replaces instead (block_type None; as every Wan on
+# 0.3.64). Only the main block runs with the marked options; the extra attention never sees
+# the mark and stays unguided.
+WAN_MARKED_GROUPS = (BlockGroup("blocks", "blocks", None, "double_block", text_arg=None),)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -375,6 +382,57 @@ FAMILIES: tuple[Family, ...] = (
     ),
 
     # --- video families (issue 22) ------------------------------------------------------------
+    # Wan's siblings (ComfyUI's WanModel subclasses). Those not named here are claimed by the Wan
+    # entries below and tested on tiny models (tests/comfy/test_wan_siblings.py): Camera
+    # (a control adapter added to the patch embedding), HuMo (a per-frame audio cross-attention
+    # of 16 keys in each block, told apart from the text by its keys), S2V and WanDancer (audio
+    # injected between blocks by attention that gets no transformer_options), Wan-Animate
+    # (face attention between blocks, likewise), SCAIL / SCAIL-2 (pose tokens joined to the
+    # video's: they are queries of the text cross-attention too) and FlowRVS (plain WanModel).
+    Family(
+        # Wan 2.1 CausalAR (Self-Forcing / CausVid checkpoints loaded for ComfyUI's ar_video
+        # sampler): that sampler runs the blocks through CausalWanModel.forward_block, which
+        # hands attention no transformer_options and runs no model wrappers, so GAG would be
+        # silently off. Refused by name (at patch time: GAG cannot know the sampler then).
+        # Wan T2V models with Self-Forcing / CausVid LoRAs under standard samplers are `wan`.
+        id="wan_causal_ar", display_name="Wan 2.1 CausalAR", min_comfyui="0.33.0",
+        model_class=("comfy.ldm.wan.ar_model", "CausalWanModel"),
+        hook="joint", text="cross", presets={}, modes=("text",), layouts=(),
+        refused=("ComfyUI's autoregressive sampler (ar_video) runs its blocks through "
+                 "forward_block, which hands attention no transformer_options and runs no model "
+                 "wrappers, so GAG could not reach its attention or notice that it did not. "
+                 "Sample it without GAG; GAG guides Wan 2.1 / 2.2 T2V models (with Self-Forcing "
+                 "or CausVid LoRAs too) under ComfyUI's standard samplers"),
+    ),
+    Family(
+        # Wan-Animate-2 (Wan 2.1 I2V 14B weights driven by a pose video): a pose branch runs
+        # each block over the pose tokens with their own text cross-attention (and block info
+        # of the block) before the generation pass feeds on its keys and values. GAG guides
+        # the generation pass's text cross-attention; the pose branch is left alone (marked
+        # groups), as are the CLIP-image call and the per-frame pose attention.
+        id="wan_animate2", display_name="Wan-Animate-2", min_comfyui="0.33.0",
+        model_class=("comfy.ldm.wan.model_animate2", "WanAnimate2Model"),
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",),
+        groups=WAN_MARKED_GROUPS,
+        layouts=(Layout("wan_animate2_14b", "Animate-2", "Wan-Animate-2 14B",
+                        blocks={"blocks": 40}, file_hint=r"animate[-_ ]?2"),),
+    ),
+    Family(
+        # Wan 2.1 VACE (and Wan 2.2 VACE Fun): after main block i, VACE block ii runs its own
+        # self- and text cross-attention over the control video's tokens with block i's block
+        # info. GAG guides the main blocks' text cross-attention only (marked groups); the
+        # vace_blocks are not offered as layers and stay unguided.
+        id="wan_vace", display_name="Wan VACE",
+        model_class=("comfy.ldm.wan.model", "VaceWanModel"),
+        hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",),
+        groups=WAN_MARKED_GROUPS,
+        layouts=(
+            Layout("wan_vace_14b", "VACE 14B", "Wan 2.1 VACE 14B, Wan 2.2 VACE Fun A14B",
+                   blocks={"blocks": 40}, file_hint=r"vace.*(14b|a14b)"),
+            Layout("wan_vace_1_3b", "VACE 1.3B", "Wan 2.1 VACE 1.3B", blocks={"blocks": 30},
+                   file_hint=r"vace.*1[._]3b"),
+        ),
+    ),
     Family(
         # Wan 2.2 TI2V 5B: Wan's blocks on a 48-channel latent (out_dim 48, ComfyUI's WAN22_T2V);
         # no CLIP branch. As for every Wan: each block runs a self-attention over the video
@@ -402,8 +460,9 @@ FAMILIES: tuple[Family, ...] = (
         # Wan 2.1 T2V and Wan 2.2 T2V/I2V A14B (each of the high- and low-noise experts is a
         # model of its own with this architecture: apply GAG to both; one GAG node can feed
         # both). Wan 2.2 I2V A14B takes its start image as concatenated latents, without CLIP.
-        # Wan's variants (VACE, Fun Control, Camera, S2V, HuMo, Animate) share the class and
-        # this hook and are untested.
+        # Fun Control, Camera 2.2, HuMo, S2V and FlowRVS are this entry too (Camera 2.1,
+        # Wan-Animate, SCAIL and WanDancer carry a CLIP branch: wan_i2v); see the siblings'
+        # comment above.
         id="wan", display_name="Wan 2.1 / 2.2",
         model_class=("comfy.ldm.wan.model", "WanModel"),
         hook="joint", text="cross", presets=CROSS_PRESETS, modes=("text",), groups=WAN_GROUPS,
