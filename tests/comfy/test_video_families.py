@@ -1,6 +1,7 @@
-"""GAG on the video families (Wan 2.1/2.2, HunyuanVideo 1.5, LTX-Video; LTX-2 recognised), end
-to end through ComfyUI's real samplers on tiny random-weight models that ComfyUI's own loader
-and detection built (tests/comfy/tiny_video.py).
+"""GAG on the video families (Wan 2.1/2.2, Wan VACE, Wan-Animate-2, HunyuanVideo 1.5, LTX-Video,
+LTX-2), end to end through ComfyUI's real samplers on tiny random-weight models that ComfyUI's
+own loader and detection built (tests/comfy/tiny_video.py). Wan's other siblings, and what VACE's
+and Wan-Animate-2's extra attention gets: tests/comfy/test_wan_siblings.py.
 
 Each test samples a few steps of a multi-frame latent and checks a property of the patched
 model against the same model unpatched: GAG changes the result, acts exactly on the selected
@@ -33,7 +34,8 @@ def tv():
     return tiny_video
 
 
-SAMPLED = ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv", "ltx2"]
+SAMPLED = ["wan", "wan_i2v", "wan22_ti2v", "wan_vace", "wan_animate2", "hunyuan_video15",
+           "ltxv", "ltx2"]
 _MODELS: dict = {}
 
 
@@ -106,8 +108,8 @@ def selected(video):
 # detection and the family table
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["wan", "wan_i2v", "wan22_ti2v", "hunyuan_video15", "ltxv",
-                                  "ltx2"])
+@pytest.mark.parametrize("name", ["wan", "wan_i2v", "wan22_ti2v", "wan_vace", "hunyuan_video15",
+                                  "ltxv", "ltx2"])
 def test_released_checkpoint_is_detected_and_claimed_by_its_family(tv, family_table, name):
     """The released model's key names and shapes (meta tensors) through comfy.model_detection
     pick the recipe's class, with the facts the family entry relies on; the family table claims

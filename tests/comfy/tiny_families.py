@@ -589,6 +589,8 @@ for _family, _layouts, _text, _downscale in (
         ("wan22_ti2v", ("wan22_ti2v_5b",), 7, 16),   # Wan 2.2's 16× VAE
         ("wan_i2v", ("wan21_i2v_14b",), 7, 8),
         ("wan", ("wan22_a14b", "wan21_14b", "wan21_1_3b"), 7, 8),
+        ("wan_vace", ("wan_vace_14b", "wan_vace_1_3b"), 7, 8),
+        ("wan_animate2", ("wan_animate2_14b",), 7, 8),
         ("hunyuan_video15", ("hunyuan_video15",), 10, 16),   # 7 text + 3 byT5 glyph tokens
         ("ltx2", ("ltx2",), 7, 32),
         ("ltxv", ("ltxv_13b", "ltxv_2b"), 7, 32)):
@@ -598,8 +600,10 @@ for _family, _layouts, _text, _downscale in (
         why=_video.needs or "tested on every supported ComfyUI",
         variants=(_video_variant(_family, text_tokens=_text, downscale=_downscale),),
         released={layout: _video_released(layout) for layout in _layouts},
-        full_size=None if _family == "ltx2" else _video.full_size,
-        detected={} if _family == "ltx2" else _video.detected))
+        # LTX-2 and Wan-Animate-2 are told apart by their checkpoints' metadata, which the
+        # shared released-checkpoint tests do not pass
+        full_size=None if _video.metadata else _video.full_size,
+        detected={} if _video.metadata else _video.detected))
 
 
 # =============================================================================================

@@ -64,6 +64,30 @@ def wan_i2v_conditioning(batch=1, seed=1, tokens=7, image_tokens=257):
     return [[torch.randn(batch, tokens, 4096, generator=g), {"clip_vision_output": vision}]]
 
 
+def wan_vace_conditioning(batch=1, seed=1, tokens=7, frames=None, size=None):
+    """Wan VACE: the text; with ``frames`` and ``size``, also random control-video latents
+    (B, 32, F, S, S: the inactive and reactive halves) and their mask (B, 64, F, S, S), as
+    WanVaceToVideo gives. Without them WAN21_Vace.extra_conds builds zero frames and a mask of
+    ones at the noise's shape: the VACE blocks still run, on an empty control video."""
+    g = _generator(seed)
+    extra = {}
+    if frames:
+        extra["vace_frames"] = [torch.randn(batch, 32, frames, size, size, generator=g)]
+        extra["vace_mask"] = [torch.rand(batch, 64, frames, size, size, generator=g)]
+    return [[torch.randn(batch, tokens, 4096, generator=g), extra]]
+
+
+def wan_animate2_conditioning(batch=1, seed=1, tokens=7, pose_frames=0, size=4):
+    """Wan-Animate-2: the text and CLIP-H image features as Wan I2V's; with ``pose_frames``
+    (the generated latent frames less the reference slot), pose-video latents
+    (B, 16, pose_frames, S, S), which make the model run its pose branch."""
+    [[text, extra]] = wan_i2v_conditioning(batch, seed, tokens)
+    if pose_frames:
+        extra["pose_video_latent"] = torch.randn(batch, 16, pose_frames, size, size,
+                                                 generator=_generator(seed + 100))
+    return [[text, extra]]
+
+
 def hunyuan_video15_conditioning(batch=1, seed=1, tokens=7, glyph_tokens=3, image_tokens=0):
     """Qwen2.5-VL text (B, tokens, 32: the tiny context width), byT5 glyph features
     (B, glyph_tokens, 1472) and, for I2V, SigLIP hidden states (B, image_tokens, 1152). The
@@ -235,6 +259,25 @@ RECIPES: dict[str, VideoRecipe] = {
                             out_dim=48),
         detected=dict(image_model="wan2.1", model_type="t2v", dim=3072, num_heads=24,
                       num_layers=30, in_dim=48, out_dim=48)),
+    # Wan VACE: one VACE block (after main block 0; vace_in_dim 96 = 32 frame + 64 mask
+    # channels), which runs self- and text cross-attention with main block 0's block info.
+    "wan_vace": VideoRecipe(
+        "wan_vace", "WAN21_Vace", _wan(model_type="vace", vace_layers=1, vace_in_dim=96),
+        wan_vace_conditioning, lambda b, f, s: (b, 16, f, s, s), "blocks 0",
+        full_size=_wan_full(model_type="vace", vace_layers=8, vace_in_dim=96),
+        detected=dict(image_model="wan2.1", model_type="vace", dim=5120, num_layers=40,
+                      vace_layers=8, vace_in_dim=96)),
+    # Wan-Animate-2: Wan 2.1 I2V weights, picked by the checkpoint metadata's model_type as the
+    # converted files carry it (their keys are Wan I2V's). The first latent frame is the
+    # reference slot.
+    "wan_animate2": VideoRecipe(
+        "wan_animate2", "WAN_Animate2", _wan(model_type="i2v", in_dim=36),
+        wan_animate2_conditioning, lambda b, f, s: (b, 16, f, s, s), "blocks 0",
+        full_size=_wan_full(model_type="animate2", in_dim=36),
+        detected=dict(image_model="wan2.1", model_type="animate2", dim=5120, num_layers=40,
+                      in_dim=36),
+        min_comfyui=(0, 33, 0), needs="Wan-Animate-2 (WanAnimate2Model)",
+        metadata={"config": json.dumps({"transformer": {"model_type": "animate2"}})}),
     "hunyuan_video15": VideoRecipe(
         "hunyuan_video15", "HunyuanVideo15", lambda: _hunyuan_video15(),
         hunyuan_video15_conditioning, lambda b, f, s: (b, 32, f, s, s), "double 1",
@@ -274,6 +317,11 @@ LAYOUTS: dict[str, tuple[str, dict]] = {
     "wan21_1_3b": ("WAN21_T2V", _wan_full(dim=1536, num_heads=12, ffn_dim=8960, num_layers=30)),
     "wan21_i2v_14b": ("WAN21_I2V", RECIPES["wan_i2v"].full_size),
     "wan22_ti2v_5b": ("WAN22_T2V", RECIPES["wan22_ti2v"].full_size),
+    "wan_vace_14b": ("WAN21_Vace", RECIPES["wan_vace"].full_size),
+    "wan_vace_1_3b": ("WAN21_Vace", _wan_full(model_type="vace", dim=1536, num_heads=12,
+                                              ffn_dim=8960, num_layers=30, vace_layers=15,
+                                              vace_in_dim=96)),
+    "wan_animate2_14b": ("WAN_Animate2", RECIPES["wan_animate2"].full_size),
     "hunyuan_video15": ("HunyuanVideo15", RECIPES["hunyuan_video15"].full_size),
     "ltxv_2b": ("LTXV", RECIPES["ltxv"].full_size),
     "ltxv_13b": ("LTXV", _ltxv(layers=48, head_dim=128, cross=4096)),
