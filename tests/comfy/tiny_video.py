@@ -372,3 +372,94 @@ def sample(recipe: VideoRecipe, patcher, positive, negative, *, steps=2, cfg=1.0
     latent = zeros_like(noise)
     return comfy.sample.sample(patcher, noise, steps, cfg, sampler, scheduler, positive, negative,
                                latent, seed=seed, disable_pbar=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Wan's siblings (ComfyUI's WanModel subclasses) that the Wan entries claim or that the table
+# refuses: tests/comfy/test_wan_siblings.py. Each is built like the recipes above (detection
+# picks the class from the sibling's own keys, or from the checkpoint metadata's model_type
+# where the converted files carry it), with the conditioning its model_base.extra_conds reads,
+# shaped for the recipe's frames and size. Not in the tests' family registry: a sibling is a
+# model of its family's entry, not an entry of its own.
+# ---------------------------------------------------------------------------------------------
+
+def _with(conditioning, **extras):
+    """``conditioning`` with tensors (or a builder of them from the generator) added to its
+    options."""
+    def build(batch=1, seed=1, tokens=7):
+        [[text, extra]] = conditioning(batch, seed, tokens)
+        g = _generator(seed + 100)
+        extra = dict(extra, **{name: make(batch, g) for name, make in extras.items()})
+        return [[text, extra]]
+    return build
+
+
+def _metadata(**transformer):
+    return {"config": json.dumps({"transformer": transformer})}
+
+
+def _sibling(family_id, model_class, tiny, conditioning, *, size=4, channels=16, **kwargs):
+    return VideoRecipe(family_id, model_class, tiny, conditioning,
+                       lambda b, f, s, _c=channels: (b, _c, f, s, s), "blocks 1", full_size={},
+                       detected={}, size=size, **kwargs)
+
+
+_FRAMES = 3   # the latent frames every sibling's conditioning is shaped for
+
+
+SIBLINGS: dict[str, VideoRecipe] = {
+    # Wan 2.1 Camera (ReCamMaster-style): Wan I2V with a control adapter over Plücker camera
+    # embeddings (B, 24, 4·F, 8·S, 8·S) added to the patch embedding.
+    "camera": _sibling("wan_i2v", "WAN21_Camera", _wan(model_type="camera", in_dim=32),
+                       _with(wan_i2v_conditioning, camera_conditions=lambda b, g: torch.randn(
+                           b, 24, _FRAMES, 32, 32, generator=g))),
+    # HuMo: an audio cross-attention in every block, per latent frame: queries the frame's
+    # tokens, keys its 16 audio tokens (audio features (B, F, 8, 5, 1280)).
+    "humo": _sibling("wan", "WAN21_HuMo", _wan(model_type="humo"),
+                     _with(wan_conditioning, audio_embed=lambda b, g: torch.randn(
+                         b, _FRAMES, 8, 5, 1280, generator=g))),
+    # Wan 2.2 S2V: wav2vec features (B, 25 layers, 1024, 4·F) injected after block 0 by an
+    # attention that gets no transformer_options.
+    "s2v": _sibling("wan", "WAN22_S2V", _wan(model_type="s2v"),
+                    _with(wan_conditioning, audio_embed=lambda b, g: torch.randn(
+                        b, 25, 1024, 4 * _FRAMES, generator=g))),
+    # Wan 2.2 Animate: pose latents added to the patch embedding, CLIP image features, and a
+    # face adapter (a face attention without transformer_options after every fifth block; its
+    # motion encoder takes 512-pixel face crops). Five blocks: ComfyUI builds one face block
+    # per five, and detects the model by the first one's keys.
+    "animate": _sibling("wan_i2v", "WAN22_Animate",
+                        _wan(model_type="animate", in_dim=36, num_layers=5),
+                        _with(wan_i2v_conditioning,
+                              pose_video_latent=lambda b, g: torch.randn(
+                                  b, 16, _FRAMES - 1, 4, 4, generator=g),
+                              face_video_pixels=lambda b, g: torch.rand(
+                                  b, 3, 1, 512, 512, generator=g))),
+    # SCAIL / SCAIL-2: a reference latent frame before the video and the pose tokens after it
+    # in one sequence: all are queries of the blocks' text cross-attention.
+    "scail": _sibling("wan_i2v", "WAN21_SCAIL", _wan(model_type="scail", in_dim=20),
+                      _with(wan_i2v_conditioning,
+                            pose_video_latent=lambda b, g: torch.randn(
+                                b, 16, _FRAMES, 4, 4, generator=g),
+                            reference_latents=lambda b, g: [torch.randn(
+                                b, 16, 1, 4, 4, generator=g)])),
+    "scail2": _sibling("wan_i2v", "WAN21_SCAIL2", _wan(model_type="scail2", in_dim=20),
+                       _with(wan_i2v_conditioning,
+                             pose_video_latent=lambda b, g: torch.randn(
+                                 b, 16, _FRAMES, 4, 4, generator=g),
+                             reference_latents=lambda b, g: [torch.randn(
+                                 b, 16, 1, 4, 4, generator=g)])),
+    # WanDancer: music features (B, T, 35) through its own music encoder and injected after
+    # block 0 per 1/8 latent frame (the frame's tokens must divide by 8: size 8).
+    "wandancer": _sibling("wan_i2v", "WAN22_WanDancer",
+                          _wan(model_type="wandancer", in_dim=36),
+                          _with(wan_i2v_conditioning, audio_embed=lambda b, g: torch.randn(
+                              b, 4 * _FRAMES, 35, generator=g)), size=8),
+    # FlowRVS: plain WanModel sampled as image-to-image flow (ModelType.IMG_TO_IMG_FLOW).
+    "flow_rvs": _sibling("wan", "WAN21_FlowRVS", _wan(), wan_conditioning,
+                         min_comfyui=(0, 33, 0), needs="FlowRVS",
+                         metadata=_metadata(model_type="flow_rvs")),
+    # Wan 2.1 CausalAR (Self-Forcing / CausVid for the ar_video sampler): refused.
+    "causal_ar": _sibling("wan_causal_ar", "WAN21_CausalAR_T2V", _wan(), wan_conditioning,
+                          min_comfyui=(0, 33, 0), needs="CausalAR",
+                          metadata=_metadata(causal_ar=True)),
+}
