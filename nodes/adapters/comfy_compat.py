@@ -16,6 +16,7 @@ OVERRIDE_KEY = "optimized_attention_override"
 
 __all__ = ["OVERRIDE_KEY", "has_attention_override", "wrapper_type", "diffusion_model_wrapper_type",
            "outer_sample_wrapper_type", "patcher_has_wrappers", "model_sets_block_info",
+           "blocks_get_transformer_options",
            "default_attention_is_memory_efficient", "prompt_server"]
 
 
@@ -80,6 +81,29 @@ def model_sets_block_info(diffusion_model) -> bool:
             if code is not None:
                 constants |= _code_constants(code)
     return {"block_type", "block_index"} <= constants
+
+
+def _names_in_code(code) -> set:
+    """The strings among a code object's constants and its nested code's, including those in
+    constant tuples (the keyword names of a call, the keys of a dict literal)."""
+    found = set()
+    for const in code.co_consts:
+        if isinstance(const, str):
+            found.add(const)
+        elif isinstance(const, tuple):
+            found |= {item for item in const if isinstance(item, str)}
+        elif hasattr(const, "co_consts"):
+            found |= _names_in_code(const)
+    return found
+
+
+def blocks_get_transformer_options(diffusion_model) -> bool:
+    """Whether the model's ``forward_orig`` (the one its class runs) hands its blocks and their
+    ``dit`` replaces ``transformer_options`` at all: the string appears in its code as a keyword
+    or a dict key. False for Wan 2.2 S2V on ComfyUI 0.3.64, whose blocks get none (0.33 passes
+    them). True where there is no forward_orig to read (other layouts are not judged here)."""
+    code = getattr(getattr(type(diffusion_model), "forward_orig", None), "__code__", None)
+    return code is None or "transformer_options" in _names_in_code(code)
 
 
 def default_attention_is_memory_efficient() -> bool:

@@ -289,6 +289,12 @@ def _check_comfyui(model_patcher, family) -> None:
         raise ValueError("GAG on joint-attention DiTs needs ComfyUI's model wrappers "
                          "(ComfyUI 0.3.64 or later); this ComfyUI has none. Update ComfyUI.")
     diffusion = model_patcher.model.diffusion_model
+    if not comfy_compat.blocks_get_transformer_options(diffusion):
+        raise ValueError(f"GAG cannot guide {family.display_name} ({model_name(model_patcher)}) "
+                         f"on this ComfyUI: its forward runs the blocks without "
+                         f"transformer_options, so neither ComfyUI's block info nor GAG's block "
+                         f"replaces reach their attention. Update ComfyUI (0.33 passes them for "
+                         f"this model) or sample it without GAG.")
     for group in family.groups:
         # FLUX-style blocks can be built image-first, against what the family entry says.
         if family.text == "first" and any(getattr(block, "flipped_img_txt", False)
