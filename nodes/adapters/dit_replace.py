@@ -30,21 +30,27 @@ class BlockMark(SharedObject):
     """What a ``dit`` block replace tells the attention of its block. ``joint_tokens`` is the
     number of queries of the attention GAG guides: the joint sequence, or the image (video)
     tokens where the text is a separate cross-attention. ``consumed`` counts the
-    attention calls that took it (at most one: MMDiT-X blocks run a second, image-only
-    attention with the same options). Read by the override as a block target (``layer``,
-    ``text_tokens``, ``joint_tokens``, ``spent``, ``claim``)."""
+    attention calls that took it: at most one for a joint sequence (MMDiT-X blocks run a
+    second, image-only attention with the same options); for a separate cross-attention
+    (``reusable``) every call of the block whose queries are the image and whose keys are the
+    text, as ComfyUI's block info gives on 0.33: a Wan I2V-type block given no CLIP-vision
+    features runs its image branch over the text too, two calls of one shape, and GAG guides
+    both on either ComfyUI rather than only the first. Read by the override as a block target
+    (``layer``, ``text_tokens``, ``joint_tokens``, ``spent``, ``claim``)."""
 
-    __slots__ = ("layer", "text_tokens", "joint_tokens", "consumed")
+    __slots__ = ("layer", "text_tokens", "joint_tokens", "consumed", "reusable")
 
-    def __init__(self, layer: LayerRef, text_tokens: Optional[int], joint_tokens: int):
+    def __init__(self, layer: LayerRef, text_tokens: Optional[int], joint_tokens: int,
+                 reusable: bool = False):
         self.layer = layer
         self.text_tokens = text_tokens
         self.joint_tokens = joint_tokens
         self.consumed = 0
+        self.reusable = reusable
 
     @property
     def spent(self) -> bool:
-        return self.consumed > 0
+        return self.consumed > 0 and not self.reusable
 
     def claim(self) -> None:
         self.consumed += 1
@@ -112,7 +118,7 @@ class DiTBlockPatch(SharedObject):
                 f"call runs the audio stream only (transformer_options 'run_vx' is False); GAG "
                 f"does not guide audio attention. Remove GAG from audio-only runs.")
         text_tokens, joint_tokens = self._layout(args, options)
-        mark = BlockMark(self.layer, text_tokens, joint_tokens)
+        mark = BlockMark(self.layer, text_tokens, joint_tokens, reusable=self.cross)
         marked = dict(options, **{MARK_KEY: mark})
         present = options.get(OVERRIDE_KEY)
         top = self.override.rechained(present) if self.override is not None else present

@@ -209,6 +209,20 @@ def test_humo_audio_attention_reaches_gag_unguided(tv, api, attention_calls):
     assert all(block is False for *_, block in audio)
 
 
+def test_without_clip_vision_both_text_retrievals_are_guided(tv, api, attention_calls):
+    """A Wan I2V-type block (Wan I2V, Camera 2.1, Wan-Animate, SCAIL, WanDancer) given no
+    CLIP-vision features runs its image branch over the text as well: two calls of the same
+    shape. GAG guides both on either ComfyUI (0.33's block info sees both; 0.3.64's block mark
+    is not spent by the first), so the result does not depend on the ComfyUI version."""
+    i2v = Sibling(tv, "wan_i2v", tv.RECIPES)
+    positive, negative = tv.wan_conditioning(seed=1), tv.wan_conditioning(seed=2)
+    plain = i2v.sample(positive=positive, negative=negative, steps=1)
+    out = i2v.sample(api.apply_gag(i2v.patcher, layers="blocks 1"), positive, negative, steps=1)
+    assert rel_change(out, plain) > 1e-3
+    text_calls = [c for c in attention_calls if c[2] == TEXT_TOKENS]
+    assert [block for *_, block in text_calls] == [False, False, 1, 1]
+
+
 # ---------------------------------------------------------------------------------------------
 # VACE and Wan-Animate-2: the extra attention that shares a main block's block info
 # ---------------------------------------------------------------------------------------------
