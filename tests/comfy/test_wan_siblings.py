@@ -5,8 +5,8 @@ SIBLINGS and RECIPES), sampled through ComfyUI's real sampler with the condition
 
 What each gets from GAG (nodes/adapters/families.py says why):
 
-- guided as Wan (``wan`` / ``wan_i2v``): Camera, HuMo, S2V, Wan-Animate, SCAIL, SCAIL-2,
-  WanDancer, FlowRVS. GAG changes the sample, guides exactly the selected blocks' text
+- guided as Wan (``wan`` / ``wan_i2v``): Camera (2.1 and 2.2), Fun Control, HuMo, S2V,
+  Wan-Animate, SCAIL, SCAIL-2, WanDancer, FlowRVS. GAG changes the sample, guides exactly the selected blocks' text
   cross-attention once per model call, and no attention the sibling adds (CLIP-image,
   HuMo's per-frame audio attention; S2V's and WanDancer's audio injection and Wan-Animate's
   face attention never reach an attention override: they get no transformer_options); batch
@@ -19,8 +19,8 @@ What each gets from GAG (nodes/adapters/families.py says why):
   transformer_options or model wrappers (shown here, so the refusal is revisited when ComfyUI
   changes that).
 
-Siblings a ComfyUI lacks skip with the reason (0.3.64 has Camera, HuMo, S2V, Wan-Animate and
-VACE). On 0.3.64 S2V's forward hands its blocks no transformer_options: GAG refuses it there.
+Siblings a ComfyUI lacks skip with the reason (0.3.64 has Camera, Fun Control, HuMo, S2V,
+Wan-Animate and VACE). On 0.3.64 S2V's forward hands its blocks no transformer_options: GAG refuses it there.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from conftest import import_pack, rel_change
 
 pytestmark = pytest.mark.comfy
 
-GUIDED = ["camera", "humo", "s2v", "animate", "scail", "scail2", "wandancer", "flow_rvs"]
+GUIDED = ["camera", "camera22", "fun_control", "humo", "s2v", "animate", "scail", "scail2",
+          "wandancer", "flow_rvs"]
 TEXT_TOKENS = 7
 STEPS = 2
 _MODELS: dict = {}

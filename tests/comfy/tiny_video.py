@@ -413,6 +413,14 @@ SIBLINGS: dict[str, VideoRecipe] = {
     "camera": _sibling("wan_i2v", "WAN21_Camera", _wan(model_type="camera", in_dim=32),
                        _with(wan_i2v_conditioning, camera_conditions=lambda b, g: torch.randn(
                            b, 24, _FRAMES, 32, 32, generator=g))),
+    # Wan 2.2 Camera (Fun Camera): the same adapter on a text-to-video block (no CLIP branch).
+    "camera22": _sibling("wan", "WAN22_Camera", _wan(model_type="camera_2.2", in_dim=36),
+                         _with(wan_conditioning, camera_conditions=lambda b, g: torch.randn(
+                             b, 24, _FRAMES, 32, 32, generator=g))),
+    # Wan 2.1 Fun Control: Wan I2V with 48 input channels (the control video's latents
+    # concatenated; ComfyUI fills them with zeros when none is given).
+    "fun_control": _sibling("wan_i2v", "WAN21_FunControl2V", _wan(model_type="i2v", in_dim=48),
+                            wan_i2v_conditioning),
     # HuMo: an audio cross-attention in every block, per latent frame: queries the frame's
     # tokens, keys its 16 audio tokens (audio features (B, F, 8, 5, 1280)).
     "humo": _sibling("wan", "WAN21_HuMo", _wan(model_type="humo"),
