@@ -385,11 +385,11 @@ FAMILIES: tuple[Family, ...] = (
     # Wan's siblings (ComfyUI's WanModel subclasses). Those not named here are claimed by the Wan
     # entries below and tested on tiny models (tests/comfy/test_wan_siblings.py): Camera 2.1
     # and 2.2 (a control adapter added to the patch embedding), Fun Control (48 input
-    # channels), HuMo (a per-frame audio cross-attention
-    # of 16 keys in each block, told apart from the text by its keys), S2V and WanDancer (audio
-    # injected between blocks by attention that gets no transformer_options), Wan-Animate
-    # (face attention between blocks, likewise), SCAIL / SCAIL-2 (pose tokens joined to the
-    # video's: they are queries of the text cross-attention too) and FlowRVS (plain WanModel).
+    # channels), HuMo (a per-frame audio cross-attention of 16 keys in each block, told apart
+    # from the text by its keys), S2V and WanDancer (audio injected between blocks by attention
+    # that gets no transformer_options), Wan-Animate (face attention between blocks, likewise),
+    # SCAIL / SCAIL-2 (reference and pose tokens joined to the video's: they are queries of the
+    # text cross-attention too) and FlowRVS (plain WanModel).
     # Wan 2.2 S2V on ComfyUI 0.3.64 runs its blocks without transformer_options and is refused
     # there by the DiT hook's feature check. Without CLIP-vision features an I2V-type block
     # runs its image branch over the text as well; GAG guides both text-keyed calls.
