@@ -291,6 +291,29 @@ def test_a_sibling_whose_blocks_get_no_options_is_refused(tv, api):
         api.apply_gag(s2v.patcher)
 
 
+def test_animate2_with_the_core_pose_cache(tv, api, attention_calls):
+    """With core WanAnimate2Cache the pose branch runs in the first model call only and later
+    calls reuse its block inputs: GAG, applied after the cache node, guides the same calls and
+    gives the same result as without the cache."""
+    nodes_wan = pytest.importorskip("comfy_extras.nodes_wan")
+    animate2 = Sibling(tv, "wan_animate2", tv.RECIPES)
+    r = animate2.recipe
+    positive = r.conditioning(seed=1, pose_frames=r.frames - 1, size=r.size)
+    negative = r.conditioning(seed=2, pose_frames=r.frames - 1, size=r.size)
+    without = animate2.sample(api.apply_gag(animate2.patcher), positive, negative, steps=STEPS)
+    attention_calls.clear()
+    cached = nodes_wan.WanAnimate2Cache.execute(animate2.patcher, "cpu").args[0]
+    out = animate2.sample(api.apply_gag(cached), positive, negative, steps=STEPS)
+    blocks = len(animate2.patcher.model.diffusion_model.blocks)
+    hw = (r.size // 2) ** 2
+    pose_text = [c for c in attention_calls if (c[1], c[2]) == ((r.frames - 1) * hw,
+                                                                 TEXT_TOKENS)]
+    assert len(pose_text) == blocks   # the first model call only
+    assert guided(attention_calls) == [(i, animate2.video_tokens, TEXT_TOKENS)
+                                       for i in range(blocks)] * STEPS
+    torch.testing.assert_close(out, without, atol=1e-4, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # CausalAR: refused
 # ---------------------------------------------------------------------------------------------
