@@ -1,5 +1,6 @@
-"""Tiny random-weight video models (Wan 2.1/2.2, HunyuanVideo 1.5, LTX-Video, LTX-2) for CPU
-tests, one recipe per family table id (nodes/adapters/families.py).
+"""Tiny random-weight video models (Wan 2.1/2.2, Wan VACE, Wan-Animate-2, HunyuanVideo 1.5,
+LTX-Video, LTX-2) for CPU tests, one recipe per family table id (nodes/adapters/families.py),
+and Wan's other siblings (``SIBLINGS``: models an existing entry claims, or the table refuses).
 
 Each tiny model is made the way ComfyUI loads a checkpoint: a random state dict with the released
 checkpoint's key names at tiny widths goes through ``comfy.sd.load_diffusion_model_state_dict``,
