@@ -9,7 +9,7 @@ blocks' text cross-attention (Wan, LTX) or joint attention (HunyuanVideo 1.5), i
 outside its schedule window, leaves the input model alone, is per-sample (batching and the
 cond/uncond split do not change it) and chains with patches installed before it. Wan I2V's
 CLIP-image cross-attention stays unguided; Wan 2.2's two experts are each guided. Families a
-ComfyUI lacks skip with the reason (HunyuanVideo 1.5 and LTX-2 on 0.3.64).
+ComfyUI lacks skip with the reason (HunyuanVideo 1.5, Wan-Animate-2 and LTX-2 on 0.3.64).
 """
 
 from __future__ import annotations
