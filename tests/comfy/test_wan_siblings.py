@@ -163,8 +163,8 @@ def test_gag_guides_exactly_the_selected_blocks_text_cross_attention(sibling, ap
     assert rel_change(out, plain) > 1e-3
     # one model call per step (CFG 1), one guided call in it: block 1's text retrieval
     assert guided(attention_calls) == [(1, sibling.guided_queries, TEXT_TOKENS)] * STEPS
-    # the other calls that reached GAG (self-attention, CLIP image, audio) went unguided:
-    # one text call per block and step, the other block's
+    # every block's text call ran once per step (block 0's unguided), and the sibling's other
+    # calls that reached GAG (self-attention, CLIP image, audio) went unguided
     blocks = len(sibling.patcher.model.diffusion_model.blocks)
     text_calls = [c for c in attention_calls if (c[1], c[2]) == (sibling.guided_queries,
                                                                  TEXT_TOKENS)]
@@ -172,7 +172,7 @@ def test_gag_guides_exactly_the_selected_blocks_text_cross_attention(sibling, ap
     assert len(attention_calls) > len(text_calls)
 
 
-def test_every_block_by_default(sibling, api, attention_calls, family_table):
+def test_every_block_by_default(sibling, api, attention_calls):
     sibling.sample(api.apply_gag(sibling.patcher), steps=1)
     blocks = len(sibling.patcher.model.diffusion_model.blocks)
     assert guided(attention_calls) == [(i, sibling.guided_queries, TEXT_TOKENS)
