@@ -80,6 +80,11 @@ _HALF = (torch.float16, torch.bfloat16)
 SHORT_ROWS = 256
 # Candidates of a longer row: supports of random rows at logit std ≥ 1 stay below ~60 keys.
 LONG_ROW_CANDIDATES = 64
+# Running means of up to this many candidates are one float32 product (_running_means).
+PREFIX_MATMUL_KEYS = 128
+# Where masked keys (−inf) sit for the closed form's product: finite, far below any support
+# (θ* ≥ −2/unit), and squared still far from float32's overflow.
+_FAR_BELOW = 2.0 ** 40
 # Devices whose bmm takes out_dtype (half operands, float32 output). "meta" is how the cost
 # model traces a GPU call without a GPU.
 _OUT_DTYPE_DEVICES = ("cuda", "meta")
@@ -167,12 +172,29 @@ def _value_tail(pad: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return _constants[key]
 
 
-def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(j, 1/j) for j = 1..k, shape (k,)."""
+def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k,) = 1/j for j = 1..k."""
     key = ("ranks", k, dtype, str(device))
     if key not in _constants:
-        j = torch.arange(1, k + 1, dtype=dtype, device=device)
-        _constants[key] = (j, j.reciprocal())
+        _constants[key] = torch.arange(1, k + 1, dtype=dtype, device=device).reciprocal_()
+    return _constants[key]
+
+
+def _negative_ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k,) = −1/j for j = 1..k."""
+    key = ("negative_ranks", k, dtype, str(device))
+    if key not in _constants:
+        _constants[key] = _ranks(k, dtype, device).neg()
+    return _constants[key]
+
+
+def _prefix_matrix(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k, k) upper-triangular matrix whose column j holds 1/(j+1) in rows 0..j: x @ it gives
+    the running means of x's last axis (cumsum and ×1/j in one product)."""
+    key = ("prefix", k, dtype, str(device))
+    if key not in _constants:
+        ones = torch.ones(k, k, dtype=dtype, device=device)
+        _constants[key] = ones.triu_().mul_(_ranks(k, dtype, device))
     return _constants[key]
 
 
@@ -184,13 +206,21 @@ def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _constants[key]
 
 
-def _mass_offset(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(k,) = [4, 0, …, 0]: added to −g² before the cumulative sum, which then gives 4 − S2."""
-    key = ("offset", k, dtype, str(device))
+def _mass_offset(k: int, mass: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(k,) = [mass, 0, …, 0]: added to −g² before the running sums, which then give mass − S2."""
+    key = ("offset", k, mass, dtype, str(device))
     if key not in _constants:
         offset = torch.zeros(k, dtype=dtype, device=device)
-        offset[0] = 4.0
+        offset[0] = mass
         _constants[key] = offset
+    return _constants[key]
+
+
+def _signs(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(2, 1) = [[−1], [1]]: divided by the (N, 2, 1) normalisers gives [−1/a_d, 1/a_s]."""
+    key = ("signs", dtype, str(device))
+    if key not in _constants:
+        _constants[key] = torch.tensor([[-1.0], [1.0]], dtype=dtype, device=device)
     return _constants[key]
 
 
@@ -250,32 +280,58 @@ def ieee_float32_matmuls(device: torch.device):
         torch.set_float32_matmul_precision(previous)
 
 
-def _threshold_from_top(raw_top: torch.Tensor, shift: torch.Tensor, pending_scale: float,
-                        alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """θ_k = max_j min(θ_j, g_(j)) from the k largest raw scores ``raw_top`` (..., k), sorted,
-    with gaps g = pending_scale·s + shift: (θ_k (..., 1), the gaps g_(j) (..., k)).
+def _running_means(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(..., k) → (..., k): mean of the first j entries of the last axis (+ ``bias`` (k,)).
+
+    Up to PREFIX_MATMUL_KEYS entries: one float32 product with the cached upper-triangular
+    matrix of 1/j columns (``_prefix_matrix``: a launch and two passes fewer than cumsum and
+    ×1/j; its 4·k² FLOPs per row stay under the two passes' time on the H100 and A100
+    rooflines up to about this k). Longer: cumsum, ×1/j. Entries must be finite: the product
+    multiplies every entry, zeros included (−inf·0 is NaN)."""
+    k = x.shape[-1]
+    if k <= PREFIX_MATMUL_KEYS:
+        flat = x.reshape(-1, k)
+        weights = _prefix_matrix(k, x.dtype, x.device)
+        out = torch.mm(flat, weights) if bias is None else torch.addmm(bias, flat, weights)
+        return out.view(x.shape)
+    out = x.cumsum(-1).mul_(_ranks(k, x.dtype, x.device))
+    return out if bias is None else out.add_(bias)
+
+
+def _threshold_from_top(raw_top: torch.Tensor, shift: torch.Tensor, unit: float, alpha: float,
+                        masked: bool) -> torch.Tensor:
+    """θ_k = max_j min(θ_j, g_(j)) (..., 1) from the k largest raw scores ``raw_top`` (..., k),
+    sorted, with gaps g = unit·s + shift.
 
     Exact θ* when the support fits in the k entries, else a lower bound of it (module
     docstring). Entries far below the support (even −inf) only give θ_j ≤ θ*, never above.
 
-    α = 1.5 in 9 launches: one (..., 2, k) buffer holds [g, 4 − g²] (4 only in column 0), one
-    cumsum gives [S1, 4 − S2], times 1/j [μ, (4 − S2)/j], and θ_j = μ − √(μ² + (4 − S2)/j),
-    the smaller root of Σ_{i≤j} (g_(i) − θ)² = 4 (a NaN root, from a negative discriminant,
-    belongs to a j past the support and is dropped by fmin)."""
+    α = 1.5 in 8 launches: one (..., 2, k) buffer holds [g, 4 − g²] (4 only in column 0), one
+    product gives the running means [μ_j, (4 − S2_j)/j] (``_running_means``), and
+    θ_j = μ − √(μ² + (4 − S2)/j), the smaller root of Σ_{i≤j} (g_(i) − θ)² = 4 (a NaN root,
+    from a negative discriminant, belongs to a j past the support and is dropped by fmin).
+    α = 2 in 3: θ_j = μ_j − 1/j, and max_j θ_j = θ* without the fmin (θ_{j+1} is a weighted
+    mean of θ_j and g_(j+1), so the sequence rises while g_(j+1) > θ_j, i.e. up to the
+    support's size, and falls after). With a mask, −inf gaps are first moved to a finite
+    −2⁴⁰ (the product multiplies every entry by its weight, zeros included)."""
     k = raw_top.shape[-1]
-    j, inv_j = _ranks(k, raw_top.dtype, raw_top.device)
+    dtype, device = raw_top.dtype, raw_top.device
     if alpha == 1.5:
-        pair = torch.empty(*raw_top.shape[:-1], 2, k, dtype=raw_top.dtype, device=raw_top.device)
-        top = torch.add(shift, raw_top, alpha=pending_scale, out=pair[..., 0, :])
-        torch.addcmul(_mass_offset(k, raw_top.dtype, raw_top.device), top, top, value=-1.0,
+        pair = torch.empty(*raw_top.shape[:-1], 2, k, dtype=dtype, device=device)
+        top = torch.add(shift, raw_top, alpha=unit, out=pair[..., 0, :])
+        if masked:
+            top.clamp_(min=-_FAR_BELOW)
+        torch.addcmul(_mass_offset(k, 4.0, dtype, device), top, top, value=-1.0,
                       out=pair[..., 1, :])
-        sums = pair.cumsum(-1).mul_(inv_j)                       # [μ_j, (4 − S2_j)/j]
-        mean, rest = sums[..., 0, :], sums[..., 1, :]
-        theta_j = mean.sub_(rest.addcmul_(mean, mean).sqrt_())
+        means = _running_means(pair)                             # [μ_j, (4 − S2_j)/j]
+        mean, rest = means[..., 0, :], means[..., 1, :]
+        theta_j = torch.fmin(mean.sub_(rest.addcmul_(mean, mean).sqrt_()), top)
     else:  # α = 2: Σ_{i≤j} (g_(i) − θ) = 1
-        top = torch.add(shift, raw_top, alpha=pending_scale)
-        theta_j = top.cumsum(-1).sub_(1.0).div_(j)
-    return torch.fmin(theta_j, top).amax(dim=-1, keepdim=True), top
+        top = torch.add(shift, raw_top, alpha=unit)
+        if masked:
+            top.clamp_(min=-_FAR_BELOW)
+        theta_j = _running_means(top, _negative_ranks(k, dtype, device))
+    return theta_j.amax(dim=-1, keepdim=True)
 
 
 def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) -> torch.Tensor:
@@ -287,31 +343,40 @@ def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) 
     n·δ² − 2·Σx·δ + Σx² − 4 = 0 is the exact threshold if the candidates are the support and
     an upper bound otherwise; one Newton step from r (mass convex, below target there) lands
     at or below θ* again. α = 2: Michelot's step θ + (Σx − 1)/n, a lower bound that is exact
-    once the candidates are the support.
+    once the candidates are the support. 13 small per-row launches a round for α = 1.5, 3
+    for α = 2.
+
+    Live rows keep every denominator positive (Σx > 0 and n ≥ 1 at a lower bound, Σx > 0 at
+    r < max g = 0). A fully masked row (all −inf) runs into −inf or NaN instead; the caller
+    replaces those by the closed form's bound (one fmax, not a clamp per round). The gaps are
+    the scores minus the row maximum, not the raw scores: the means of values near 0 keep the
+    float32 precision that means of values near the maximum lose (the threshold is read off
+    Σx = N·(mean − θ)).
     """
     n_keys = gaps.shape[-1]
+    mass = (4.0 if alpha == 1.5 else 1.0) / n_keys                       # target per key
     for _ in range(rounds):
         count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{g > θ}
         if alpha == 2.0:
-            mass = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
-            # Rows with no mass (fully masked) move by −1 a round: their weights stay 0.
-            theta = torch.addcdiv(theta, mass.sub_(1.0), count.clamp_(min=1.0))
+            # Σx summed from x itself: a mean of max(g, θ) minus θ would lose Σx's precision.
+            mass_now = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
+            theta = torch.addcdiv(theta, mass_now.sub_(1.0), count)
             continue
         # In units of N: e = Σx/N, w = (Σx² − 4)/N ≥ 0 at a lower bound; the root shift is
         # (Σx² − 4)/(Σx + √(Σx² ... )) = w / (e + √(e² − (n/N)·w)).
         var, mean = torch.var_mean(torch.clamp(gaps, min=theta), dim=-1, keepdim=True,
                                    correction=0)
-        excess = mean - theta
-        w = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)
-        inner = torch.addcmul(excess * excess, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
-        upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess).clamp_(min=_NORMALISER_FLOOR))
-        # One Newton step back from the upper bound: θ ← r + (Σx² − 4)/(2·Σx) at r. A row with
-        # no mass (fully masked) gets a huge negative θ, still finite: its weights stay 0.
+        excess = mean.sub_(theta)
+        excess_sq = excess * excess
+        w = var.add_(excess_sq).sub_(mass)
+        inner = torch.addcmul(excess_sq, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
+        upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess))
+        # One Newton step back from the upper bound: θ ← r + (Σx² − 4)/(2·Σx) at r.
         var, mean = torch.var_mean(torch.clamp(gaps, min=upper), dim=-1, keepdim=True,
                                    correction=0)
-        excess = mean - upper
-        back = torch.addcmul(var, excess, excess).sub_(4.0 / n_keys)          # ≤ 0
-        theta = torch.addcdiv(upper, back, excess.clamp_(min=_NORMALISER_FLOOR), value=0.5)
+        excess = mean.sub_(upper)
+        back = var.addcmul_(excess, excess).sub_(mass)                       # ≤ 0
+        theta = torch.addcdiv(upper, back, excess, value=0.5)
     return theta
 
 
@@ -357,38 +422,42 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     v3 = v.to(operand).reshape(rows, lk, dv)
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(compute)
-    scores, pending_scale = _scores(q3, k3, mask, (batch, heads, lq, lk), compute)
+    scores, unit = _scores(q3, k3, mask, (batch, heads, lq, lk), compute)
 
-    kk = candidate_count(lk)
-    top = scores.topk(min(kk + 1, lk), dim=-1).values          # sorted, descending
-    row_max = top[..., :1]
+    probs = torch.empty(rows, lq, 2, lk, dtype=operand, device=q.device)
+    dense, sparse = probs[:, :, 0], probs[:, :, 1]
+    bisection = alpha not in (1.5, 2.0)
+    if bisection:
+        row_max = scores.amax(dim=-1, keepdim=True)
+    else:
+        top = scores.topk(candidate_count(lk), dim=-1).values    # sorted, descending
+        row_max = top[..., :1]
     if mask is not None:
         # A fully masked row has maximum −inf: shift it by 0 so its gaps stay −inf.
         row_max = torch.nan_to_num(row_max, nan=float("nan"), posinf=float("inf"), neginf=0.0)
-    # gaps g = scale·(s − max) = (−scale·max) + scale·s: ≤ 0 with maximum 0.
-    shift = row_max * -pending_scale
-    floor = -1.0 / (alpha - 1.0)                                 # θ* ≥ this bound
-    probs = torch.empty(rows, lq, 2, lk, dtype=operand, device=q.device)
-    dense, sparse = probs[:, :, 0], probs[:, :, 1]
-    if alpha not in (1.5, 2.0):
-        gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
+    # gaps g = unit·(s − max) = (−unit·max) + unit·s: ≤ 0 with maximum 0.
+    shift = row_max * -unit
+    if bisection:
+        gaps = torch.add(shift, scores, alpha=unit, out=scores)
         torch.exp(gaps, out=dense)
         sparse.copy_(entmax_bisect(gaps, alpha))
     else:
-        theta, _ = _threshold_from_top(top[..., :kk], shift, pending_scale, alpha)
-        if mask is not None:
-            theta = theta.clamp_(min=floor)                      # fully masked rows: −inf
+        theta = _threshold_from_top(top, shift, unit, alpha, mask is not None)
         rounds = refine_rounds(lk, alpha)
         if rounds:
-            gaps = torch.add(shift, scores, alpha=pending_scale, out=scores)
-            theta = _refine(gaps, theta, alpha, rounds)
+            gaps = torch.add(shift, scores, alpha=unit, out=scores)
+            refined = _refine(gaps, theta, alpha, rounds)
+            # A fully masked row's refinement is NaN: keep the closed form's bound there (both
+            # are lower bounds elsewhere, so the larger is the better one).
+            theta = torch.fmax(refined, theta) if mask is not None else refined
             torch.exp(gaps, out=dense)
             torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
         else:
             # Short rows: one pass forms u = g − θ, and both maps come from it. The dense map
-            # is exp(u) = exp(g)·e^{−θ}: a per-row factor (θ ∈ [floor, 0], so ≤ e², no
-            # overflow) that its own normaliser (the padded column of P·V) divides out.
-            u = torch.add(torch.sub(shift, theta), scores, alpha=pending_scale, out=scores)
+            # is exp(u) = exp(g)·e^{−θ}: a per-row factor (θ ∈ [−1/(α−1), 0], so ≤ e², no
+            # overflow; a fully masked row's θ ≈ −2⁴⁰ leaves its u at −inf) that its own
+            # normaliser (the padded column of P·V) divides out.
+            u = torch.add(torch.sub(shift, theta), scores, alpha=unit, out=scores)
             torch.exp(u, out=dense)
             # maximum with a 0-dim zero: a binary op writes the operand dtype directly (clamp
             # with a scalar bound refuses a differently typed out= on CPU).
@@ -423,31 +492,33 @@ def _dense_sparse(q, k, v, mask, alpha):
     return out[..., 0, :], out[..., 1, :]
 
 
-def _inverse_normalisers(norm: torch.Tensor, masked: bool) -> torch.Tensor:
-    """(N, 2, 1) → [1/a_d, 1/a_s]. Live rows have a_d ≥ 1 and a_s > 0; only fully masked rows
-    (normaliser 0, possible only with a mask) need the floor."""
-    return norm.clamp(min=_NORMALISER_FLOOR).reciprocal_() if masked else torch.reciprocal(norm)
+def _signed_inverse_normalisers(norm: torch.Tensor, masked: bool) -> torch.Tensor:
+    """(N, 2, 1) normalisers [a_d, a_s] → (N, 1, 2) coefficients [−1/a_d, 1/a_s], one division.
+    Live rows have a_d ≥ 1 and a_s > 0; only fully masked rows (normaliser 0, possible only
+    with a mask) need the floor."""
+    if masked:
+        norm = norm.clamp(min=_NORMALISER_FLOOR)
+    return torch.div(_signs(norm.dtype, norm.device), norm).view(-1, 1, 2)
 
 
-def _zeta_zero_coefficient(gram: torch.Tensor, inv: torch.Tensor, scale: float, eta: float,
-                           out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-row factor f with GAG output = f · (sparse numerator), for ζ = 0: (N, 1).
+def _zeta_zero_coefficient(gram: torch.Tensor, coef: torch.Tensor, scale: float,
+                           eta: float) -> torch.Tensor:
+    """Turn ``coef`` (N, 1, 2) = [−1/a_d, 1/a_s] into [−1/a_d, f] in place, for ζ = 0, where
+    f is the per-row factor with GAG output = f · (sparse numerator); returns ``coef``.
 
     With p = ⟨n_d, n_s⟩, q = ‖n_s‖², normalisers a_d, a_s (s = n_s/a_s, d = n_d/a_d):
     c = ⟨s − d, s⟩/‖s‖² = 1 − p·a_s/(q·a_d) and ‖s‖ = √q/a_s, so c·‖s‖ = z/√q with
-    z = q/a_s − p/a_d, and f = (1 + λ·c·min(1, η/(|c|·‖s‖)))/a_s = 1/a_s + λ·clamp(z/√q, ±η)/√q.
-    ``inv`` (N, 2, 1) = [1/a_d, 1/a_s] (``_inverse_normalisers``); ``gram`` from ``_gram``
-    (q > 0). 6 launches. A zero sparse retrieval gives z = 0 and a finite f.
+    z = q/a_s − p/a_d = coef · [p, q] (one 1 × 2 by 2 × 1 product per row), and
+    f = (1 + λ·c·min(1, η/(|c|·‖s‖)))/a_s = 1/a_s + λ·clamp(z/√q, ±η)/√q. ``gram`` from
+    ``_gram`` (q > 0). 5 launches (4 for η = ∞). A zero sparse retrieval gives z = 0 and a
+    finite f.
     """
-    p, q = gram[:, 0, 1:2], gram[:, 1, 1:2]
-    inv_d, inv_s = inv[:, 0], inv[:, 1]
-    root = torch.rsqrt(q)                                        # 1/√q (q > 0: _gram)
-    z = torch.mul(q, inv_s).addcmul_(p, inv_d, value=-1.0).mul_(root)
+    root = torch.rsqrt(gram[:, 1:2, 1:2])                       # 1/√q (q > 0: _gram)
+    z = torch.bmm(coef, gram[:, :, 1:2]).mul_(root)             # z/√q, (N, 1, 1)
     if not math.isinf(eta):
         z = z.clamp_(min=-eta, max=eta)
-    if out is None:
-        return torch.addcmul(inv_s, z, root, value=scale)
-    return torch.addcmul(inv_s, z, root, value=scale, out=out)
+    coef[:, :, 1:2].addcmul_(z, root, value=scale)
+    return coef
 
 
 def _general_rule(dense: torch.Tensor, sparse: torch.Tensor, scale: float, eta: float,
@@ -504,8 +575,8 @@ def _gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype):
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
     out = torch.empty(batch * heads * lq, dv, dtype=out_dtype, device=q.device)
     if zeta == 0.0:
-        inv = _inverse_normalisers(norm, mask is not None)
-        factor = _zeta_zero_coefficient(_gram(numer), inv, scale, eta)
+        coef = _signed_inverse_normalisers(norm, mask is not None)
+        factor = _zeta_zero_coefficient(_gram(numer), coef, scale, eta)[:, 0, 1:2]
         torch.mul(numer[:, 1], factor, out=out)
     else:
         dense, sparse = _normalised(numer, norm)
@@ -525,12 +596,9 @@ def _correction(q, k, v, mask, alpha, scale, eta, zeta):
     numer, norm = _split(gpu_pair_numerators(q, k, v, mask, alpha), dv)
     if zeta == 0.0:
         # f·n_s − n_d/a_d as one (1 × 2)·(2 × Dv) product per row: the coefficients [−1/a_d, f]
-        # are written in place, the numerators are read once.
-        rows = numer.shape[0]
-        coef = torch.empty(rows, 1, 2, dtype=numer.dtype, device=numer.device)
-        inv = _inverse_normalisers(norm, mask is not None)
-        _zeta_zero_coefficient(_gram(numer), inv, scale, eta, out=coef[:, 0, 1:2])
-        torch.neg(inv[:, 0], out=coef[:, 0, 0:1])
+        # are made in place, the numerators are read once.
+        coef = _signed_inverse_normalisers(norm, mask is not None)
+        _zeta_zero_coefficient(_gram(numer), coef, scale, eta)
         return torch.bmm(coef, numer).view(batch, heads, lq, dv)
     dense, sparse = _normalised(numer, norm)
     return _general_rule(dense, sparse, scale, eta, zeta).sub_(dense).view(batch, heads, lq, dv)
