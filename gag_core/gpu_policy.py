@@ -180,11 +180,12 @@ def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _constants[key]
 
 
-def _negative_ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(k,) = −1/j for j = 1..k."""
-    key = ("negative_ranks", k, dtype, str(device))
+def _scaled_ranks(k: int, factor: float, dtype: torch.dtype,
+                  device: torch.device) -> torch.Tensor:
+    """(k,) = factor/j for j = 1..k."""
+    key = ("scaled_ranks", k, factor, dtype, str(device))
     if key not in _constants:
-        _constants[key] = _ranks(k, dtype, device).neg()
+        _constants[key] = _ranks(k, dtype, device) * factor
     return _constants[key]
 
 
@@ -298,86 +299,98 @@ def _running_means(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torc
     return out if bias is None else out.add_(bias)
 
 
-def _threshold_from_top(raw_top: torch.Tensor, shift: torch.Tensor, unit: float, alpha: float,
+def _threshold_from_top(top: torch.Tensor, row_max: torch.Tensor, unit: float, alpha: float,
                         masked: bool) -> torch.Tensor:
-    """θ_k = max_j min(θ_j, g_(j)) (..., 1) from the k largest raw scores ``raw_top`` (..., k),
-    sorted, with gaps g = unit·s + shift.
+    """θ_k = max_j min(θ_j, x_(j)) (..., 1) from the k largest scores ``top`` (..., k), sorted,
+    in the scores' own units: x = s − max, the gaps being g = unit·x (``_scores``).
 
     Exact θ* when the support fits in the k entries, else a lower bound of it (module
     docstring). Entries far below the support (even −inf) only give θ_j ≤ θ*, never above.
+    In units of x the targets are m = 4/unit² (α = 1.5) and 1/unit (α = 2): the same roots
+    divided by unit, with no pass to apply the unit.
 
-    α = 1.5 in 8 launches: one (..., 2, k) buffer holds [g, 4 − g²] (4 only in column 0), one
-    product gives the running means [μ_j, (4 − S2_j)/j] (``_running_means``), and
-    θ_j = μ − √(μ² + (4 − S2)/j), the smaller root of Σ_{i≤j} (g_(i) − θ)² = 4 (a NaN root,
+    α = 1.5 in 8 launches: one (..., 2, k) buffer holds [x, m − x²] (m only in column 0), one
+    product gives the running means [μ_j, (m − S2_j)/j] (``_running_means``), and
+    θ_j = μ − √(μ² + (m − S2)/j), the smaller root of Σ_{i≤j} (x_(i) − θ)² = m (a NaN root,
     from a negative discriminant, belongs to a j past the support and is dropped by fmin).
-    α = 2 in 3: θ_j = μ_j − 1/j, and max_j θ_j = θ* without the fmin (θ_{j+1} is a weighted
-    mean of θ_j and g_(j+1), so the sequence rises while g_(j+1) > θ_j, i.e. up to the
-    support's size, and falls after). With a mask, −inf gaps are first moved to a finite
+    α = 2 in 3: θ_j = μ_j − (1/unit)/j, and max_j θ_j = θ* without the fmin (θ_{j+1} is a
+    weighted mean of θ_j and x_(j+1), so the sequence rises while x_(j+1) > θ_j, i.e. up to
+    the support's size, and falls after). With a mask, −inf gaps are first moved to a finite
     −2⁴⁰ (the product multiplies every entry by its weight, zeros included)."""
-    k = raw_top.shape[-1]
-    dtype, device = raw_top.dtype, raw_top.device
+    k = top.shape[-1]
+    dtype, device = top.dtype, top.device
     if alpha == 1.5:
-        pair = torch.empty(*raw_top.shape[:-1], 2, k, dtype=dtype, device=device)
-        top = torch.add(shift, raw_top, alpha=unit, out=pair[..., 0, :])
+        pair = torch.empty(*top.shape[:-1], 2, k, dtype=dtype, device=device)
+        gaps = torch.sub(top, row_max, out=pair[..., 0, :])
         if masked:
-            top.clamp_(min=-_FAR_BELOW)
-        torch.addcmul(_mass_offset(k, 4.0, dtype, device), top, top, value=-1.0,
-                      out=pair[..., 1, :])
-        means = _running_means(pair)                             # [μ_j, (4 − S2_j)/j]
+            gaps.clamp_(min=-_FAR_BELOW)
+        torch.addcmul(_mass_offset(k, 4.0 / (unit * unit), dtype, device), gaps, gaps,
+                      value=-1.0, out=pair[..., 1, :])
+        means = _running_means(pair)                             # [μ_j, (m − S2_j)/j]
         mean, rest = means[..., 0, :], means[..., 1, :]
-        theta_j = torch.fmin(mean.sub_(rest.addcmul_(mean, mean).sqrt_()), top)
-    else:  # α = 2: Σ_{i≤j} (g_(i) − θ) = 1
-        top = torch.add(shift, raw_top, alpha=unit)
+        theta_j = torch.fmin(mean.sub_(rest.addcmul_(mean, mean).sqrt_()), gaps)
+    else:  # α = 2: Σ_{i≤j} (x_(i) − θ) = 1/unit
+        gaps = torch.sub(top, row_max)
         if masked:
-            top.clamp_(min=-_FAR_BELOW)
-        theta_j = _running_means(top, _negative_ranks(k, dtype, device))
+            gaps.clamp_(min=-_FAR_BELOW)
+        theta_j = _running_means(gaps, _scaled_ranks(k, -1.0 / unit, dtype, device))
     return theta_j.amax(dim=-1, keepdim=True)
 
 
-def _refine(gaps: torch.Tensor, theta: torch.Tensor, alpha: float, rounds: int) -> torch.Tensor:
+def _refine(gaps: torch.Tensor, theta: torch.Tensor, unit: float, alpha: float,
+            rounds: int) -> torch.Tensor:
     """``rounds`` fixed rounds towards θ* from a lower bound ``theta`` (..., 1) over the full
-    rows ``gaps`` (..., N); returns a lower bound again (the exact θ* where it was already).
+    rows ``gaps`` (..., N) (x = s − max, in the scores' units: targets m = 4/unit² for
+    α = 1.5, 1/unit for α = 2); returns a lower bound again (the exact θ* where it was).
 
-    α = 1.5, one round: with y = max(g, θ), var_mean(y) gives Σx and Σx² of x = [g − θ]_+
-    (var(y) = var(x): no cancellation in Σx²), and n = #{g > θ}. The smaller root r of
-    n·δ² − 2·Σx·δ + Σx² − 4 = 0 is the exact threshold if the candidates are the support and
-    an upper bound otherwise; one Newton step from r (mass convex, below target there) lands
-    at or below θ* again. α = 2: Michelot's step θ + (Σx − 1)/n, a lower bound that is exact
-    once the candidates are the support. 13 small per-row launches a round for α = 1.5, 3
-    for α = 2.
+    α = 1.5, one round: with y = max(x, θ), var_mean(y) gives Σx' and Σx'² of x' = [x − θ]_+
+    (var(y) = var(x'): no cancellation in Σx'²), and n = #{x > θ}. The smaller root r of
+    n·δ² − 2·Σx'·δ + Σx'² − m = 0 is the exact threshold if the candidates are the support
+    and an upper bound otherwise; one Newton step from r (mass convex, below target there)
+    lands at or below θ* again. α = 2: Michelot's step θ + (Σx' − 1/unit)/n, a lower bound
+    that is exact once the candidates are the support. 13 small per-row launches a round for
+    α = 1.5, 2 for α = 2.
 
-    Live rows keep every denominator positive (Σx > 0 and n ≥ 1 at a lower bound, Σx > 0 at
-    r < max g = 0). A fully masked row (all −inf) runs into −inf or NaN instead; the caller
-    replaces those by the closed form's bound (one fmax, not a clamp per round). The gaps are
-    the scores minus the row maximum, not the raw scores: the means of values near 0 keep the
-    float32 precision that means of values near the maximum lose (the threshold is read off
-    Σx = N·(mean − θ)).
+    Live rows keep every denominator positive (Σx' > 0 and n ≥ 1 at a lower bound, Σx' > 0
+    at r < max x = 0). A fully masked row (all −inf) runs into −inf or NaN instead; the
+    caller replaces those by the closed form's bound (one fmax, not a clamp per round). The
+    rows are gaps from the maximum, not raw scores: the means of values near 0 keep the
+    float32 precision that means of values near the maximum lose (Σx' = N·(mean − θ)).
     """
     n_keys = gaps.shape[-1]
-    mass = (4.0 if alpha == 1.5 else 1.0) / n_keys                       # target per key
+    target = 4.0 / (unit * unit) if alpha == 1.5 else 1.0 / unit
+    per_key = target / n_keys
     for _ in range(rounds):
-        count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{g > θ}
+        count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{x > θ}
         if alpha == 2.0:
-            # Σx summed from x itself: a mean of max(g, θ) minus θ would lose Σx's precision.
-            mass_now = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
-            theta = torch.addcdiv(theta, mass_now.sub_(1.0), count)
+            # Σx' summed from x' itself: a mean of max(x, θ) minus θ would lose its precision.
+            mass = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
+            theta = torch.addcdiv(theta, mass.sub_(target), count)
             continue
-        # In units of N: e = Σx/N, w = (Σx² − 4)/N ≥ 0 at a lower bound; the root shift is
-        # (Σx² − 4)/(Σx + √(Σx² ... )) = w / (e + √(e² − (n/N)·w)).
+        # In units of N: e = Σx'/N, w = (Σx'² − m)/N ≥ 0 at a lower bound; the root shift is
+        # (Σx'² − m)/(Σx' + √(Σx'² ... )) = w / (e + √(e² − (n/N)·w)).
         var, mean = torch.var_mean(torch.clamp(gaps, min=theta), dim=-1, keepdim=True,
                                    correction=0)
         excess = mean.sub_(theta)
         excess_sq = excess * excess
-        w = var.add_(excess_sq).sub_(mass)
+        w = var.add_(excess_sq).sub_(per_key)
         inner = torch.addcmul(excess_sq, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
         upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess))
-        # One Newton step back from the upper bound: θ ← r + (Σx² − 4)/(2·Σx) at r.
+        # One Newton step back from the upper bound: θ ← r + (Σx'² − m)/(2·Σx') at r.
         var, mean = torch.var_mean(torch.clamp(gaps, min=upper), dim=-1, keepdim=True,
                                    correction=0)
         excess = mean.sub_(upper)
-        back = var.addcmul_(excess, excess).sub_(mass)                       # ≤ 0
+        back = var.addcmul_(excess, excess).sub_(per_key)                    # ≤ 0
         theta = torch.addcdiv(upper, back, excess, value=0.5)
     return theta
+
+
+def _exp_in_units(x: torch.Tensor, unit: float, out: torch.Tensor) -> torch.Tensor:
+    """exp(unit·x) into ``out`` in one pass: e^{unit·x} = (e^{unit})^x, a power with a scalar
+    base, so the scores' pending 1/√D costs no pass of its own."""
+    if unit == 1.0:
+        return torch.exp(x, out=out)
+    return torch.pow(math.exp(unit), x, out=out)
 
 
 def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
@@ -435,30 +448,32 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if mask is not None:
         # A fully masked row has maximum −inf: shift it by 0 so its gaps stay −inf.
         row_max = torch.nan_to_num(row_max, nan=float("nan"), posinf=float("inf"), neginf=0.0)
-    # gaps g = unit·(s − max) = (−unit·max) + unit·s: ≤ 0 with maximum 0.
-    shift = row_max * -unit
     if bisection:
-        gaps = torch.add(shift, scores, alpha=unit, out=scores)
+        # gaps g = unit·(s − max) = (−unit·max) + unit·s: ≤ 0 with maximum 0.
+        gaps = torch.add(row_max * -unit, scores, alpha=unit, out=scores)
         torch.exp(gaps, out=dense)
         sparse.copy_(entmax_bisect(gaps, alpha))
     else:
-        theta = _threshold_from_top(top, shift, unit, alpha, mask is not None)
+        # The threshold in the scores' own units (x = s − max; the gaps are unit·x): the
+        # unit is applied by the dense map's exp alone (_exp_in_units), the sparse map is
+        # normalised by its own sum and needs none.
+        theta = _threshold_from_top(top, row_max, unit, alpha, mask is not None)
         rounds = refine_rounds(lk, alpha)
         if rounds:
-            gaps = torch.add(shift, scores, alpha=unit, out=scores)
-            refined = _refine(gaps, theta, alpha, rounds)
+            gaps = torch.sub(scores, row_max, out=scores)
+            refined = _refine(gaps, theta, unit, alpha, rounds)
             # A fully masked row's refinement is NaN: keep the closed form's bound there (both
             # are lower bounds elsewhere, so the larger is the better one).
             theta = torch.fmax(refined, theta) if mask is not None else refined
-            torch.exp(gaps, out=dense)
+            _exp_in_units(gaps, unit, out=dense)
             torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
         else:
-            # Short rows: one pass forms u = g − θ, and both maps come from it. The dense map
-            # is exp(u) = exp(g)·e^{−θ}: a per-row factor (θ ∈ [−1/(α−1), 0], so ≤ e², no
-            # overflow; a fully masked row's θ ≈ −2⁴⁰ leaves its u at −inf) that its own
-            # normaliser (the padded column of P·V) divides out.
-            u = torch.add(torch.sub(shift, theta), scores, alpha=unit, out=scores)
-            torch.exp(u, out=dense)
+            # Short rows: one pass forms u = s − (max + θ), and both maps come from it. The
+            # dense map is exp(unit·u) = exp(g)·e^{−unit·θ}: a per-row factor (unit·θ ∈
+            # [−1/(α−1), 0], so ≤ e², no overflow; a fully masked row's θ ≈ −2⁴⁰ leaves its u
+            # at −inf) that its own normaliser (the padded column of P·V) divides out.
+            u = torch.sub(scores, torch.add(row_max, theta), out=scores)
+            _exp_in_units(u, unit, out=dense)
             # maximum with a 0-dim zero: a binary op writes the operand dtype directly (clamp
             # with a scalar bound refuses a differently typed out= on CPU).
             torch.maximum(u, _zero(u.dtype, u.device), out=sparse)
