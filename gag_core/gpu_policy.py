@@ -337,52 +337,63 @@ def _threshold_from_top(top: torch.Tensor, row_max: torch.Tensor, unit: float, a
     return theta_j.amax(dim=-1, keepdim=True)
 
 
-def _refine(gaps: torch.Tensor, theta: torch.Tensor, unit: float, alpha: float,
-            rounds: int) -> torch.Tensor:
-    """``rounds`` fixed rounds towards θ* from a lower bound ``theta`` (..., 1) over the full
-    rows ``gaps`` (..., N) (x = s − max, in the scores' units: targets m = 4/unit² for
-    α = 1.5, 1/unit for α = 2); returns a lower bound again (the exact θ* where it was).
+def _refine(u: torch.Tensor, unit: float, alpha: float, rounds: int) -> torch.Tensor:
+    """``rounds`` fixed rounds towards the exact threshold over the full rows ``u`` (..., N),
+    the scores measured from the closed form's lower bound (u = x − θ_k, x = s − max, in the
+    scores' own units: targets m = 4/unit² for α = 1.5, 1/unit for α = 2). Returns δ (..., 1)
+    with θ = θ_k + δ a lower bound again (exact where θ_k was, to rounding).
 
-    α = 1.5, one round: with y = max(x, θ), var_mean(y) gives Σx' and Σx'² of x' = [x − θ]_+
-    (var(y) = var(x'): no cancellation in Σx'²), and n = #{x > θ}. The smaller root r of
-    n·δ² − 2·Σx'·δ + Σx'² − m = 0 is the exact threshold if the candidates are the support
+    α = 1.5, one round: the excess x' = [u − δ]_+ over the candidates {u > δ}: its Σx' and
+    Σx'² from var_mean, and their count n. The smaller root r of
+    n·ε² − 2·Σx'·ε + Σx'² − m = 0 is the exact threshold if the candidates are the support
     and an upper bound otherwise; one Newton step from r (mass convex, below target there)
-    lands at or below θ* again. α = 2: Michelot's step θ + (Σx' − 1/unit)/n, a lower bound
-    that is exact once the candidates are the support. 13 small per-row launches a round for
-    α = 1.5, 2 for α = 2.
+    lands at or below the threshold again. α = 2: Michelot's step δ + (Σx' − 1/unit)/n, a
+    lower bound that is exact once the candidates are the support.
+
+    The first round starts at δ = 0, where the excess is [u]_+ itself: one clamp gives the
+    row var_mean reads (its mean is Σx'/N directly, a mean of values near 0, with no
+    subtraction to lose precision) and count_nonzero counts. Later rounds (α = 2, Lk > 1024)
+    count #{u > δ} and take var_mean of max(u, δ) (var(max(u, δ)) = var(x')); α = 2 sums x'
+    itself (the mean of max(u, δ) minus δ would lose Σx'). Launches in the first round:
+    4 score-sized and 12 small (α = 1.5), 3 and 2 (α = 2).
 
     Live rows keep every denominator positive (Σx' > 0 and n ≥ 1 at a lower bound, Σx' > 0
-    at r < max x = 0). A fully masked row (all −inf) runs into −inf or NaN instead; the
-    caller replaces those by the closed form's bound (one fmax, not a clamp per round). The
-    rows are gaps from the maximum, not raw scores: the means of values near 0 keep the
-    float32 precision that means of values near the maximum lose (Σx' = N·(mean − θ)).
+    at r < max); a fully masked row (all −inf) runs into −inf or NaN instead, which the caller
+    replaces (one fmax, not a clamp per round).
     """
-    n_keys = gaps.shape[-1]
+    n_keys = u.shape[-1]
     target = 4.0 / (unit * unit) if alpha == 1.5 else 1.0 / unit
     per_key = target / n_keys
+    delta = None
     for _ in range(rounds):
-        count = (gaps > theta).sum(-1, keepdim=True, dtype=gaps.dtype)    # n = #{x > θ}
+        if delta is None:
+            excess_row = torch.clamp(u, min=0.0)                              # [u]_+
+            count = torch.count_nonzero(excess_row, dim=-1).unsqueeze(-1)     # n, int64
+        else:
+            count = (u > delta).sum(-1, keepdim=True, dtype=u.dtype)
+            excess_row = (torch.sub(u, delta).clamp_(min=0.0) if alpha == 2.0
+                          else torch.clamp(u, min=delta))
         if alpha == 2.0:
-            # Σx' summed from x' itself: a mean of max(x, θ) minus θ would lose its precision.
-            mass = torch.sub(gaps, theta).clamp_(min=0.0).sum(-1, keepdim=True)
-            theta = torch.addcdiv(theta, mass.sub_(target), count)
+            mass = excess_row.sum(-1, keepdim=True).sub_(target)
+            delta = (mass.div_(count) if delta is None
+                     else torch.addcdiv(delta, mass, count))
             continue
-        # In units of N: e = Σx'/N, w = (Σx'² − m)/N ≥ 0 at a lower bound; the root shift is
-        # (Σx'² − m)/(Σx' + √(Σx'² ... )) = w / (e + √(e² − (n/N)·w)).
-        var, mean = torch.var_mean(torch.clamp(gaps, min=theta), dim=-1, keepdim=True,
-                                   correction=0)
-        excess = mean.sub_(theta)
+        # In units of N: e = Σx'/N, w = (Σx'² − m)/N ≥ 0 at a lower bound; the root is
+        # (Σx'² − m)/(Σx' + √(Σx'² ... )) = w / (e + √(e² − (n/N)·w)) above δ.
+        var, mean = torch.var_mean(excess_row, dim=-1, keepdim=True, correction=0)
+        excess = mean if delta is None else mean.sub_(delta)
         excess_sq = excess * excess
         w = var.add_(excess_sq).sub_(per_key)
         inner = torch.addcmul(excess_sq, count, w, value=-1.0 / n_keys).clamp_(min=0.0)
-        upper = torch.addcdiv(theta, w, inner.sqrt_().add_(excess))
-        # One Newton step back from the upper bound: θ ← r + (Σx'² − m)/(2·Σx') at r.
-        var, mean = torch.var_mean(torch.clamp(gaps, min=upper), dim=-1, keepdim=True,
+        root = inner.sqrt_().add_(excess)
+        upper = w.div_(root) if delta is None else torch.addcdiv(delta, w, root)
+        # One Newton step back from the upper bound: δ ← r + (Σx'² − m)/(2·Σx') at r.
+        var, mean = torch.var_mean(torch.clamp(u, min=upper), dim=-1, keepdim=True,
                                    correction=0)
         excess = mean.sub_(upper)
         back = var.addcmul_(excess, excess).sub_(per_key)                    # ≤ 0
-        theta = torch.addcdiv(upper, back, excess, value=0.5)
-    return theta
+        delta = torch.addcdiv(upper, back, excess, value=0.5)
+    return delta
 
 
 def _exp_in_units(x: torch.Tensor, unit: float, out: torch.Tensor) -> torch.Tensor:
@@ -458,24 +469,24 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         # unit is applied by the dense map's exp alone (_exp_in_units), the sparse map is
         # normalised by its own sum and needs none.
         theta = _threshold_from_top(top, row_max, unit, alpha, mask is not None)
+        # One pass forms u = s − (max + θ_k), and both maps come from it. The dense map is
+        # exp(unit·u) = exp(g)·e^{−unit·θ_k}: a per-row factor (unit·θ_k ∈ [−1/(α−1), 0], so
+        # ≤ e², no overflow; a fully masked row's θ_k ≈ −2⁴⁰ leaves its u at −inf) that its own
+        # normaliser (the padded column of P·V) divides out.
+        u = torch.sub(scores, torch.add(row_max, theta), out=scores)
+        _exp_in_units(u, unit, out=dense)
         rounds = refine_rounds(lk, alpha)
         if rounds:
-            gaps = torch.sub(scores, row_max, out=scores)
-            refined = _refine(gaps, theta, unit, alpha, rounds)
-            # A fully masked row's refinement is NaN: keep the closed form's bound there (both
-            # are lower bounds elsewhere, so the larger is the better one).
-            theta = torch.fmax(refined, theta) if mask is not None else refined
-            _exp_in_units(gaps, unit, out=dense)
-            torch.sub(gaps, theta, out=sparse).clamp_(min=0.0)
+            # Longer rows: the refinement's δ ≥ 0 above θ_k, sparse map [u − δ]_+.
+            delta = _refine(u, unit, alpha, rounds)
+            if mask is not None:
+                # A fully masked row's δ is NaN: 0 there (fmax takes the number).
+                delta = torch.fmax(delta, _zero(delta.dtype, delta.device))
+            torch.sub(u, delta, out=sparse).clamp_(min=0.0)
         else:
-            # Short rows: one pass forms u = s − (max + θ), and both maps come from it. The
-            # dense map is exp(unit·u) = exp(g)·e^{−unit·θ}: a per-row factor (unit·θ ∈
-            # [−1/(α−1), 0], so ≤ e², no overflow; a fully masked row's θ ≈ −2⁴⁰ leaves its u
-            # at −inf) that its own normaliser (the padded column of P·V) divides out.
-            u = torch.sub(scores, torch.add(row_max, theta), out=scores)
-            _exp_in_units(u, unit, out=dense)
-            # maximum with a 0-dim zero: a binary op writes the operand dtype directly (clamp
-            # with a scalar bound refuses a differently typed out= on CPU).
+            # Short rows: θ_k is exact, sparse map [u]_+. maximum with a 0-dim zero: a binary
+            # op writes the operand dtype directly (clamp with a scalar bound refuses a
+            # differently typed out= on CPU).
             torch.maximum(u, _zero(u.dtype, u.device), out=sparse)
         if alpha == 1.5:
             sparse.square_()
