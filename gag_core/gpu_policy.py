@@ -293,8 +293,10 @@ def _running_means(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torc
     if k <= PREFIX_MATMUL_KEYS:
         flat = x.reshape(-1, k)
         weights = _prefix_matrix(k, x.dtype, x.device)
-        out = torch.mm(flat, weights) if bias is None else torch.addmm(bias, flat, weights)
-        return out.view(x.shape)
+        out = torch.mm(flat, weights).view(x.shape)
+        # (addmm would take the bias, but CUDA copies a broadcast bias into the output first
+        # unless cuBLASLt's epilogue applies: one launch either way, this one visibly.)
+        return out if bias is None else out.add_(bias)
     out = x.cumsum(-1).mul_(_ranks(k, x.dtype, x.device))
     return out if bias is None else out.add_(bias)
 
@@ -352,7 +354,7 @@ def _refine(u: torch.Tensor, unit: float, alpha: float, rounds: int) -> torch.Te
 
     The first round starts at δ = 0, where the excess is [u]_+ itself: one clamp gives the
     row var_mean reads (its mean is Σx'/N directly, a mean of values near 0, with no
-    subtraction to lose precision) and count_nonzero counts. Later rounds (α = 2, Lk > 1024)
+    subtraction to lose precision). Later rounds (α = 2, Lk > 1024)
     count #{u > δ} and take var_mean of max(u, δ) (var(max(u, δ)) = var(x')); α = 2 sums x'
     itself (the mean of max(u, δ) minus δ would lose Σx'). Launches in the first round:
     4 score-sized and 12 small (α = 1.5), 3 and 2 (α = 2).
@@ -366,11 +368,11 @@ def _refine(u: torch.Tensor, unit: float, alpha: float, rounds: int) -> torch.Te
     per_key = target / n_keys
     delta = None
     for _ in range(rounds):
+        # n = #{u > δ} (a comparison and a sum: CUDA's count_nonzero is the same two kernels)
+        count = (u > (0.0 if delta is None else delta)).sum(-1, keepdim=True, dtype=u.dtype)
         if delta is None:
             excess_row = torch.clamp(u, min=0.0)                              # [u]_+
-            count = torch.count_nonzero(excess_row, dim=-1).unsqueeze(-1)     # n, int64
         else:
-            count = (u > delta).sum(-1, keepdim=True, dtype=u.dtype)
             excess_row = (torch.sub(u, delta).clamp_(min=0.0) if alpha == 2.0
                           else torch.clamp(u, min=delta))
         if alpha == 2.0:
@@ -397,11 +399,15 @@ def _refine(u: torch.Tensor, unit: float, alpha: float, rounds: int) -> torch.Te
 
 
 def _exp_in_units(x: torch.Tensor, unit: float, out: torch.Tensor) -> torch.Tensor:
-    """exp(unit·x) into ``out`` in one pass: e^{unit·x} = (e^{unit})^x, a power with a scalar
-    base, so the scores' pending 1/√D costs no pass of its own."""
+    """exp(unit·x) into ``out`` in one pass: e^{unit·x} = (e^{unit})^x, a power whose base is a
+    cached 0-dim device tensor, so the scores' pending 1/√D costs no pass of its own. (A
+    Python-number base would be turned into a device tensor by a fill kernel on every call.)"""
     if unit == 1.0:
         return torch.exp(x, out=out)
-    return torch.pow(math.exp(unit), x, out=out)
+    key = ("exp_unit", unit, x.dtype, str(x.device))
+    if key not in _constants:
+        _constants[key] = torch.full((), math.exp(unit), dtype=x.dtype, device=x.device)
+    return torch.pow(_constants[key], x, out=out)
 
 
 def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
