@@ -24,33 +24,37 @@ the same math for a GPU:
 
 The threshold schedule (α = 1.5 and 2; other α use the fixed 50-step bisection of
 ``sparse.entmax_bisect``). With gaps g = s − max s and the threshold θ in score units
-(p ∝ [g − θ]_+^{1/(α−1)}):
+(p ∝ [g − θ]_+^{1/(α−1)}); the code works in the scores' own units x = s − max (g = x/√D
+without a mask), where the targets are scaled instead, so no pass applies the 1/√D:
 
 1. *Top-k closed form.* The k largest gaps g_(1) ≥ … ≥ g_(k) (one ``topk``) give, for each j,
    the root θ_j of Σ_{i≤j} (g_(i) − θ)^{1/(α−1)} = (α−1)^{−1/(α−1)} on the j largest. Then
    θ_k = max_j min(θ_j, g_(j)) is a lower bound of the exact θ*, and equal to it whenever the
    support has at most k entries (for j ≤ j* the θ_j are lower bounds and θ_{j*} = θ*; for
    j > j* min(θ_j, g_(j)) ≤ g_(j) ≤ θ*; a NaN θ_j, from a negative discriminant, is dropped by
-   ``fmin``). Rows of at most 256 keys take k = Lk: the result is exact, no refinement runs.
-   Such rows then form both maps from one pass u = g − θ over the scores: sparse [u]_+^{…},
-   dense exp(u) = e^{−θ}·exp(g), a per-row factor (≤ e², as θ ≥ −1/(α−1)) that the dense
-   map's own normaliser divides out.
-2. *Refinement* (longer rows, k = 64): a fixed number of rounds over the full rows, each a
-   quadratic step on the current candidates {g > θ} (an upper bound, exact once the candidates
-   are the support: flat rows finish in one round) followed by one Newton step back from the
-   right (a lower bound again). One round for Lk ≤ 1024, two beyond (α = 2: Michelot steps,
-   one more round each). Rows already exact stay put to rounding.
-   tests/core/test_gpu_policy.py holds the schedule to the float64 reference
-   on random, flat, two-level and masked rows; bench/cost_model.py prices it.
+   ``fmin``). The running sums behind θ_j are one float32 product with a cached triangular
+   matrix of 1/j columns (``_running_means``). Rows of at most 256 keys take k = Lk: the
+   result is exact, no refinement runs. Every row then forms both maps from one pass
+   u = g − θ_k over the scores: dense exp(u) = e^{−θ_k}·exp(g), a per-row factor (≤ e², as
+   θ_k ≥ −1/(α−1)) that the dense map's own normaliser divides out; sparse [u]_+^{…} for
+   short rows.
+2. *Refinement* (longer rows, k = 64), on u: a fixed number of rounds over the full rows, each
+   a quadratic step on the current candidates {u > δ} (an upper bound, exact once the
+   candidates are the support: flat rows finish in one round) followed by one Newton step
+   back from the right (a lower bound again); sparse [u − δ]_+^{…}. One round for Lk ≤ 1024,
+   two beyond (α = 2: Michelot steps, one more round each). Rows already exact stay put to
+   rounding. tests/core/test_gpu_policy.py holds the schedule to the float64 reference on
+   random, flat, two-level and masked rows; bench/cost_model.py prices it.
 
 The probabilities are renormalised by their own sum (the padded column of P·V), so a θ a few
 ulp off changes no output beyond rounding.
 
 Launches per guided call in eager mode (bench/cost_model.py traces them on meta tensors):
-29 for SDXL's 77-key rows, 51 for FLUX text mode's 512-key rows (the refinement round is 19 of
-them); the ζ = 0 combine is the Gram baddbmm plus 7 small per-row ops, text mode's correction
-one more bmm. bench/RESULTS.md says where the remaining time goes and why issue 20's step targets
-need the fused kernel.
+26 for SDXL's 77-key rows, 45 for FLUX text mode's 512-key rows and Wan's cross-attention
+(the refinement round is 18 of them: 6 score-sized passes and 12 per-row ops), 64 for FLUX
+joint mode's 4608-key rows (two rounds); the closed form is 8, the ζ = 0 combine 8 (the Gram
+baddbmm, a 1 × 2 by 2 × 1 bmm, 5 small per-row ops, and the output product). bench/RESULTS.md
+says where the remaining time goes and why issue 20's step targets need the fused kernel.
 
 Range: the Gram products are float32. For float16 inputs they can neither overflow nor
 underflow (retrievals are sums of exact products of float16 values, below 4·Lk·65504 in size
@@ -80,8 +84,11 @@ _HALF = (torch.float16, torch.bfloat16)
 SHORT_ROWS = 256
 # Candidates of a longer row: supports of random rows at logit std ≥ 1 stay below ~60 keys.
 LONG_ROW_CANDIDATES = 64
-# Running means of up to this many candidates are one float32 product (_running_means).
-PREFIX_MATMUL_KEYS = 128
+# Running means of up to this many candidates are one float32 product (_running_means): its
+# 4·k² FLOPs per row cost less than the cumsum and ×1/j passes it replaces up to k ≈ 80 on the
+# A100 roofline (≈ 160 on the H100, ≈ 660 on the RTX 4090). SDXL's 77 keys and the 64
+# candidates of longer rows take it.
+PREFIX_MATMUL_KEYS = 80
 # Where masked keys (−inf) sit for the closed form's product: finite, far below any support
 # (θ* ≥ −2/unit), and squared still far from float32's overflow.
 _FAR_BELOW = 2.0 ** 40
@@ -285,9 +292,8 @@ def _running_means(x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torc
     """(..., k) → (..., k): mean of the first j entries of the last axis (+ ``bias`` (k,)).
 
     Up to PREFIX_MATMUL_KEYS entries: one float32 product with the cached upper-triangular
-    matrix of 1/j columns (``_prefix_matrix``: a launch and two passes fewer than cumsum and
-    ×1/j; its 4·k² FLOPs per row stay under the two passes' time on the H100 and A100
-    rooflines up to about this k). Longer: cumsum, ×1/j. Entries must be finite: the product
+    matrix of 1/j columns (``_prefix_matrix``): one launch and one read and write of x instead
+    of cumsum's and ×1/j's two each. Longer: cumsum, ×1/j. Entries must be finite: the product
     multiplies every entry, zeros included (−inf·0 is NaN)."""
     k = x.shape[-1]
     if k <= PREFIX_MATMUL_KEYS:
@@ -413,8 +419,9 @@ def _exp_in_units(x: torch.Tensor, unit: float, out: torch.Tensor) -> torch.Tens
 def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
             compute: torch.dtype) -> tuple[torch.Tensor, float]:
     """(R, Lq, Lk) scores in ``compute`` dtype from operand-dtype q3, k3, and the factor still
-    to apply: q·kᵀ unscaled and 1/√D when there is no mask (the scale is applied later in the
-    pass that subtracts the row maximum, saving a pass), else q·kᵀ/√D + mask and 1."""
+    to apply: q·kᵀ unscaled and 1/√D when there is no mask (thresholds are found in these
+    units and only the dense map's exp applies the factor, ``_exp_in_units``: no pass of its
+    own), else q·kᵀ/√D + mask and 1."""
     scores = _matmul(q3, k3.transpose(1, 2), compute)
     scale = 1.0 / math.sqrt(q3.shape[-1])
     if mask is None:
