@@ -269,7 +269,7 @@ def test_real_shapes_trace_on_meta_without_syncs(key):
     summary = cost_model.trace_gpu_policy(shape)
     assert summary.syncs == 0
     # Issue 20's launch budget (≤ 40) holds for the short rows of SDXL (exact from the sorted
-    # row); FLUX text mode adds the fixed refinement round over its 512-key rows (19 launches).
+    # row); FLUX text mode adds the fixed refinement round over its 512-key rows (18 launches).
     # The bounds are today's counts (bench/RESULTS.md), so a change that adds launches shows.
     assert summary.launches <= (26 if key.startswith("sdxl") else 45)
     # q·kᵀ and P·V (the two big matmuls) entirely on half-precision operands: the half-precision
