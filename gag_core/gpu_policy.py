@@ -360,10 +360,10 @@ def _refine(u: torch.Tensor, unit: float, alpha: float, rounds: int) -> torch.Te
 
     The first round starts at δ = 0, where the excess is [u]_+ itself: one clamp gives the
     row var_mean reads (its mean is Σx'/N directly, a mean of values near 0, with no
-    subtraction to lose precision). Later rounds (α = 2, Lk > 1024)
-    count #{u > δ} and take var_mean of max(u, δ) (var(max(u, δ)) = var(x')); α = 2 sums x'
-    itself (the mean of max(u, δ) minus δ would lose Σx'). Launches in the first round:
-    4 score-sized and 12 small (α = 1.5), 3 and 2 (α = 2).
+    subtraction to lose precision). Later rounds (α = 2, Lk > 1024) take var_mean of
+    max(u, δ) (var(max(u, δ)) = var(x')); α = 2 sums x' itself (the mean of max(u, δ) minus δ
+    would lose Σx'). Launches in the first round: 6 score-sized and 12 small (α = 1.5), 4 and
+    2 (α = 2).
 
     Live rows keep every denominator positive (Σx' > 0 and n ≥ 1 at a lower bound, Σx' > 0
     at r < max); a fully masked row (all −inf) runs into −inf or NaN instead, which the caller
