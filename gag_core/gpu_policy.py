@@ -440,9 +440,11 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Unnormalised dense and sparse retrievals of one query chunk, with their normalisers.
 
     q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), mask rank 4 or None →
-    X (B·H·Lq, 2, Dp) in the compute dtype: X[:, 0] = Σ_i e^{g_i} [v_i, 1, …],
-    X[:, 1] = Σ_i [g_i − θ]_+^{1/(α−1)} [v_i, 1, …]; columns :Dv are the numerators and column
-    Dv the normalisers (0 for a fully masked row). Dp = Dv rounded up past Dv + 1 to a
+    X (B·H·Lq, 2, Dp) in the compute dtype: X[:, 0] ∝ Σ_i e^{g_i} [v_i, 1, …],
+    X[:, 1] ∝ Σ_i [g_i − θ]_+^{1/(α−1)} [v_i, 1, …], each up to a positive per-row factor that
+    its numerator and normaliser share (the dense map's e^{−θ_k}, the sparse map's power of
+    √D from working in the scores' units): only their ratios mean anything. Columns :Dv are
+    the numerators and column Dv the normalisers (0 for a fully masked row). Dp = Dv rounded up past Dv + 1 to a
     multiple of 8 (aligned rows for the tensor cores). half_operands=False keeps float16 and
     bfloat16 inputs' matmul operands and probabilities in float32 (the readout's retrievals,
     which promise float32 accuracy; the guided call rounds P as flash attention does).
