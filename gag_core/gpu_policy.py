@@ -57,7 +57,7 @@ baddbmm, a 1 × 2 by 2 × 1 bmm, 5 small per-row ops, and the output product). b
 says where the remaining time goes and why issue 20's step targets need the fused kernel.
 
 Range: the Gram products are float32. For float16 inputs they can neither overflow nor
-underflow (retrievals are sums of exact products of float16 values, below 4·Lk·65504 in size
+underflow (retrievals are sums of exact products of float16 values, below 4·D·Lk·65504 in size
 and multiples of 2⁻⁴⁸); for bfloat16 and float32 inputs, values beyond about 1e18 in size
 would overflow them (the CPU policy's rescaled rule covers that range).
 """
@@ -444,10 +444,11 @@ def gpu_pair_numerators(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     X[:, 1] ∝ Σ_i [g_i − θ]_+^{1/(α−1)} [v_i, 1, …], each up to a positive per-row factor that
     its numerator and normaliser share (the dense map's e^{−θ_k}, the sparse map's power of
     √D from working in the scores' units): only their ratios mean anything. Columns :Dv are
-    the numerators and column Dv the normalisers (0 for a fully masked row). Dp = Dv rounded up past Dv + 1 to a
-    multiple of 8 (aligned rows for the tensor cores). half_operands=False keeps float16 and
-    bfloat16 inputs' matmul operands and probabilities in float32 (the readout's retrievals,
-    which promise float32 accuracy; the guided call rounds P as flash attention does).
+    the numerators and column Dv the normalisers (0 for a fully masked row). Dp = Dv rounded
+    up past Dv + 1 to a multiple of 8 (aligned rows for the tensor cores). half_operands=False
+    keeps float16 and bfloat16 inputs' matmul operands and probabilities in float32 (the
+    readout's retrievals, which promise float32 accuracy; the guided call rounds P as flash
+    attention does).
     """
     from .sparse import entmax_bisect  # noqa: PLC0415 (sparse imports nothing from here)
 
