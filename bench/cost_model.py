@@ -118,7 +118,8 @@ _SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_uniqu
             "masked_scatter", "repeat_interleave"}
 # Operators that launch more than one kernel in PyTorch's CUDA implementation.
 _LAUNCHES = {"topk": 2, "sort": 2, "nonzero": 2, "constant_pad_nd": 2, "masked_select": 3,
-             "index_put_": 2, "count_nonzero": 1, "var_mean": 1}
+             "index_put_": 2, "count_nonzero": 2, "var_mean": 1}
+# (count_nonzero over a dim is (x != 0).sum(dim) on CUDA: a comparison kernel and a sum.)
 _MATMULS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "_int_mm"}
 
 
