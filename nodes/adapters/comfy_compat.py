@@ -101,7 +101,9 @@ def blocks_get_transformer_options(diffusion_model) -> bool:
     """Whether the model's ``forward_orig`` (the one its class runs) hands its blocks and their
     ``dit`` replaces ``transformer_options`` at all: the string appears in its code as a keyword
     or a dict key. False for Wan 2.2 S2V on ComfyUI 0.3.64, whose blocks get none (0.33 passes
-    them). True where there is no forward_orig to read (other layouts are not judged here)."""
+    them). True where there is no forward_orig to read (other layouts are not judged here).
+    A reading of code, so the DiT hook asks it only of a subclass's own forward, never of the
+    forward a family's tests ran (a new code style could fool it)."""
     code = getattr(getattr(type(diffusion_model), "forward_orig", None), "__code__", None)
     return code is None or "transformer_options" in _names_in_code(code)
 

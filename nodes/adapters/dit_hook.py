@@ -41,7 +41,7 @@ from . import comfy_compat
 from .attention_call import AttentionCall
 from .dit_replace import (install_block_replaces, has_block_replaces, marked_block,
                           remove_block_replaces)
-from .families import model_name
+from .families import family_class, model_name
 from .install_plan import plan_install
 from .model_call import CALL_KEY, TEXT_TOKENS_KEY, WRAPPER_KEY, ModelCallRecord, ModelCallWrapper
 from .prompt_repeats import without_repeated_keys
@@ -289,7 +289,13 @@ def _check_comfyui(model_patcher, family) -> None:
         raise ValueError("GAG on joint-attention DiTs needs ComfyUI's model wrappers "
                          "(ComfyUI 0.3.64 or later); this ComfyUI has none. Update ComfyUI.")
     diffusion = model_patcher.model.diffusion_model
-    if not comfy_compat.blocks_get_transformer_options(diffusion):
+    # A model running the forward of the family's own class runs what the family's tests ran;
+    # only a subclass's own forward (a sibling such as Wan 2.2 S2V) is judged by reading its
+    # code, so a reading that misjudges a new ComfyUI's code style can never refuse a tested
+    # family.
+    runs_own_forward = (getattr(type(diffusion), "forward_orig", None)
+                        is not getattr(family_class(family), "forward_orig", None))
+    if runs_own_forward and not comfy_compat.blocks_get_transformer_options(diffusion):
         raise ValueError(f"GAG cannot guide {family.display_name} ({model_name(model_patcher)}) "
                          f"on this ComfyUI: its forward runs the blocks without "
                          f"transformer_options, so neither ComfyUI's block info nor GAG's block "

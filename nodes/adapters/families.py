@@ -21,7 +21,7 @@ from typing import Optional
 
 
 __all__ = ["BlockGroup", "Layout", "TextLength", "Family", "FAMILIES", "find_family",
-           "family_by_id", "all_presets", "model_name", "diffusion_model_of",
+           "family_class", "family_by_id", "all_presets", "model_name", "diffusion_model_of",
            "front_end_table"]
 
 
@@ -532,7 +532,7 @@ FAMILIES: tuple[Family, ...] = (
 # Reading the table
 # ---------------------------------------------------------------------------------------------
 
-def _class_of(family: Family) -> Optional[type]:
+def family_class(family: Family) -> Optional[type]:
     """The family's diffusion-model class, or None when this ComfyUI does not have it."""
     module_name, class_name = family.model_class
     try:
@@ -558,7 +558,7 @@ def diffusion_model_of(model_patcher):
 
 
 def matches(family: Family, model_patcher) -> bool:
-    cls = _class_of(family)
+    cls = family_class(family)
     diffusion = diffusion_model_of(model_patcher)
     if cls is None or not isinstance(diffusion, cls):
         return False

@@ -706,7 +706,7 @@ def test_qwen_image21_is_refused_by_name(tm, pack, monkeypatch):
     assert entry.model_class == ("comfy.ldm.qwen_image21.model", "QwenImage21Transformer2DModel")
     assert entry.refused and not entry.layouts
     patcher = tm.tiny_qwen_image()
-    if families._class_of(entry) is None:
+    if families.family_class(entry) is None:
         assert not families.matches(entry, patcher)
     stand_in = dataclasses.replace(entry, model_class=("comfy.ldm.qwen_image.model",
                                                        "QwenImageTransformer2DModel"))

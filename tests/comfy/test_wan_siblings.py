@@ -291,6 +291,19 @@ def test_a_sibling_whose_blocks_get_no_options_is_refused(tv, api):
         api.apply_gag(s2v.patcher)
 
 
+def test_the_code_reading_judges_only_a_sibling_own_forward(tv, api, monkeypatch):
+    """The check behind that refusal reads code, and a new ComfyUI's code style could fool it:
+    it is asked only of a subclass that runs its own forward (S2V), never of one that runs the
+    forward of its family's class, which the family's tests ran (Fun Control is a WanModel)."""
+    compat = importlib.import_module("comfyui_gag.nodes.adapters.comfy_compat")
+    monkeypatch.setattr(compat, "blocks_get_transformer_options", lambda model: False)
+    fun_control = Sibling(tv, "fun_control")
+    assert api.apply_gag(fun_control.patcher) is not fun_control.patcher
+    s2v = Sibling(tv, "s2v")
+    with pytest.raises(ValueError, match=r"WanModel_S2V.*without transformer_options"):
+        api.apply_gag(s2v.patcher)
+
+
 def test_animate2_with_the_core_pose_cache(tv, api, attention_calls):
     """With core WanAnimate2Cache the pose branch runs in the first model call only and later
     calls reuse its block inputs: GAG, applied after the cache node, guides the same calls and
