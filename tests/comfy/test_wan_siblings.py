@@ -6,12 +6,12 @@ SIBLINGS and RECIPES), sampled through ComfyUI's real sampler with the condition
 What each gets from GAG (nodes/adapters/families.py says why):
 
 - guided as Wan (``wan`` / ``wan_i2v``): Camera (2.1 and 2.2), Fun Control, HuMo, S2V,
-  Wan-Animate, SCAIL, SCAIL-2, WanDancer, FlowRVS. GAG changes the sample, guides exactly the selected blocks' text
-  cross-attention once per model call, and no attention the sibling adds (CLIP-image,
-  HuMo's per-frame audio attention; S2V's and WanDancer's audio injection and Wan-Animate's
-  face attention never reach an attention override: they get no transformer_options); batch
-  N == N×1; cond/uncond joined == split; the per-model-call audit passes (sampling would
-  raise otherwise).
+  Wan-Animate, SCAIL, SCAIL-2, WanDancer, FlowRVS. GAG changes the sample, guides exactly the
+  selected blocks' text cross-attention once per model call, and no attention the sibling adds
+  (CLIP-image, HuMo's per-frame audio attention; S2V's and WanDancer's audio injection and
+  Wan-Animate's face attention never reach an attention override: they get no
+  transformer_options); batch N == N×1; cond/uncond joined == split; the per-model-call audit
+  passes (sampling would raise otherwise).
 - guided with their own entries through `dit` replace marks: Wan VACE (its vace_blocks run
   with the main block's block info) and Wan-Animate-2 (its pose branch likewise): that extra
   attention stays unguided. The full family suite runs on both in test_video_families.py.
@@ -20,7 +20,8 @@ What each gets from GAG (nodes/adapters/families.py says why):
   changes that).
 
 Siblings a ComfyUI lacks skip with the reason (0.3.64 has Camera, Fun Control, HuMo, S2V,
-Wan-Animate and VACE). On 0.3.64 S2V's forward hands its blocks no transformer_options: GAG refuses it there.
+Wan-Animate and VACE). On 0.3.64 S2V's forward hands its blocks no transformer_options: GAG
+refuses it there.
 """
 
 from __future__ import annotations
