@@ -171,65 +171,60 @@ def query_chunk(batch: int, heads: int, lq: int, lk: int, dtype: torch.dtype,
 _constants: dict = {}
 
 
+def _constant(key: tuple, make) -> torch.Tensor:
+    """The tensor cached under ``key`` (which names the dtype and device), made by ``make()``
+    the first time it is asked for."""
+    if key not in _constants:
+        _constants[key] = make()
+    return _constants[key]
+
+
 def _value_tail(pad: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(1, 1, pad) ones: the columns appended to V whose P·V is each row's normaliser."""
-    key = ("tail", pad, dtype, str(device))
-    if key not in _constants:
-        _constants[key] = torch.ones(1, 1, pad, dtype=dtype, device=device)
-    return _constants[key]
+    return _constant(("tail", pad, dtype, str(device)),
+                     lambda: torch.ones(1, 1, pad, dtype=dtype, device=device))
 
 
 def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(k,) = 1/j for j = 1..k."""
-    key = ("ranks", k, dtype, str(device))
-    if key not in _constants:
-        _constants[key] = torch.arange(1, k + 1, dtype=dtype, device=device).reciprocal_()
-    return _constants[key]
+    return _constant(("ranks", k, dtype, str(device)),
+                     lambda: torch.arange(1, k + 1, dtype=dtype, device=device).reciprocal_())
 
 
 def _scaled_ranks(k: int, factor: float, dtype: torch.dtype,
                   device: torch.device) -> torch.Tensor:
     """(k,) = factor/j for j = 1..k."""
-    key = ("scaled_ranks", k, factor, dtype, str(device))
-    if key not in _constants:
-        _constants[key] = _ranks(k, dtype, device) * factor
-    return _constants[key]
+    return _constant(("scaled_ranks", k, factor, dtype, str(device)),
+                     lambda: _ranks(k, dtype, device) * factor)
 
 
 def _prefix_matrix(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(k, k) upper-triangular matrix whose column j holds 1/(j+1) in rows 0..j: x @ it gives
     the running means of x's last axis (cumsum and ×1/j in one product)."""
-    key = ("prefix", k, dtype, str(device))
-    if key not in _constants:
-        ones = torch.ones(k, k, dtype=dtype, device=device)
-        _constants[key] = ones.triu_().mul_(_ranks(k, dtype, device))
-    return _constants[key]
+    return _constant(("prefix", k, dtype, str(device)),
+                     lambda: torch.ones(k, k, dtype=dtype, device=device).triu_().mul_(
+                         _ranks(k, dtype, device)))
 
 
 def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A 0-dim zero."""
-    key = ("zero", dtype, str(device))
-    if key not in _constants:
-        _constants[key] = torch.zeros((), dtype=dtype, device=device)
-    return _constants[key]
+    return _constant(("zero", dtype, str(device)),
+                     lambda: torch.zeros((), dtype=dtype, device=device))
 
 
 def _mass_offset(k: int, mass: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(k,) = [mass, 0, …, 0]: added to −g² before the running sums, which then give mass − S2."""
-    key = ("offset", k, mass, dtype, str(device))
-    if key not in _constants:
+    def make():
         offset = torch.zeros(k, dtype=dtype, device=device)
         offset[0] = mass
-        _constants[key] = offset
-    return _constants[key]
+        return offset
+    return _constant(("offset", k, mass, dtype, str(device)), make)
 
 
 def _signs(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(2, 1) = [[−1], [1]]: divided by the (N, 2, 1) normalisers gives [−1/a_d, 1/a_s]."""
-    key = ("signs", dtype, str(device))
-    if key not in _constants:
-        _constants[key] = torch.tensor([[-1.0], [1.0]], dtype=dtype, device=device)
-    return _constants[key]
+    return _constant(("signs", dtype, str(device)),
+                     lambda: torch.tensor([[-1.0], [1.0]], dtype=dtype, device=device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,10 +405,9 @@ def _exp_in_units(x: torch.Tensor, unit: float, out: torch.Tensor) -> torch.Tens
     Python-number base would be turned into a device tensor by a fill kernel on every call.)"""
     if unit == 1.0:
         return torch.exp(x, out=out)
-    key = ("exp_unit", unit, x.dtype, str(x.device))
-    if key not in _constants:
-        _constants[key] = torch.full((), math.exp(unit), dtype=x.dtype, device=x.device)
-    return torch.pow(_constants[key], x, out=out)
+    base = _constant(("exp_unit", unit, x.dtype, str(x.device)),
+                     lambda: torch.full((), math.exp(unit), dtype=x.dtype, device=x.device))
+    return torch.pow(base, x, out=out)
 
 
 def _scores(q3: torch.Tensor, k3: torch.Tensor, mask: Optional[torch.Tensor], shape4: tuple,
@@ -598,11 +592,10 @@ def _gram(numer: torch.Tensor) -> torch.Tensor:
     """(N, 2, 2) Gram matrices of the two numerators, plus the dtype's smallest normal number on
     the diagonal (in the same batched matmul, baddbmm's input): ‖n_s‖² > 0 even for a zero
     retrieval, so 1/√q needs no clamp; it moves no q ≥ 2⁻¹⁰⁰ by more than 2⁻²⁶ of itself."""
-    key = ("tiny_eye", numer.dtype, str(numer.device))
-    if key not in _constants:
-        _constants[key] = torch.eye(2, dtype=numer.dtype, device=numer.device).mul_(
-            torch.finfo(numer.dtype).tiny)
-    return torch.baddbmm(_constants[key], numer, numer.transpose(1, 2))
+    tiny_eye = _constant(("tiny_eye", numer.dtype, str(numer.device)),
+                         lambda: torch.eye(2, dtype=numer.dtype, device=numer.device).mul_(
+                             torch.finfo(numer.dtype).tiny))
+    return torch.baddbmm(tiny_eye, numer, numer.transpose(1, 2))
 
 
 def gpu_gag(q, k, v, mask, alpha, scale, eta, zeta, out_dtype) -> torch.Tensor:
