@@ -90,13 +90,17 @@ def note_declined(device: torch.device, reason: str) -> None:
     key = (str(device), reason)
     if key not in _declines:
         _declines[key] = device_name(device)
-        LOG.info("GAG attention on %s: PyTorch path — the fused kernel cannot take these "
-                 "calls: %s", _declines[key], reason)
+        LOG.info("%s", _declined_line(_declines[key], reason))
 
 
 def declined() -> list:
     """(device name, reason) for every call the kernel could not take, in the order first seen."""
     return [(name, reason) for (_, reason), name in _declines.items()]
+
+
+def _declined_line(name: str, reason: str) -> str:
+    return (f"GAG attention on {name}: PyTorch path — the fused kernel cannot take these "
+            f"calls: {reason}")
 
 
 def _cuda_timer(fn: Callable[[], torch.Tensor], name: str, repeats: int) -> float:
@@ -249,6 +253,5 @@ def backend_summary() -> str:
     """One line per checked key and per reason the kernel could not take a call, saying which
     backend runs and why; a line saying so where neither happened."""
     lines = [d.line() for d in decisions()]
-    lines += [f"GAG attention on {name}: PyTorch path — the fused kernel cannot take these "
-              f"calls: {reason}" for name, reason in declined()]
+    lines += [_declined_line(name, reason) for name, reason in declined()]
     return "\n".join(lines) if lines else "GAG attention: PyTorch path (no fused-kernel check ran)"
