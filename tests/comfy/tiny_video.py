@@ -408,6 +408,16 @@ def _sibling(family_id, model_class, tiny, conditioning, *, size=4, channels=16,
 _FRAMES = 3   # the latent frames every sibling's conditioning is shaped for
 
 
+def _scail(model_type, model_class):
+    """SCAIL and SCAIL-2: the same inputs (a pose latent per frame, one reference frame)."""
+    return _sibling("wan_i2v", model_class, _wan(model_type=model_type, in_dim=20),
+                    _with(wan_i2v_conditioning,
+                          pose_video_latent=lambda b, g: torch.randn(
+                              b, 16, _FRAMES, 4, 4, generator=g),
+                          reference_latents=lambda b, g: [torch.randn(
+                              b, 16, 1, 4, 4, generator=g)]))
+
+
 SIBLINGS: dict[str, VideoRecipe] = {
     # Wan 2.1 Camera (ReCamMaster-style): Wan I2V with a control adapter over Plücker camera
     # embeddings (B, 24, 4·F, 8·S, 8·S) added to the patch embedding.
@@ -445,18 +455,8 @@ SIBLINGS: dict[str, VideoRecipe] = {
                                   b, 3, 1, 512, 512, generator=g))),
     # SCAIL / SCAIL-2: a reference latent frame before the video and the pose tokens after it
     # in one sequence: all are queries of the blocks' text cross-attention.
-    "scail": _sibling("wan_i2v", "WAN21_SCAIL", _wan(model_type="scail", in_dim=20),
-                      _with(wan_i2v_conditioning,
-                            pose_video_latent=lambda b, g: torch.randn(
-                                b, 16, _FRAMES, 4, 4, generator=g),
-                            reference_latents=lambda b, g: [torch.randn(
-                                b, 16, 1, 4, 4, generator=g)])),
-    "scail2": _sibling("wan_i2v", "WAN21_SCAIL2", _wan(model_type="scail2", in_dim=20),
-                       _with(wan_i2v_conditioning,
-                             pose_video_latent=lambda b, g: torch.randn(
-                                 b, 16, _FRAMES, 4, 4, generator=g),
-                             reference_latents=lambda b, g: [torch.randn(
-                                 b, 16, 1, 4, 4, generator=g)])),
+    "scail": _scail("scail", "WAN21_SCAIL"),
+    "scail2": _scail("scail2", "WAN21_SCAIL2"),
     # WanDancer: music features (B, T, 35) through its own music encoder and injected after
     # block 0 per 1/8 latent frame (the frame's tokens must divide by 8: size 8).
     "wandancer": _sibling("wan_i2v", "WAN22_WanDancer",
